@@ -1,0 +1,130 @@
+"""One branch's day of trading, written as the till exports it, with its true figures."""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+
+from cafe_etl.generate import faults
+from cafe_etl.generate.chain import Branch, luhn_card, random_name
+from cafe_etl.generate.tillformat import Sale, format_line
+
+# Relative footfall per hour: a morning rush, a lunch peak, a quieter afternoon.
+_WEEKDAY_HOURS = {8: 9, 9: 10, 10: 7, 11: 6, 12: 10, 13: 9, 14: 5, 15: 5, 16: 5, 17: 4, 18: 3, 19: 2, 20: 2}
+# Weekends start later and peak around late morning and lunch.
+_WEEKEND_HOURS = {8: 3, 9: 6, 10: 9, 11: 10, 12: 10, 13: 9, 14: 7, 15: 6, 16: 5, 17: 4, 18: 3, 19: 2, 20: 2}
+_DAY_FACTOR = (1.0, 0.95, 1.0, 1.05, 1.1, 1.2, 0.8)  # Monday .. Sunday
+_BASKET_SIZES = (1, 2, 3, 4, 5, 6)
+_BASKET_CUM = (32, 59, 77, 89, 96, 100)
+_REGULAR_SHARE = 0.4
+_REPEAT_ITEM = 0.2
+_CARD_SHARE = 0.6
+
+
+def customer_key(name: str, card: str) -> int:
+    """The generator's stand-in for the keyed customer hash: same identity rule."""
+    normal = " ".join(name.lower().split())
+    return int.from_bytes(hashlib.blake2b(f"{normal}\0{card}".encode(), digest_size=8).digest(), "big")
+
+
+@dataclass
+class DayTruth:
+    """The expected figures of one generated file."""
+
+    branch: str
+    day: date
+    lines: int = 0
+    transactions: int = 0
+    items: int = 0
+    revenue: int = 0
+    hours: Counter = field(default_factory=Counter)  # hour -> transactions
+    hour_revenue: Counter = field(default_factory=Counter)
+    payments: Counter = field(default_factory=Counter)
+    payment_revenue: Counter = field(default_factory=Counter)
+    products: Counter = field(default_factory=Counter)  # (size, name, flavour) -> quantity
+    product_revenue: Counter = field(default_factory=Counter)
+    customers: set = field(default_factory=set)
+    rejects: Counter = field(default_factory=Counter)
+
+
+def _minutes(branch: Branch, day: date, count: int, rng: random.Random) -> list[int]:
+    profile = _WEEKEND_HOURS if day.weekday() >= 5 else _WEEKDAY_HOURS
+    hours = [h for h in range(branch.opens, branch.closes) if h in profile]
+    picked = rng.choices(hours, weights=[profile[h] for h in hours], k=count)
+    return sorted(h * 60 + rng.randrange(60) for h in picked)
+
+
+def _basket(branch: Branch, rng: random.Random) -> tuple:
+    size = _BASKET_SIZES[bisect.bisect_left(_BASKET_CUM, rng.random() * 100)]
+    items = rng.choices(branch.items, cum_weights=branch.cum_weights, k=size)
+    for i in range(1, size):
+        if rng.random() < _REPEAT_ITEM:  # "another one of those, please"
+            items[i] = items[rng.randrange(i)]
+    return tuple(items)
+
+
+def _sale(branch: Branch, minute: int, rng: random.Random) -> Sale:
+    if branch.regulars and rng.random() < _REGULAR_SHARE:
+        regular = rng.choice(branch.regulars)
+        name, card, card_share = regular.name, regular.card, regular.prefers_card
+    else:
+        name, card, card_share = random_name(rng), "", _CARD_SHARE
+    items = _basket(branch, rng)
+    pence = sum(item.pence for item in items)
+    if rng.random() < card_share:
+        return Sale(minute, name, items, "CARD", card or luhn_card(rng), pence)
+    return Sale(minute, name, items, "CASH", "", pence)
+
+
+def _tally(truth: DayTruth, sales: list[Sale]) -> None:
+    """Fold the file's genuine sales into its expected figures."""
+    truth.transactions = len(sales)
+    every_item = [item for sale in sales for item in sale.items]
+    truth.items = len(every_item)
+    truth.revenue = sum(sale.pence for sale in sales)
+    for sale in sales:
+        hour = sale.minute // 60
+        truth.hours[hour] += 1
+        truth.hour_revenue[hour] += sale.pence
+        truth.payments[sale.payment] += 1
+        truth.payment_revenue[sale.payment] += sale.pence
+    for item, quantity in Counter(every_item).items():
+        truth.products[item.key] += quantity
+        truth.product_revenue[item.key] += quantity * item.pence
+    truth.customers = {customer_key(sale.name, sale.card) for sale in sales}
+
+
+def generate_day(
+    branch: Branch, day: date, seed: int, bad_rate: float, other_branches: list[str]
+) -> tuple[str, DayTruth]:
+    """The file's text and its true figures. Same inputs, same bytes."""
+    rng = random.Random(f"day:{seed}:{branch.index}:{day.isoformat()}")
+    count = max(1, round(branch.weekday_transactions * _DAY_FACTOR[day.weekday()] * rng.uniform(0.85, 1.15)))
+    truth = DayTruth(branch.name, day)
+    lines: list[str] = []
+    seen: set[str] = set()
+    good: list[Sale] = []
+    for minute in _minutes(branch, day, count, rng):
+        while True:
+            sale = _sale(branch, minute, rng)
+            line = format_line(day, branch.name, sale)
+            kind = None
+            if bad_rate and rng.random() < bad_rate:
+                kind, line = faults.spoil(day, branch.name, sale, lines, other_branches, rng)
+            # A genuine sale is never byte-identical to an earlier row: only the
+            # DUPLICATE_ROW fault may repeat a line.
+            if kind == "DUPLICATE_ROW" or line not in seen:
+                break
+        seen.add(line)
+        lines.append(line)
+        if kind is None:
+            good.append(sale)
+        else:
+            truth.rejects[kind] += 1
+    _tally(truth, good)
+    truth.lines = len(lines)
+    return "\n".join(lines) + "\n", truth
