@@ -51,7 +51,11 @@ def _first_item_as(sale: Sale, text: str) -> str:
 
 def _bad_item(day, branch, sale, lines, others, rng) -> str:
     item = sale.items[0]
-    text = rng.choice((f"{item.size} - {money(item.pence)}", f"{item.label} {money(item.pence)}"))
+    nameless = f"{item.size} - {money(item.pence)}"
+    # Without its " - " before the price. (A flavoured item would still hold one, in
+    # front of the flavour, and so read as a bad price: leave those their separator.)
+    unpriced = f"{item.label} {money(item.pence)}"
+    text = nameless if item.flavour or rng.random() < 0.5 else unpriced
     return format_line(day, branch, sale, basket=_first_item_as(sale, text))
 
 

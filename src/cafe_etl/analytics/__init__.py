@@ -1,0 +1,1 @@
+"""Answers for the business: the report and the queries behind it."""

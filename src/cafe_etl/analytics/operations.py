@@ -1,0 +1,157 @@
+"""Operations: the ledger's state, runs, rejects and missing uploads (DESIGN §4, §9)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from cafe_etl.warehouse.base import Reader
+
+_NAME_DATE = re.compile(r"(\d{2})-(\d{2})-(\d{4})")
+
+
+def files_by_status(reader: Reader) -> dict[str, int]:
+    return dict(reader.query("SELECT status, count(*) FROM etl_file GROUP BY status ORDER BY status"))
+
+
+def rejects_by_reason(reader: Reader) -> dict[str, int]:
+    return dict(reader.query("SELECT reason_code, count(*) FROM etl_reject GROUP BY reason_code ORDER BY 1"))
+
+
+def last_run(reader: Reader) -> dict | None:
+    rows = reader.query(
+        """SELECT run_id, command, started_at, finished_at, status, files_seen, files_loaded, files_failed,
+                  files_skipped, rows_loaded, rows_rejected, seconds
+           FROM etl_run ORDER BY run_id DESC LIMIT 1"""
+    )
+    if not rows:
+        return None
+    keys = ("run_id", "command", "started_at", "finished_at", "status", "files_seen", "files_loaded", "files_failed",
+            "files_skipped", "rows_loaded", "rows_rejected", "seconds")
+    run = dict(zip(keys, rows[0], strict=True))
+    run["rows_per_second"] = round(run["rows_loaded"] / run["seconds"], 1) if run["seconds"] else None
+    return run
+
+
+def last_success(reader: Reader):
+    return reader.scalar("SELECT max(processed_at) FROM etl_file WHERE status = 'loaded'")
+
+
+def warehouse_counts(reader: Reader) -> dict:
+    sales, first, last = reader.query("SELECT count(*), min(sold_at), max(sold_at) FROM fact_sale")[0]
+    items = reader.scalar("SELECT count(*) FROM fact_sale_item")
+    branches = reader.scalar("SELECT count(*) FROM dim_branch")
+    return {"sales": sales, "items": items, "branches": branches,
+            "first_sale": first.isoformat() if first else None, "last_sale": last.isoformat() if last else None}
+
+
+@dataclass(frozen=True)
+class Missing:
+    branch: str
+    day: date
+
+
+def missing_files(reader: Reader, until: date | None = None) -> list[Missing]:
+    """Business days without a loaded file, per branch, from its first file to ``until``
+    (default: the latest business day any branch delivered)."""
+    rows = reader.query(
+        """SELECT b.name, f.business_date
+           FROM etl_file f JOIN dim_branch b ON b.branch_id = f.branch_id
+           WHERE f.status = 'loaded' AND f.business_date IS NOT NULL"""
+    )
+    delivered: dict[str, set[date]] = {}
+    for branch, day in rows:
+        delivered.setdefault(branch, set()).add(day)
+    if not delivered:
+        return []
+    end = until or max(max(days) for days in delivered.values())
+    out = []
+    for branch, days in sorted(delivered.items()):
+        day = min(days)
+        while day <= end:
+            if day not in days:
+                out.append(Missing(branch, day))
+            day += timedelta(days=1)
+    return out
+
+
+@dataclass(frozen=True)
+class Reject:
+    file_id: int
+    location: str
+    source_row: int
+    reason: str
+    detail: str | None
+    row_data: str | None
+
+
+def rejects(reader: Reader, *, file: str | None = None, reason: str | None = None, limit: int = 50,
+            offset: int = 0) -> tuple[int, list[Reject]]:
+    """Quarantined rows, newest files first; ``file`` is a ledger id or part of a location."""
+    clauses, params = ["1 = 1"], []
+    if file:
+        if file.isdigit():
+            clauses.append("r.file_id = ?")
+            params.append(int(file))
+        else:
+            clauses.append("f.location LIKE ?")
+            params.append(f"%{file}%")
+    if reason:
+        clauses.append("r.reason_code = ?")
+        params.append(reason.upper())
+    where = " AND ".join(clauses)
+    total = reader.scalar(
+        f"SELECT count(*) FROM etl_reject r JOIN etl_file f ON f.file_id = r.file_id WHERE {where}", params)
+    rows = reader.query(
+        f"""SELECT r.file_id, f.location, r.source_row, r.reason_code, r.detail, r.row_data
+            FROM etl_reject r JOIN etl_file f ON f.file_id = r.file_id
+            WHERE {where}
+            ORDER BY r.file_id DESC, r.source_row
+            LIMIT ? OFFSET ?""",
+        [*params, limit, offset],
+    )
+    return total, [Reject(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class ReplayCandidate:
+    file_id: int
+    location: str
+    sha256: str
+    status: str
+    branch_id: str | None
+    business_date: date | None
+    rows_rejected: int
+
+
+def replay_candidates(reader: Reader, *, file: str | None = None, branch: str | None = None,
+                      day: date | None = None) -> list[ReplayCandidate]:
+    """Failed versions, and loaded versions with rejected rows, narrowed by file, branch or date."""
+    rows = reader.query(
+        """SELECT file_id, location, content_sha256, status, branch_id, business_date, coalesce(rows_rejected, 0)
+           FROM etl_file
+           WHERE (status = 'failed' AND content_sha256 <> '') OR (status = 'loaded' AND rows_rejected > 0)
+           ORDER BY location"""
+    )
+    out = [ReplayCandidate(*row) for row in rows]
+    if file:
+        out = [c for c in out if (file.isdigit() and c.file_id == int(file)) or (not file.isdigit() and file in c.location)]
+    if branch:
+        wanted = " ".join(branch.lower().split())
+        slug = wanted.replace(" ", "_")
+        out = [c for c in out if c.branch_id == wanted or (c.branch_id is None and slug in c.location.lower())]
+    if day:
+        out = [c for c in out if (c.business_date or _day_in_name(c.location)) == day]
+    return out
+
+
+def _day_in_name(location: str) -> date | None:
+    """The date in a canonical file name (branch_DD-MM-YYYY_HH-MM-SS.csv): a hint only."""
+    match = _NAME_DATE.search(location.rsplit("/", 1)[-1])
+    if not match:
+        return None
+    try:
+        return date(int(match.group(3)), int(match.group(2)), int(match.group(1)))
+    except ValueError:
+        return None

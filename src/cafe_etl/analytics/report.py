@@ -1,0 +1,231 @@
+"""The business report (DESIGN §8): what sells, where, when, to whom, and data quality.
+
+Every query is portable SQL with bound parameters, read through the warehouse's
+read gateway. Sorting is done here, in Python, so every warehouse orders ties the
+same way: by revenue descending, then by name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from cafe_etl.errors import CafeEtlError
+from cafe_etl.warehouse.base import Reader
+
+CENT = Decimal("0.01")
+
+
+class UnknownBranch(CafeEtlError):
+    pass
+
+
+class BadPeriod(CafeEtlError):
+    pass
+
+
+@dataclass(frozen=True)
+class Filters:
+    first: date | None = None
+    last: date | None = None
+    branch: str | None = None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Filters resolved against the warehouse: a period and perhaps one branch."""
+
+    first: date | None
+    last: date | None
+    branch_key: int | None
+
+    @property
+    def empty(self) -> bool:
+        return self.first is None
+
+    def where(self, alias: str) -> tuple[str, list]:
+        """A WHERE clause on ``alias`` (a fact table) and its parameters."""
+        clause = f"{alias}.date_key BETWEEN ? AND ?"
+        params: list = [date_key(self.first), date_key(self.last)]
+        if self.branch_key is not None:
+            clause += f" AND {alias}.branch_key = ?"
+            params.append(self.branch_key)
+        return clause, params
+
+
+def date_key(day: date) -> int:
+    return day.year * 10000 + day.month * 100 + day.day
+
+
+def money(value) -> Decimal:
+    return Decimal(value or 0).quantize(CENT)
+
+
+def branch_identity(name: str) -> str:
+    """Branch identity ignores case and extra spaces (DESIGN §3)."""
+    return re.sub(r"\s+", " ", name.strip()).lower()
+
+
+def resolve(reader: Reader, filters: Filters) -> Scope:
+    if filters.first and filters.last and filters.first > filters.last:
+        raise BadPeriod(f"--from {filters.first} is after --to {filters.last}")
+    branch_key = None
+    if filters.branch is not None:
+        branch_key = _branch_key(reader, filters.branch)
+    low, high = reader.query("SELECT min(date_key), max(date_key) FROM fact_sale")[0]
+    first = filters.first or (_from_key(low) if low else None)
+    last = filters.last or (_from_key(high) if high else None)
+    if first is None or last is None:
+        return Scope(None, None, branch_key)  # an empty warehouse and no period asked for
+    return Scope(first, last, branch_key)
+
+
+def _from_key(key: int) -> date:
+    return date(key // 10000, key // 100 % 100, key % 100)
+
+
+def _branch_key(reader: Reader, name: str) -> int:
+    wanted = branch_identity(name)
+    rows = reader.query("SELECT branch_key FROM dim_branch WHERE branch_id = ?", [wanted])
+    if rows:
+        return rows[0][0]
+    known = [r[0] for r in reader.query("SELECT name FROM dim_branch ORDER BY name")]
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else (f"; {len(known)} branches are known" if known else "")
+    raise UnknownBranch(f"unknown branch {name!r}{hint}")
+
+
+def totals(reader: Reader, scope: Scope) -> dict:
+    where, params = scope.where("f")
+    tx, items, revenue, branches = reader.query(
+        f"""SELECT count(*), coalesce(sum(f.item_count), 0), coalesce(sum(f.total), 0),
+                   count(DISTINCT f.branch_key)
+            FROM fact_sale f WHERE {where}""",
+        params,
+    )[0]
+    return {"transactions": tx, "items": int(items), "revenue": money(revenue), "branches": branches}
+
+
+def branches(reader: Reader, scope: Scope) -> list[dict]:
+    where, params = scope.where("f")
+    rows = reader.query(
+        f"""SELECT b.name, count(*), sum(f.item_count), sum(f.total)
+            FROM fact_sale f JOIN dim_branch b ON b.branch_key = f.branch_key
+            WHERE {where}
+            GROUP BY b.branch_key, b.name""",
+        params,
+    )
+    out = [{"branch": n, "transactions": t, "items": int(i), "revenue": money(r)} for n, t, i, r in rows]
+    return sorted(out, key=lambda b: (-b["revenue"], b["branch"]))
+
+
+def products(reader: Reader, scope: Scope) -> list[dict]:
+    where, params = scope.where("i")
+    rows = reader.query(
+        f"""SELECT p.size, p.name, p.flavour, count(*), sum(i.unit_price)
+            FROM fact_sale_item i JOIN dim_product p ON p.product_key = i.product_key
+            WHERE {where}
+            GROUP BY p.product_key, p.size, p.name, p.flavour""",
+        params,
+    )
+    out = [{"size": s, "name": n, "flavour": f, "quantity": q, "revenue": money(r)} for s, n, f, q, r in rows]
+    return sorted(out, key=lambda p: (-p["revenue"], p["name"], p["size"] or "", p["flavour"] or ""))
+
+
+def hours(reader: Reader, scope: Scope) -> list[dict]:
+    where, params = scope.where("f")
+    rows = reader.query(
+        f"""SELECT t.hour, count(*), sum(f.total)
+            FROM fact_sale f JOIN dim_time t ON t.time_key = f.time_key
+            WHERE {where}
+            GROUP BY t.hour ORDER BY t.hour""",
+        params,
+    )
+    return [{"hour": h, "transactions": t, "revenue": money(r)} for h, t, r in rows]
+
+
+def days(reader: Reader, scope: Scope) -> list[dict]:
+    where, params = scope.where("f")
+    rows = reader.query(
+        f"""SELECT d.date, count(*), sum(f.total)
+            FROM fact_sale f JOIN dim_date d ON d.date_key = f.date_key
+            WHERE {where}
+            GROUP BY d.date ORDER BY d.date""",
+        params,
+    )
+    return [{"date": d.isoformat(), "transactions": t, "revenue": money(r)} for d, t, r in rows]
+
+
+def payments(reader: Reader, scope: Scope) -> list[dict]:
+    where, params = scope.where("f")
+    rows = reader.query(
+        f"""SELECT m.method, count(*), sum(f.total)
+            FROM fact_sale f JOIN dim_payment_method m ON m.payment_key = f.payment_key
+            WHERE {where}
+            GROUP BY m.method""",
+        params,
+    )
+    out = [{"method": m, "transactions": t, "revenue": money(r)} for m, t, r in rows]
+    return sorted(out, key=lambda p: (-p["revenue"], p["method"]))
+
+
+def customers(reader: Reader, scope: Scope) -> dict:
+    """New: first sale ever inside the period. Returning: first sale before it.
+    Repeat: sales on two or more days inside the period."""
+    where, params = scope.where("f")
+    row = reader.query(
+        f"""WITH first_sale AS (
+                SELECT customer_key, min(date_key) AS first_key
+                FROM fact_sale WHERE customer_key IS NOT NULL GROUP BY customer_key
+            ), inside AS (
+                SELECT f.customer_key, count(DISTINCT f.date_key) AS days
+                FROM fact_sale f WHERE f.customer_key IS NOT NULL AND {where}
+                GROUP BY f.customer_key
+            )
+            SELECT count(*),
+                   coalesce(sum(CASE WHEN s.first_key >= ? THEN 1 ELSE 0 END), 0),
+                   coalesce(sum(CASE WHEN i.days >= 2 THEN 1 ELSE 0 END), 0)
+            FROM inside i JOIN first_sale s ON s.customer_key = i.customer_key""",
+        [*params, date_key(scope.first)],
+    )[0]
+    distinct, new, repeat = (int(v) for v in row)
+    return {"distinct": distinct, "new": new, "returning": distinct - new, "repeat": repeat}
+
+
+def quality(reader: Reader) -> dict:
+    """Every file and reject in the warehouse, whatever the period."""
+    status = dict(reader.query("SELECT status, count(*) FROM etl_file GROUP BY status"))
+    reasons = dict(reader.query("SELECT reason_code, count(*) FROM etl_reject GROUP BY reason_code"))
+    return {
+        "files_loaded": status.get("loaded", 0),
+        "files_failed": status.get("failed", 0),
+        "rows_rejected": sum(reasons.values()),
+        "rejects_by_reason": dict(sorted(reasons.items())),
+    }
+
+
+def build(reader: Reader, filters: Filters) -> dict:
+    """The report in the JSON contract's shape, money as Decimal with 2 places."""
+    scope = resolve(reader, filters)
+    period = {"from": scope.first.isoformat() if scope.first else None,
+              "to": scope.last.isoformat() if scope.last else None}
+    if scope.empty:
+        return {"period": period,
+                "totals": {"transactions": 0, "items": 0, "revenue": money(0), "branches": 0}, "branches": [], "products": [], "hours": [],
+                "days": [], "payments": [],
+                "customers": {"distinct": 0, "new": 0, "returning": 0, "repeat": 0},
+                "quality": quality(reader)}
+    return {
+        "period": period,
+        "totals": totals(reader, scope),
+        "branches": branches(reader, scope),
+        "products": products(reader, scope),
+        "hours": hours(reader, scope),
+        "days": days(reader, scope),
+        "payments": payments(reader, scope),
+        "customers": customers(reader, scope),
+        "quality": quality(reader),
+    }

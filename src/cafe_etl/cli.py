@@ -1,0 +1,319 @@
+"""The ``cafe-etl`` command line (DESIGN §8): parse options, call the library, print.
+
+A user mistake (missing file, bad URL, unreadable warehouse) is one clear line on
+stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import date, timedelta
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cafe_etl import __version__
+from cafe_etl.config import DEFAULT_LANDING, ENV_WAREHOUSE, load_settings
+from cafe_etl.errors import CafeEtlError
+
+out = Console(highlight=False, soft_wrap=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_FILE_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def _fail(message: str, code: int) -> None:
+    err.print(f"[bold red]error:[/bold red] {message}", markup=True, highlight=False)
+    sys.exit(code)
+
+
+def handle_errors(command: Callable) -> Callable:
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except CafeEtlError as exc:
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
+            if os.environ.get("CAFE_ETL_DEBUG"):
+                raise
+            _fail(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                  "(set CAFE_ETL_DEBUG=1 for details)", 70)
+
+    return wrapper
+
+
+def warehouse_option(command: Callable) -> Callable:
+    return click.option(
+        "--warehouse", "warehouse", envvar=ENV_WAREHOUSE, default=None, metavar="URL",
+        help="duckdb:///path/file.duckdb or a file path [env CAFE_ETL_WAREHOUSE; default data/warehouse.duckdb]",
+    )(command)
+
+
+def key_options(command: Callable) -> Callable:
+    command = click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                           help="Secret for customer keys [env CAFE_ETL_KEY_FILE; default ~/.config/cafe-etl/customer-key]")(command)
+    return click.option("--customer-keys/--no-customer-keys", default=None,
+                        help="Keep a keyed hash of each customer for new-vs-returning analysis [default: on]")(command)
+
+
+def _settings(warehouse=None, key_file=None, customer_keys=None):
+    return load_settings(warehouse=warehouse, key_file=key_file, customer_keys=customer_keys)
+
+
+@contextmanager
+def _progress(label: str, total_files: int):
+    """A progress bar on stderr when it is a terminal; a no-op callback otherwise."""
+    if not err.is_terminal or total_files == 0:
+        yield lambda files, size: None
+        return
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("files"), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total_files)
+        yield lambda files, size: bar.advance(task, files)
+
+
+def _json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="cafe-etl")
+def main() -> None:
+    """ETL and analytics for a café chain: nightly branch exports into a PII-free star-schema warehouse."""
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--branches", type=click.IntRange(1, 5000), default=25, show_default=True)
+@click.option("--days", type=click.IntRange(1, 3660), default=28, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First business day [2024-03-04]")
+@click.option("--bad-rate", type=click.FloatRange(0, 0.5), default=0.0, show_default=True,
+              help="Share of rows replaced by bad rows of every kind")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes [one per CPU]")
+@handle_errors
+def generate(out_dir, branches, days, seed, start, bad_rate, workers) -> None:
+    """Write realistic branch exports into OUT_DIR, with their expected figures in _expected.json."""
+    from cafe_etl.generate import DEFAULT_START
+    from cafe_etl.generate import generate as run_generate
+
+    result = run_generate(out_dir, branches=branches, days=days, seed=seed,
+                          start=start.date() if start else DEFAULT_START, bad_rate=bad_rate, workers=workers)
+    out.print(f"wrote {result.files:,} files ({result.bytes / 1e6:,.1f} MB, {result.transactions:,} transactions, "
+              f"{result.rejected:,} bad rows) to {out_dir}; expected figures in {result.expected_path}")
+
+
+def _ingest(sources, settings, as_json: bool, command: str = "ingest"):
+    from cafe_etl.pipeline.run import ingest
+    from cafe_etl.sources import discover
+
+    files = discover(sources)
+    with _progress(command, len(files)) as progress:
+        summary = ingest(sources, settings, command=command, progress=progress, files=files)
+    return summary
+
+
+def _show_run(summary, as_json: bool) -> None:
+    from cafe_etl import views
+
+    if as_json:
+        _json(summary.to_dict())
+    else:
+        views.run_summary(summary, out)
+    if not summary.ok:
+        sys.exit(EXIT_FILE_FAILED)
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary")
+@warehouse_option
+@key_options
+@handle_errors
+def ingest(sources, as_json, warehouse, key_file, customer_keys) -> None:
+    """Load new and changed branch exports from SOURCES (files, folders, globs).
+
+    Exit status 0 when every file was processed (even with rejected rows), 1 when a
+    file failed, 2 or 3 when the sources or the warehouse cannot be used."""
+    settings = _settings(warehouse, key_file, customer_keys)
+    _show_run(_ingest(sources, settings, as_json), as_json)
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print every problem as JSON")
+@key_options
+@handle_errors
+def validate(sources, as_json, key_file, customer_keys) -> None:
+    """Check SOURCES with the same rules as ingest; load nothing, list every problem."""
+    from dataclasses import asdict
+
+    from cafe_etl import views
+    from cafe_etl.pipeline.run import validate_files
+    from cafe_etl.sources import discover
+
+    settings = _settings(None, key_file, customer_keys)
+    files = discover(sources)
+    with _progress("validate", len(files)) as progress:
+        summary, found = validate_files(sources, settings, progress=progress)
+    if as_json:
+        _json(summary.to_dict() | {"problems": [asdict(p) for p in found]})
+    else:
+        if found:
+            views.problems(found, out)
+        views.run_summary(summary, out)
+    if not summary.ok:
+        sys.exit(EXIT_FILE_FAILED)
+
+
+@main.command()
+@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First day (YYYY-MM-DD)")
+@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day (YYYY-MM-DD)")
+@click.option("--branch", default=None, help="One branch, by name (any case)")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@warehouse_option
+@handle_errors
+def report(first, last, branch, fmt, warehouse) -> None:
+    """What sells, where and when; customers; data quality."""
+    from cafe_etl.analytics import jsonout, render
+    from cafe_etl.analytics import report as reports
+    from cafe_etl.warehouse import open_warehouse
+
+    filters = reports.Filters(first.date() if first else None, last.date() if last else None, branch)
+    with open_warehouse(_settings(warehouse).warehouse).reader() as reader:
+        data = reports.build(reader, filters)
+    if fmt == "json":
+        click.echo(jsonout.dumps(data))
+    elif fmt == "csv":
+        click.echo(render.to_csv(data), nl=False)
+    else:
+        render.print_tables(data, out)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@warehouse_option
+@handle_errors
+def status(as_json, warehouse) -> None:
+    """The ledger: files by status, the last run, rejects by reason, failed and missing files."""
+    from cafe_etl import views
+    from cafe_etl.analytics import operations as ops
+    from cafe_etl.warehouse import open_warehouse
+
+    store = open_warehouse(_settings(warehouse).warehouse)
+    with store.reader() as r:
+        info = {
+            "warehouse": store.describe(),
+            "files_by_status": ops.files_by_status(r),
+            "warehouse_counts": ops.warehouse_counts(r),
+            "last_run": ops.last_run(r),
+            "last_successful_load": r.scalar("SELECT max(processed_at) FROM etl_file WHERE status = 'loaded'"),
+            "rejects_by_reason": ops.rejects_by_reason(r),
+            "failed_files": r.query("SELECT location, error FROM etl_file WHERE status = 'failed' ORDER BY location"),
+            "missing_files": ops.missing_files(r),
+        }
+    if as_json:
+        _json(info | {"failed_files": [{"location": loc, "error": e} for loc, e in info["failed_files"]],
+                      "missing_files": [{"branch": m.branch, "date": m.day.isoformat()} for m in info["missing_files"]]})
+    else:
+        views.status(info, out)
+
+
+@main.command()
+@click.option("--file", "file", default=None, help="A ledger file id, or part of a file's location")
+@click.option("--reason", default=None, help="A reason code, e.g. TOTAL_MISMATCH")
+@click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@warehouse_option
+@handle_errors
+def rejects(file, reason, limit, fmt, warehouse) -> None:
+    """Quarantined rows with their reasons (personal data removed)."""
+    import csv
+    from dataclasses import asdict
+
+    from cafe_etl import views
+    from cafe_etl.analytics import operations as ops
+    from cafe_etl.warehouse import open_warehouse
+
+    with open_warehouse(_settings(warehouse).warehouse).reader() as r:
+        total, rows = ops.rejects(r, file=file, reason=reason, limit=limit)
+    if fmt == "json":
+        _json({"total": total, "rejects": [asdict(x) for x in rows]})
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["file_id", "location", "source_row", "reason", "detail", "row_data"])
+        writer.writerows([[x.file_id, x.location, x.source_row, x.reason, x.detail, x.row_data] for x in rows])
+    else:
+        views.rejects(total, rows, out)
+
+
+@main.command()
+@click.option("--file", "file", default=None, help="A ledger file id, or part of a file's location")
+@click.option("--branch", default=None, help="Only this branch's files")
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Only this business day's files")
+@click.option("--json", "as_json", is_flag=True)
+@warehouse_option
+@key_options
+@handle_errors
+def replay(file, branch, day, as_json, warehouse, key_file, customer_keys) -> None:
+    """Process again the failed files and the files with rejected rows (e.g. after a rule fix)."""
+    from cafe_etl.pipeline.run import replay as run_replay
+
+    settings = _settings(warehouse, key_file, customer_keys)
+    summary = run_replay(settings, file=file, branch=branch, day=day.date() if day else None)
+    if not summary.files and not as_json:
+        out.print("nothing to replay: no failed file and no file with rejected rows matches")
+        return
+    _show_run(summary, as_json)
+
+
+@main.command()
+@click.option("--branches", type=click.IntRange(1, 5000), default=25, show_default=True)
+@click.option("--days", type=click.IntRange(1, 3660), default=28, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="First business day [the 28 days up to yesterday]")
+@click.option("--bad-rate", type=click.FloatRange(0, 0.5), default=0.005, show_default=True)
+@click.option("--landing", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_LANDING,
+              show_default=True)
+@click.option("--no-serve", is_flag=True, help="Stop after the report (the dashboard is not served yet)")
+@warehouse_option
+@key_options
+@handle_errors
+def demo(branches, days, seed, start, bad_rate, landing, no_serve, warehouse, key_file, customer_keys) -> None:
+    """Generate a chain's month of exports into the landing folder, ingest it, print the report."""
+    from cafe_etl.analytics import render
+    from cafe_etl.analytics import report as reports
+    from cafe_etl.generate import generate as run_generate
+    from cafe_etl.warehouse import open_warehouse
+
+    first = start.date() if start else date.today() - timedelta(days=days)
+    settings = _settings(warehouse, key_file, customer_keys)
+    result = run_generate(landing, branches=branches, days=days, seed=seed, start=first, bad_rate=bad_rate)
+    out.print(f"generated {result.files:,} files ({result.transactions:,} transactions) in {landing}")
+    summary = _ingest([str(landing)], settings, as_json=False, command="demo")
+    from cafe_etl import views
+
+    views.run_summary(summary, out)
+    with open_warehouse(settings.warehouse).reader() as reader:
+        render.print_tables(reports.build(reader, reports.Filters()), out)
+    out.print(f"warehouse: {settings.warehouse} · try `cafe-etl report --format json`, `cafe-etl status`, "
+              "`cafe-etl rejects`")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

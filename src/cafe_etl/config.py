@@ -1,0 +1,89 @@
+"""Settings, resolved once: command-line option, then environment, then default.
+
+Environment variables are read here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+from cafe_etl.errors import ConfigError
+
+ENV_WAREHOUSE = "CAFE_ETL_WAREHOUSE"
+ENV_KEY_FILE = "CAFE_ETL_KEY_FILE"
+ENV_CUSTOMER_KEYS = "CAFE_ETL_CUSTOMER_KEYS"
+ENV_MEMORY_LIMIT = "CAFE_ETL_MEMORY_LIMIT"
+ENV_THREADS = "CAFE_ETL_THREADS"
+DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
+DEFAULT_LANDING = Path("data/landing")
+
+
+def default_key_file() -> Path:
+    """Outside the warehouse and the project: the user's config directory."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "cafe-etl" / "customer-key"
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{ENV_CUSTOMER_KEYS} must be on or off, not {value!r}")
+
+
+def _positive_int(name: str, value: str | None, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+    if number < 1:
+        raise ConfigError(f"{name} must be at least 1")
+    return number
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Validation limits (DESIGN §3). Part of the rules, so kept together."""
+
+    earliest_date: date = date(2000, 1, 1)
+    # A sale dated more than this many days after today is refused as BAD_TIMESTAMP.
+    future_days: int = 1
+    max_item_price: Decimal = Decimal("100.00")
+    max_items_per_sale: int = 100
+
+
+@dataclass(frozen=True)
+class Settings:
+    warehouse: str = DEFAULT_WAREHOUSE
+    key_file: Path = field(default_factory=default_key_file)
+    customer_keys: bool = True
+    memory_limit: str = "768MB"
+    threads: int = 2
+    batch_bytes: int = 24 * 1024 * 1024
+    rules: Rules = field(default_factory=Rules)
+
+    def with_overrides(self, **changes) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment, with explicit (non-None) overrides on top."""
+    env = os.environ
+    settings = Settings(
+        warehouse=env.get(ENV_WAREHOUSE) or DEFAULT_WAREHOUSE,
+        key_file=Path(env[ENV_KEY_FILE]) if env.get(ENV_KEY_FILE) else default_key_file(),
+        customer_keys=_flag(env.get(ENV_CUSTOMER_KEYS), True),
+        memory_limit=env.get(ENV_MEMORY_LIMIT) or "768MB",
+        threads=_positive_int(ENV_THREADS, env.get(ENV_THREADS), min(os.cpu_count() or 1, 4)),
+    )
+    return settings.with_overrides(**overrides)

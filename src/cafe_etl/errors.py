@@ -1,0 +1,33 @@
+"""Named errors. Each message says what went wrong and how to put it right.
+
+``CafeEtlError`` and its subclasses are user-facing: the CLI prints their message
+on one line and exits non-zero, never with a traceback.
+"""
+
+from __future__ import annotations
+
+
+class CafeEtlError(Exception):
+    """A problem the user can fix; the message is shown as is."""
+
+    exit_code = 2
+
+
+class ConfigError(CafeEtlError):
+    """A setting or option has a value that cannot be used."""
+
+
+class SourceError(CafeEtlError):
+    """A landing-zone location cannot be listed or read."""
+
+
+class WarehouseError(CafeEtlError):
+    """The warehouse cannot be opened, read or written."""
+
+    exit_code = 3
+
+
+class WarehouseBusy(WarehouseError):
+    """Another process holds the warehouse; retrying later may succeed."""
+
+    transient = True

@@ -1,0 +1,56 @@
+"""The secret behind customer keys.
+
+A customer key is HMAC-SHA256(secret, normalised name + card). The secret is made
+on first use and kept in a file readable by its owner only (0600), outside the
+warehouse, so the warehouse alone cannot be used to test guesses of who a
+customer is.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from cafe_etl.errors import ConfigError
+
+KEY_BYTES = 32
+
+
+def load_or_create_key(path: Path) -> bytes:
+    try:
+        return _read(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = secrets.token_bytes(KEY_BYTES)
+    try:
+        # O_EXCL: two processes starting at once cannot both write a key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the customer key file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as out:
+        out.write(key.hex().encode() + b"\n")
+    return key
+
+
+def _read(path: Path) -> bytes:
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ConfigError(f"cannot read the customer key file {path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"the customer key file {path} is readable by others; run: chmod 600 {path}")
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError(f"the customer key file {path} does not hold a hex key") from None
+    if len(key) < 16:
+        raise ConfigError(f"the customer key in {path} is too short (at least 16 bytes)")
+    return key

@@ -1,0 +1,110 @@
+"""One batch of files through every engine stage, ending with staged ``out_*`` tables.
+
+Many files go through each stage together (one set-based pass per stage) while each
+file keeps its own verdict: a bad file never stops the others.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from cafe_etl.config import Settings
+from cafe_etl.pipeline import clean, extract, stage, transform, validate
+from cafe_etl.pipeline.decode import Decoded, UndecodableFile, decode, fingerprint
+from cafe_etl.pipeline.engine import Engine
+from cafe_etl.pipeline.validate import FileCounts
+from cafe_etl.sources import LandingFile
+
+
+@dataclass
+class ReadFile:
+    """A landing file after reading: its version and text, or why it could not be read."""
+
+    source: LandingFile
+    size: int = 0
+    sha256: str = ""
+    decoded: Decoded | None = None
+    error: str | None = None  # unreadable or undecodable
+    unreadable: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class Judged:
+    """The engine's verdict on one file of a batch."""
+
+    read: ReadFile
+    idx: int | None  # the file's number inside the engine, if it got there
+    counts: FileCounts | None
+    failure: str | None  # None: load its good rows
+
+    @property
+    def format(self) -> str | None:
+        d = self.read.decoded
+        if d is None:
+            return None
+        layout = self.counts.layout if self.counts else "unknown"
+        header = "+header" if self.counts and self.counts.header_lines else ""
+        return f"{layout}{header} {d.encoding} {d.line_endings}"
+
+    @property
+    def keeps_rejects(self) -> bool:
+        """Rejects are quarantined for loaded files, and for files failed only because every row was bad."""
+        c = self.counts
+        return self.failure is None or (c is not None and c.loaded == 0 and c.rejected > 0
+                                        and self.failure.startswith("no loadable row"))
+
+
+def read_file(source: LandingFile) -> ReadFile:
+    started = time.perf_counter()
+    out = ReadFile(source)
+    try:
+        data = source.read()
+    except Exception as exc:  # noqa: BLE001 - any read failure is this file's outcome, not the run's
+        out.error, out.unreadable = str(exc), True
+        out.seconds = time.perf_counter() - started
+        return out
+    out.size = len(data)
+    out.sha256 = fingerprint(data)
+    try:
+        out.decoded = decode(data, engine_can_read=source.local_path is not None)
+    except UndecodableFile as exc:
+        out.error = str(exc)
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+def judge(engine: Engine, files: list[ReadFile], settings: Settings, secret: bytes | None) -> list[Judged]:
+    """Run the engine stages over the decodable ``files``; every file gets a verdict."""
+    inside = [f for f in files if f.decoded is not None]
+    idx_of = {id(f): i for i, f in enumerate(inside, start=1)}
+    # Every stage runs even for an empty batch, so the staged tables always exist.
+    sizes = extract.extract(engine, [extract.Document(f.decoded.text, f.source.local_path) for f in inside])
+    for idx, f in enumerate(inside, start=1):
+        if f.decoded.text is None and sizes.get(idx) != f.size:
+            # The file changed between hashing and reading: this version cannot be trusted.
+            f.error = "the file changed while it was being read; it will be read again"
+    clean.clean(engine, secret)
+    transform.transform(engine, settings.rules.max_item_price)
+    counts = validate.validate(engine, settings.rules, datetime.now())
+    judged = []
+    for f in files:
+        idx = idx_of.get(id(f))
+        if idx is None or f.error:
+            judged.append(Judged(f, idx, None, f.error or "unreadable"))
+            continue
+        c = counts.get(idx)
+        judged.append(Judged(f, idx, c, validate.verdict(c, f.decoded.lines)))
+    return judged
+
+
+def stage_batch(engine: Engine, judged: list[Judged], file_ids: dict[int, int]) -> None:
+    """Stage the load tables; ``file_ids`` maps a judged file's position to its ledger id."""
+    rows = [
+        (j.idx, file_ids[position], j.failure is None, j.keeps_rejects)
+        for position, j in enumerate(judged)
+        if j.idx is not None and position in file_ids
+    ]
+    stage.stage(engine, rows)

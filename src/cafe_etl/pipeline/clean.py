@@ -1,0 +1,101 @@
+"""Clean: typed values, branch identity, and personal data swapped for a customer key.
+
+Names and card numbers leave the pipeline here. What stays is the customer key:
+HMAC-SHA256(secret, name lower-cased with whitespace collapsed + NUL + card digits,
+or nothing for cash), cut to 60 bits so it fits a BIGINT. Keys are computed once per
+distinct (name, card) pair of the batch: regulars come back every day.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from cafe_etl.pipeline.engine import Engine
+from cafe_etl.pipeline.rules import Layout
+
+_BLOCK = 64  # SHA-256 block size, for HMAC's inner and outer pads
+
+# stg_branch: every spelling of a branch in each file, with its identity.
+# Identity ignores case and extra spaces; the display name is the first spelling
+# that is not all lower-case (DESIGN §3).
+_BRANCHES = """
+CREATE OR REPLACE TEMP TABLE stg_branch AS
+SELECT idx, f_branch, count(*) AS rows, min(line_no) AS first_line,
+       is_missing(f_branch) AS missing,
+       CASE WHEN NOT is_missing(f_branch) THEN lower(collapse(f_branch)) END AS branch_id,
+       CASE WHEN NOT is_missing(f_branch) THEN key_of(lower(collapse(f_branch))) END AS branch_key
+FROM stg_line
+WHERE NOT blank
+GROUP BY idx, f_branch
+"""
+
+# stg_file_branch: the one branch each file holds (most rows; earliest on a tie).
+_FILE_BRANCH = """
+CREATE OR REPLACE TEMP TABLE stg_file_branch AS
+SELECT idx, arg_max(branch_id, score) AS branch_id, arg_max(branch_key, score) AS branch_key
+FROM (
+    SELECT idx, branch_id, any_value(branch_key) AS branch_key,
+           sum(rows) * 1000000000 - min(first_line) AS score
+    FROM stg_branch WHERE NOT missing
+    GROUP BY idx, branch_id
+)
+GROUP BY idx
+"""
+
+_DISPLAY_NAMES = """
+CREATE OR REPLACE TEMP TABLE stg_branch_name AS
+SELECT branch_id, any_value(branch_key) AS branch_key,
+       coalesce(arg_min(collapse(f_branch), (idx, first_line)) FILTER (WHERE collapse(f_branch) <> lower(collapse(f_branch))),
+                arg_min(collapse(f_branch), (idx, first_line))) AS name
+FROM stg_branch WHERE NOT missing
+GROUP BY branch_id
+"""
+
+# stg_customer: one key per distinct (customer, card, payment) of the batch. The
+# pair is found again by ``who`` (a hash of the two raw fields) and the payment.
+_CUSTOMERS = f"""
+CREATE OR REPLACE TEMP TABLE stg_customer AS
+WITH pair AS (
+    SELECT l.who, payment_word(CASE WHEN s.layout = '{Layout.V0}' THEN l.f5 ELSE l.f6 END) AS payment,
+           any_value(l.f_customer) AS f_customer, any_value(l.f_card) AS f_card
+    FROM stg_line l JOIN stg_shape s USING (idx)
+    WHERE NOT l.blank
+    GROUP BY ALL
+), normal AS (
+    SELECT who, payment,
+           CASE WHEN NOT is_missing(f_customer) THEN lower(collapse(f_customer)) END || chr(0) ||
+           CASE WHEN payment <> 'CARD' OR is_missing(f_card) THEN ''
+                WHEN regexp_full_match(f_card, '[0-9]+') THEN f_card
+                ELSE regexp_replace(f_card, '[^0-9]', '', 'g') END AS identity
+    FROM pair
+)
+SELECT who, payment,
+       ('0x' || left(sha256($outer_pad || unhex(sha256($inner_pad || encode(identity)))), 15))::BIGINT
+           AS customer_key
+FROM normal
+WHERE identity IS NOT NULL
+"""
+
+_NO_CUSTOMERS = """
+CREATE OR REPLACE TEMP TABLE stg_customer AS
+SELECT NULL::UBIGINT AS who, NULL::VARCHAR AS payment, NULL::BIGINT AS customer_key
+WHERE false
+"""
+
+
+def hmac_pads(secret: bytes) -> tuple[bytes, bytes]:
+    """HMAC's (inner, outer) padded keys, so SQL can compute HMAC-SHA256 with two sha256 calls."""
+    key = hashlib.sha256(secret).digest() if len(secret) > _BLOCK else secret
+    key = key.ljust(_BLOCK, b"\0")
+    return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
+
+
+def clean(engine: Engine, secret: bytes | None) -> None:
+    engine.run(_BRANCHES)
+    engine.run(_FILE_BRANCH)
+    engine.run(_DISPLAY_NAMES)
+    if secret is None:
+        engine.run(_NO_CUSTOMERS)
+    else:
+        inner, outer = hmac_pads(secret)
+        engine.run(_CUSTOMERS, {"inner_pad": inner, "outer_pad": outer})

@@ -1,0 +1,106 @@
+"""Bytes to text: fingerprint, encoding, line endings and an independent line count.
+
+This is the only stage that sees a file's bytes. It settles the content hash the
+ledger versions files by, and counts lines on its own so the accounting check
+(lines read = loaded + rejected + ignored) compares two independent counts.
+A UTF-8 file on local disk is not decoded here: the engine reads it itself.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+from dataclasses import dataclass
+
+_GZIP_MAGIC = b"\x1f\x8b"
+READABLE_BY_ENGINE = ("ascii", "utf-8", "utf-8-bom")
+
+
+class UndecodableFile(Exception):
+    """The bytes are not a text export; the message says what they are."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    encoding: str
+    line_endings: str  # "lf", "crlf", "cr", "mixed" or "none"
+    lines: int
+    # The content with line endings normalised to \n and no byte order mark, when
+    # the engine cannot read the file itself (not UTF-8, or not on local disk).
+    text: str | None = None
+
+
+def fingerprint(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def count_lines(data: bytes | str) -> int:
+    """Lines as a reader sees them: CRLF, CR or LF end a line; a last line without one still counts."""
+    lf, cr, crlf = (b"\n", b"\r", b"\r\n") if isinstance(data, bytes) else ("\n", "\r", "\r\n")
+    breaks = data.count(lf) + data.count(cr) - data.count(crlf)
+    unterminated = 1 if data and not data.endswith((lf, cr)) else 0
+    return breaks + unterminated
+
+
+def _endings(data: bytes | str) -> str:
+    lf, cr, crlf = (b"\n", b"\r", b"\r\n") if isinstance(data, bytes) else ("\n", "\r", "\r\n")
+    both = data.count(crlf)
+    kinds = [name for name, n in (("crlf", both), ("cr", data.count(cr) - both), ("lf", data.count(lf) - both)) if n]
+    return kinds[0] if len(kinds) == 1 else ("mixed" if kinds else "none")
+
+
+def _encoding(data: bytes) -> tuple[str, str | None]:
+    """The encoding, and the decoded text where decoding was needed to know it."""
+    if data.startswith(codecs.BOM_UTF8):
+        body = data[len(codecs.BOM_UTF8) :]
+        return "utf-8-bom", None if body.isascii() else body.decode("utf-8")
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16", data.decode("utf-16")
+    if data.startswith(_GZIP_MAGIC):
+        raise UndecodableFile("the file is gzip-compressed, not a CSV export: decompress it first")
+    if data.isascii():
+        return "ascii", None
+    try:
+        return "utf-8", data.decode("utf-8")
+    except UnicodeDecodeError:
+        # Older tills and spreadsheets on Windows write cp1252 (e.g. £ as 0xA3).
+        return "cp1252", data.decode("cp1252", errors="replace")
+
+
+def _check_nul(data: bytes | str) -> bool:
+    """True when a few stray NULs must be replaced; raises when the file is binary."""
+    nul = b"\x00" if isinstance(data, bytes) else "\x00"
+    count = data.count(nul)
+    if not count:
+        return False
+    if count * 100 > len(data) or nul in data[:1024]:
+        raise UndecodableFile("the file holds NUL bytes: it is binary, not a CSV export")
+    return True
+
+
+def _normalise(text: str) -> str:
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # A few stray NULs: keep the rows, whose fields then fail validation visibly.
+    return text.replace("\x00", "\ufffd")
+
+
+def decode(data: bytes, *, engine_can_read: bool) -> Decoded:
+    """What the file holds; ``engine_can_read``: the engine can open the file by path."""
+    try:
+        encoding, text = _encoding(data)
+    except UnicodeDecodeError as exc:
+        raise UndecodableFile(f"the file is not valid {exc.encoding} text") from None
+    counted = text if encoding == "utf-16" else data
+    stray_nul = _check_nul(counted)
+    direct = engine_can_read and encoding in READABLE_BY_ENGINE and not stray_nul
+    if not direct and text is None:
+        text = data.decode("utf-8-sig" if encoding == "utf-8-bom" else "ascii")
+    return Decoded(
+        encoding=encoding,
+        line_endings=_endings(counted),
+        lines=count_lines(counted),
+        text=None if direct else _normalise(text),
+    )

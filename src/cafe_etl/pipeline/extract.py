@@ -1,0 +1,152 @@
+"""Extract: text to fielded rows, and each file's layout, detected from its rows.
+
+Lines are cut with plain string functions: a line holds either no quote, or one
+quoted field (the basket) between the third and the third-last comma. Anything
+else (the legacy card field ``"visa,4111..."``, stray quotes) goes through a full
+CSV field parser. The basket is kept as text; the transform stage reads its items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cafe_etl.pipeline.engine import Engine
+from cafe_etl.pipeline.rules import EXPECTED_FIELDS, Layout
+
+# stg_raw: one row per line. Built from the batch's texts in a single pass, then
+# kept as a table so the following (parallel) passes scan it by row groups.
+_DOCS_FROM_DISK = """
+SELECT ($disk_idx::INTEGER[])[file_index::BIGINT + 1] AS idx, size AS bytes, content FROM read_text($paths)
+"""
+_DOCS_FROM_MEMORY = """
+SELECT unnest($text_idx::INTEGER[]) AS idx, NULL::BIGINT AS bytes, unnest($texts::VARCHAR[]) AS content
+"""
+_RAW = """
+CREATE OR REPLACE TEMP TABLE stg_raw AS
+WITH doc AS (
+    SELECT idx, CASE WHEN contains(content, chr(13))
+                     THEN replace(replace(content, chr(13) || chr(10), chr(10)), chr(13), chr(10))
+                     ELSE content END AS content
+    FROM stg_doc
+), line AS (
+    SELECT idx, generate_subscripts(lines, 1)::INTEGER AS line_no, unnest(lines) AS raw, len(lines) AS n
+    FROM (SELECT idx, string_split(content, chr(10)) AS lines FROM doc)
+)
+-- The last "line" of a file that ends with a newline is the empty remainder after it;
+-- a byte order mark before the first line is not part of it.
+SELECT idx, line_no,
+       CASE WHEN line_no = 1 AND starts_with(raw, chr(65279)) THEN substr(raw, 2) ELSE raw END AS raw
+FROM line WHERE NOT (line_no = n AND raw = '')
+"""
+
+# stg_line: the fields of every line, as written (padding is trimmed where a value
+# is parsed). f_customer and f_card (personal data) live only here, in memory,
+# until the customer key is made from them.
+_LINES = f"""
+CREATE OR REPLACE TEMP TABLE stg_line AS
+WITH cut AS (
+    SELECT idx, line_no, raw, string_split(raw, ',') AS cells,
+           CASE WHEN instr(raw, '"') = 0 THEN 0 ELSE strlen(raw) - strlen(replace(raw, '"', '')) END AS quotes
+    FROM stg_raw
+), shaped AS (
+    -- (CASE, not OR/AND: DuckDB evaluates both sides of OR and AND on every row.)
+    SELECT *,
+           CASE WHEN quotes = 0 THEN true
+                WHEN quotes = 2 AND len(cells) >= {EXPECTED_FIELDS}
+                    THEN CASE WHEN starts_with(cells[4], '"') THEN true ELSE starts_with(ltrim(cells[4]), '"') END
+                         AND CASE WHEN ends_with(cells[-4], '"') THEN true ELSE ends_with(rtrim(cells[-4]), '"') END
+                ELSE false END AS simple
+    FROM cut
+), fielded AS (
+    SELECT *, CASE WHEN NOT simple THEN csv_fields(raw) END AS fields FROM shaped
+), named AS (
+    SELECT idx, line_no, raw, simple, fields,
+           CASE WHEN simple THEN cells[1] ELSE fields[1] END AS c1,
+           CASE WHEN simple THEN cells[2] ELSE fields[2] END AS c2,
+           CASE WHEN simple THEN cells[3] ELSE fields[3] END AS c3,
+           CASE WHEN simple THEN cells[-3] ELSE fields[5] END AS c5,
+           CASE WHEN simple THEN cells[-2] ELSE fields[6] END AS c6,
+           CASE WHEN simple THEN cells[-1] ELSE fields[7] END AS c7,
+           CASE WHEN NOT simple THEN len(fields) WHEN quotes = 0 THEN len(cells) ELSE {EXPECTED_FIELDS} END
+               AS n_fields
+    FROM fielded
+)
+SELECT idx, line_no,
+       hash(raw) AS raw_hash, strlen(raw) AS raw_bytes,
+       CASE WHEN raw = '' THEN true
+            WHEN starts_with(raw, ' ') OR starts_with(raw, chr(9)) THEN trim(raw) = ''
+            ELSE false END AS blank,
+       n_fields,
+       c1 AS f_when,
+       c2 AS f_branch,
+       CASE WHEN n_fields <> {EXPECTED_FIELDS} THEN NULL
+            WHEN NOT simple THEN fields[4]
+            ELSE substr(raw, length(c1) + length(c2) + length(c3) + 4,
+                        length(raw) - length(c1) - length(c2) - length(c3) - length(c5) - length(c6) - length(c7) - 6)
+       END AS basket,
+       c5 AS f5,
+       c6 AS f6,
+       c3 AS f_customer,
+       c7 AS f_card,
+       hash(c3, c7) AS who,
+       CASE WHEN n_fields <> {EXPECTED_FIELDS} THEN raw END AS odd_raw,
+       parse_when(c1) AS sold_at
+FROM named
+"""
+
+# stg_shape: per file, the layout voted by its rows and where its data begins.
+# The payment field (CASH/CARD) sits sixth in V1 and fifth in the legacy V0 export:
+# whichever position most rows agree on decides, whatever a header row claims.
+_SHAPE = f"""
+CREATE OR REPLACE TEMP TABLE stg_shape AS
+SELECT
+    idx,
+    count(*) AS lines,
+    count(*) FILTER (WHERE blank) AS blank_lines,
+    count(*) FILTER (WHERE NOT blank) AS rows,
+    count(*) FILTER (WHERE NOT blank AND n_fields = {EXPECTED_FIELDS}) AS rows_expected_width,
+    CASE WHEN count(*) FILTER (WHERE n_fields = {EXPECTED_FIELDS} AND payment_word(f5) IN ('CASH', 'CARD'))
+            > count(*) FILTER (WHERE n_fields = {EXPECTED_FIELDS} AND payment_word(f6) IN ('CASH', 'CARD'))
+         THEN '{Layout.V0}' ELSE '{Layout.V1}' END AS layout,
+    min(line_no) FILTER (WHERE NOT blank) AS first_row_line,
+    min(line_no) FILTER (WHERE sold_at IS NOT NULL) AS first_data_line
+FROM stg_line
+GROUP BY idx
+"""
+
+
+@dataclass(frozen=True)
+class Document:
+    """One file for the engine: its text, or the local path the engine reads it from."""
+
+    text: str | None
+    path: str | None
+
+
+def _documents(engine: Engine, docs: list[Document]) -> dict[int, int]:
+    """Load the batch's documents into stg_doc; the size in bytes of each one read from disk."""
+    on_disk = [(i, d.path) for i, d in enumerate(docs, start=1) if d.text is None]
+    in_memory = [(i, d.text) for i, d in enumerate(docs, start=1) if d.text is not None]
+    parts, params = [], {}
+    if on_disk:
+        parts.append(_DOCS_FROM_DISK)
+        params |= {"disk_idx": [i for i, _ in on_disk], "paths": [p for _, p in on_disk]}
+    if in_memory or not parts:
+        parts.append(_DOCS_FROM_MEMORY)
+        params |= {"text_idx": [i for i, _ in in_memory], "texts": [t for _, t in in_memory]}
+    engine.run("CREATE OR REPLACE TEMP TABLE stg_doc AS " + " UNION ALL ".join(parts), params)
+    return dict(engine.rows("SELECT idx, bytes FROM stg_doc WHERE bytes IS NOT NULL"))
+
+
+def extract(engine: Engine, docs: list[Document]) -> dict[int, int]:
+    """Stage the lines of ``docs`` (file idx = position + 1) and detect each file's shape.
+
+    Returns the size of each document the engine read from disk, so the caller can
+    check it is still the version it fingerprinted.
+    """
+    sizes = _documents(engine, docs)
+    engine.run(_RAW)
+    engine.run("DROP TABLE stg_doc")
+    engine.run(_LINES)
+    engine.run(_SHAPE)
+    return sizes

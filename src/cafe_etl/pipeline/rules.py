@@ -1,0 +1,52 @@
+"""The vocabulary of the rules in DESIGN §3: reason codes, placeholders, sizes.
+
+Reason codes are a contract (dashboards and alerts count them): add new ones,
+never rename or reuse one.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    BAD_FIELD_COUNT = "BAD_FIELD_COUNT"
+    BAD_TIMESTAMP = "BAD_TIMESTAMP"
+    MISSING_BRANCH = "MISSING_BRANCH"
+    EMPTY_BASKET = "EMPTY_BASKET"
+    BAD_ITEM = "BAD_ITEM"
+    BAD_PRICE = "BAD_PRICE"
+    BAD_TOTAL = "BAD_TOTAL"
+    TOTAL_MISMATCH = "TOTAL_MISMATCH"
+    BAD_PAYMENT = "BAD_PAYMENT"
+    DUPLICATE_ROW = "DUPLICATE_ROW"
+    BRANCH_MISMATCH = "BRANCH_MISMATCH"
+
+
+# Written by tills and spreadsheets where a value is missing; compared upper-cased.
+PLACEHOLDERS = ("", "N/A", "NA", "NONE", "NULL", "-", "MISSING")
+
+# The closed list of cup sizes, as the tills spell them.
+SIZES = ("Regular", "Large")
+
+PAYMENT_METHODS = ("CASH", "CARD")
+
+EXPECTED_FIELDS = 7
+
+# V1 writes DD/MM/YYYY HH:MM (spreadsheets drop the zero padding); the legacy V0
+# export writes ISO timestamps with seconds. Day first, always.
+TIMESTAMP_FORMATS = (
+    "%d/%m/%Y %H:%M",
+    "%d/%m/%Y %H:%M:%S",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M:%S",
+)
+TIMESTAMP_FORMATS_SQL = "[" + ", ".join(f"'{f}'" for f in TIMESTAMP_FORMATS) + "]"
+
+
+class Layout(StrEnum):
+    """The shape of a file's rows, detected from their content."""
+
+    V1 = "v1"  # canonical: time, branch, customer, basket, total, payment, card
+    V0 = "v0-legacy"  # Isle of Wight: time, branch, customer, basket triples, payment, total, card

@@ -1,0 +1,300 @@
+"""Runs: ``ingest`` (discover, plan with the ledger, process, load) and ``validate`` (no load).
+
+Files are read in size-bounded batches by a background reader. Each batch is
+planned against the ledger (what is new, changed, a copy, unchanged) and claimed,
+then transformed by one of the pool's engines while another engine works on the
+next batch. Loads and ledger changes are serialised; each batch is loaded in one
+transaction, so every file is either wholly in the warehouse or not at all.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from queue import Queue
+
+from cafe_etl import keys
+from cafe_etl.config import Settings
+from cafe_etl.pipeline import ledger
+from cafe_etl.pipeline.batch import Judged, ReadFile, judge, read_file, stage_batch
+from cafe_etl.pipeline.engine import Engine, EnginePool
+from cafe_etl.pipeline.results import FileOutcome, RunSummary
+from cafe_etl.sources import LandingFile, discover
+from cafe_etl.warehouse import open_warehouse
+from cafe_etl.warehouse.base import FileRecord, LedgerEntry, LoadSession, NewFile
+
+MAX_FILES_PER_BATCH = 2000
+Progress = Callable[[int, int], None]  # (files done, bytes done) since the last call
+
+
+def _chunks(files: Sequence[LandingFile], max_bytes: int) -> list[list[LandingFile]]:
+    chunks: list[list[LandingFile]] = []
+    current: list[LandingFile] = []
+    size = 0
+    for f in files:
+        if current and (size + f.size > max_bytes or len(current) >= MAX_FILES_PER_BATCH):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(f)
+        size += f.size
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def read_batches(files: Sequence[LandingFile], max_bytes: int) -> Iterator[list[ReadFile]]:
+    """Batches of read files; the next batch is read while the caller works on this one."""
+    chunks = _chunks(files, max_bytes)
+    if not chunks:
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="reader") as pool:
+        pending = pool.submit(lambda c: [read_file(f) for f in c], chunks[0])
+        for i in range(len(chunks)):
+            batch = pending.result()
+            if i + 1 < len(chunks):
+                pending = pool.submit(lambda c: [read_file(f) for f in c], chunks[i + 1])
+            yield batch
+
+
+def _pool(settings: Settings) -> EnginePool:
+    # Two engines keep both cores busy: one transforms while the other loads.
+    return EnginePool(workers=2 if settings.threads > 1 else 1, threads=settings.threads,
+                      memory_limit=settings.memory_limit)
+
+
+def _secret(settings: Settings) -> bytes | None:
+    return keys.load_or_create_key(settings.key_file) if settings.customer_keys else None
+
+
+def _new_file(f: ReadFile) -> NewFile:
+    return NewFile(f.source.location, f.sha256, f.size or f.source.size)
+
+
+def _record(j: Judged, file_id: int | None, replaces: int | None, transform_share: float) -> FileRecord:
+    c = j.counts
+    loaded = j.failure is None
+    return FileRecord(
+        file_id=file_id,
+        status="loaded" if loaded else "failed",
+        format=j.format,
+        branch_id=c.branch_id if c else None,
+        business_date=c.first_sale.date() if c and c.first_sale and loaded else None,
+        rows_read=j.read.decoded.lines if j.read.decoded else 0,
+        rows_loaded=c.loaded if c and loaded else 0,
+        rows_rejected=c.rejected if c else 0,
+        rows_ignored=c.ignored if c else 0,
+        seconds_read=j.read.seconds,
+        seconds_transform=transform_share,
+        error=j.failure,
+        replaces=replaces if loaded else None,
+    )
+
+
+def _outcome(j: Judged, record: FileRecord, *, loaded_as: str = "loaded") -> FileOutcome:
+    if record.status == "loaded":
+        outcome = "reloaded" if record.replaces else loaded_as
+    else:
+        outcome = "failed"
+    return FileOutcome(
+        location=j.read.source.location,
+        outcome=outcome,
+        file_id=record.file_id,
+        format=record.format,
+        rows_read=record.rows_read,
+        rows_loaded=record.rows_loaded,
+        rows_rejected=record.rows_rejected,
+        rows_ignored=record.rows_ignored,
+        rejects_by_reason=dict(j.counts.reasons) if j.counts else {},
+        error=record.error,
+        replaced_file_id=record.replaces,
+        bytes=j.read.size,
+        seconds=record.seconds_read + record.seconds_transform,
+    )
+
+
+@dataclass
+class _Work:
+    """One batch after planning: what to process, under which ledger ids."""
+
+    process: list[ledger.Planned]
+    unreadable: list[tuple[ReadFile, int]]
+
+
+def _plan(session: LoadSession, batch: list[ReadFile], run_id: int, summary: RunSummary,
+          redo: frozenset[int]) -> _Work:
+    """Decide each file's fate with the ledger and claim the new versions (DESIGN §4)."""
+    readable = [f for f in batch if not f.unreadable]
+    unreadable = [f for f in batch if f.unreadable]
+    known = session.lookup([_new_file(f) for f in batch])
+    decision = ledger.plan(readable, known, run_id, redo)
+    for f, entry in decision.unchanged:
+        summary.files.append(FileOutcome(f.source.location, "unchanged", entry.file_id, bytes=f.size,
+                                         seconds=f.seconds))
+    fresh = [p for p in decision.process if p.file_id is None]
+    for p, file_id in zip(fresh, session.claim([_new_file(p.read) for p in fresh], run_id), strict=True):
+        p.file_id = file_id
+    ids_by_read = {id(p.read): p.file_id for p in decision.process}
+    copies = [(f, original if isinstance(original, int) else ids_by_read[id(original)])
+              for f, original in decision.copies]
+    session.record_copies([(_new_file(f), original) for f, original in copies], run_id)
+    for f, original in copies:
+        summary.files.append(FileOutcome(f.source.location, "copy", copy_of=original, bytes=f.size,
+                                         seconds=f.seconds))
+    return _Work(decision.process, _claim_unreadable(session, unreadable, known, run_id))
+
+
+def _claim_unreadable(session: LoadSession, files: list[ReadFile], known: list[LedgerEntry],
+                      run_id: int) -> list[tuple[ReadFile, int]]:
+    """Files that could not be read are still recorded as failed, under an empty content hash."""
+    existing = {e.location: e.file_id for e in known if e.sha256 == ""}
+    fresh = [f for f in files if f.source.location not in existing]
+    ids = dict(zip((f.source.location for f in fresh), session.claim([_new_file(f) for f in fresh], run_id),
+                   strict=True))
+    return [(f, existing.get(f.source.location) or ids[f.source.location]) for f in files]
+
+
+def _process(engine: Engine, session: LoadSession, lock: threading.Lock, work: _Work, settings: Settings,
+             secret: bytes | None, run_id: int) -> list[FileOutcome]:
+    """Transform one planned batch on ``engine``, then load it (one load at a time)."""
+    started = time.perf_counter()
+    judged = judge(engine, [p.read for p in work.process], settings, secret)
+    stage_batch(engine, judged, {i: p.file_id for i, p in enumerate(work.process)})
+    transform = time.perf_counter() - started
+    pairs = [(j, p.file_id, p.replaces) for j, p in zip(judged, work.process, strict=True)]
+    pairs += [(Judged(f, None, None, f.error), file_id, None) for f, file_id in work.unreadable]
+    total = sum(j.read.size for j, _, _ in pairs) or 1
+    records = [_record(j, file_id, replaces, transform * j.read.size / total) for j, file_id, replaces in pairs]
+    with lock:
+        started = time.perf_counter()
+        session.load(engine, records, run_id)
+        load = time.perf_counter() - started
+        session.record_load_seconds([(r.file_id, load * j.read.size / total)
+                                     for r, (j, _, _) in zip(records, pairs, strict=True)])
+    return [_outcome(j, r) for r, (j, _, _) in zip(records, pairs, strict=True)]
+
+
+def ingest(
+    specs: Sequence[str], settings: Settings, *, command: str = "ingest", progress: Progress | None = None,
+    files: Sequence[LandingFile] | None = None, redo: frozenset[int] = frozenset(),
+) -> RunSummary:
+    """Load every new or changed export named by ``specs`` (or the given ``files``).
+
+    ``redo``: ledger ids of versions to process again even though they are done."""
+    started = time.perf_counter()
+    files = discover(specs) if files is None else files
+    warehouse = open_warehouse(settings.warehouse)
+    secret = _secret(settings)
+    summary = RunSummary(command=command, warehouse=warehouse.describe())
+    with _pool(settings) as pool, warehouse.load_session(pool) as session:
+        summary.run_id = run_id = session.start_run(command)
+        lock = threading.Lock()
+        try:
+            _run_batches(pool, read_batches(files, settings.batch_bytes), progress, lambda engine, batch: _ingest_one(
+                engine, session, lock, batch, settings, secret, run_id, summary, redo))
+        except BaseException as exc:
+            summary.seconds = time.perf_counter() - started
+            with lock:
+                session.finish_run(run_id, summary.totals(), "failed", error=type(exc).__name__)
+            raise
+        summary.files.sort(key=lambda f: f.location)
+        summary.seconds = time.perf_counter() - started
+        session.finish_run(run_id, summary.totals(), "succeeded" if summary.ok else "failed")
+    return summary
+
+
+def _ingest_one(engine: Engine, session: LoadSession, lock: threading.Lock, batch: list[ReadFile],
+                settings: Settings, secret: bytes | None, run_id: int, summary: RunSummary,
+                redo: frozenset[int]) -> None:
+    with lock:
+        work = _plan(session, batch, run_id, summary, redo)
+    summary.files.extend(_process(engine, session, lock, work, settings, secret, run_id))
+
+
+def _run_batches(pool: EnginePool, batches: Iterator[list[ReadFile]], progress: Progress | None,
+                 job: Callable[[Engine, list[ReadFile]], None]) -> None:
+    """Run ``job`` on each batch, one batch per idle engine, and re-raise the first failure."""
+    idle: Queue[Engine] = Queue()
+    for engine in pool.engines:
+        idle.put(engine)
+    futures: list[Future] = []
+    def run(engine: Engine, batch: list[ReadFile]) -> None:
+        try:
+            job(engine, batch)
+        finally:
+            engine.reset()
+
+    with ThreadPoolExecutor(len(pool.engines), thread_name_prefix="engine") as workers:
+        for batch in batches:
+            engine = idle.get()  # at most one batch per engine in flight: memory stays bounded
+            for done in [f for f in futures if f.done()]:
+                done.result()  # a failed batch stops the run
+            future = workers.submit(run, engine, batch)
+
+            def finished(f: Future, engine: Engine = engine, batch: list[ReadFile] = batch) -> None:
+                idle.put(engine)
+                if progress and not f.exception():
+                    progress(len(batch), sum(r.source.size for r in batch))
+
+            future.add_done_callback(finished)
+            futures.append(future)
+        for future in futures:
+            future.result()
+
+
+def replay(settings: Settings, *, file: str | None = None, branch: str | None = None, day=None,
+           progress: Progress | None = None) -> RunSummary:
+    """Process again the failed files, and the files with rejected rows, that match the filters."""
+    from cafe_etl.analytics import operations
+    from cafe_etl.sources import locate
+
+    with open_warehouse(settings.warehouse).reader() as reader:
+        candidates = operations.replay_candidates(reader, file=file, branch=branch, day=day)
+    found, gone = [], []
+    for c in candidates:
+        landing = locate(c.location)
+        (found if landing else gone).append(landing or c)
+    summary = ingest([], settings, command="replay", progress=progress, files=found,
+                     redo=frozenset(c.file_id for c in candidates))
+    summary.files += [FileOutcome(c.location, "failed", c.file_id, error="the file is no longer at its location")
+                      for c in gone]
+    summary.files.sort(key=lambda f: f.location)
+    return summary
+
+
+@dataclass
+class Problem:
+    location: str
+    line: int | None  # None: the whole file
+    reason: str
+    detail: str
+
+
+def validate_files(
+    specs: Sequence[str], settings: Settings, *, progress: Progress | None = None
+) -> tuple[RunSummary, list[Problem]]:
+    """The same checks as ``ingest``, loading nothing: every problem, file by file and row by row."""
+    started = time.perf_counter()
+    files = discover(specs)
+    summary = RunSummary(command="validate", warehouse="(none)")
+    problems: list[Problem] = []
+    secret = _secret(settings)
+
+    def check(engine: Engine, batch: list[ReadFile]) -> None:
+        judged = judge(engine, batch, settings, secret)
+        location = {j.idx: j.read.source.location for j in judged if j.idx is not None}
+        rows = engine.rows("SELECT idx, line_no, reason, detail FROM stg_check WHERE outcome = 'reject'")
+        problems.extend(Problem(location[idx], line, reason, detail) for idx, line, reason, detail in rows)
+        for j in judged:
+            summary.files.append(_outcome(j, _record(j, None, None, 0.0), loaded_as="valid"))
+            if j.failure:
+                problems.append(Problem(j.read.source.location, None, "FILE_FAILED", j.failure))
+
+    with _pool(settings) as pool:
+        _run_batches(pool, read_batches(files, settings.batch_bytes), progress, check)
+    summary.files.sort(key=lambda f: f.location)
+    summary.seconds = time.perf_counter() - started
+    problems.sort(key=lambda p: (p.location, p.line or 0))
+    return summary, problems

@@ -1,0 +1,83 @@
+"""Staged output: the rows a warehouse loads for one batch, already keyed.
+
+Only files whose verdict is "load" contribute facts and dimension rows; rejects
+are kept for loaded files and for files that failed because every row was bad
+(so the quarantine shows why). Every ``out_*`` table is free of personal data.
+"""
+
+from __future__ import annotations
+
+from cafe_etl.pipeline.engine import Engine, temp_table
+
+# A sale's id: its file's ledger id and its line number (DESIGN §3: the identity of
+# a sale is (source file, row number)), packed into one BIGINT.
+SALE_ID_FACTOR = 1_000_000_000
+
+PAYMENT_KEYS = {"CASH": 1, "CARD": 2}
+
+OUT_TABLES = ("out_sale", "out_item", "out_reject", "out_product", "out_branch", "out_customer", "out_date")
+
+_SALES = f"""
+CREATE OR REPLACE TEMP TABLE out_sale AS
+SELECT b.file_id * {SALE_ID_FACTOR} + c.line_no AS sale_id, b.file_id, c.line_no AS source_row,
+       c.sold_at,
+       (year(c.sold_at) * 10000 + month(c.sold_at) * 100 + day(c.sold_at))::INTEGER AS date_key,
+       (hour(c.sold_at) * 100 + minute(c.sold_at))::SMALLINT AS time_key,
+       c.branch_key,
+       CASE c.payment WHEN 'CASH' THEN {PAYMENT_KEYS["CASH"]} ELSE {PAYMENT_KEYS["CARD"]} END::SMALLINT AS payment_key,
+       c.customer_key, c.n_items::SMALLINT AS item_count, c.total
+FROM stg_check c JOIN batch_file b ON b.idx = c.idx AND b.load
+WHERE c.outcome = 'sale'
+"""
+
+# A view: read once, by the load, so it is never materialised.
+_ITEMS = f"""
+CREATE OR REPLACE TEMP VIEW out_item AS
+SELECT b.file_id * {SALE_ID_FACTOR} + c.line_no AS sale_id, b.file_id, i.item_no AS line_number,
+       i.product_key, i.price AS unit_price,
+       (year(c.sold_at) * 10000 + month(c.sold_at) * 100 + day(c.sold_at))::INTEGER AS date_key, c.branch_key
+FROM stg_check c
+JOIN batch_file b ON b.idx = c.idx AND b.load
+JOIN stg_basket_item i ON i.basket_no = c.basket_no
+WHERE c.outcome = 'sale'
+"""
+
+_REJECTS = """
+CREATE OR REPLACE TEMP TABLE out_reject AS
+SELECT b.file_id, c.line_no AS source_row, c.reason AS reason_code, c.detail, c.row_data
+FROM stg_check c JOIN batch_file b ON b.idx = c.idx AND b.keep_rejects
+WHERE c.outcome = 'reject'
+"""
+
+# Every well-formed item of the batch: a superset of the products its sales reference.
+_PRODUCTS = """
+CREATE OR REPLACE TEMP TABLE out_product AS
+SELECT DISTINCT product_key, size, name, flavour FROM stg_item_dict WHERE reason IS NULL
+"""
+
+_BRANCHES = """
+CREATE OR REPLACE TEMP TABLE out_branch AS
+SELECT n.branch_key, n.branch_id, n.name, min(s.sold_at)::DATE AS first_seen
+FROM out_sale s JOIN stg_branch_name n USING (branch_key)
+GROUP BY ALL
+"""
+
+_CUSTOMERS = """
+CREATE OR REPLACE TEMP TABLE out_customer AS
+SELECT customer_key, min(sold_at)::DATE AS first_seen
+FROM out_sale WHERE customer_key IS NOT NULL
+GROUP BY customer_key
+"""
+
+_DATES = """
+CREATE OR REPLACE TEMP TABLE out_date AS
+SELECT DISTINCT date_key, sold_at::DATE AS date FROM out_sale
+"""
+
+
+def stage(engine: Engine, files: list[tuple[int, int, bool, bool]]) -> None:
+    """``files``: (idx, file_id, load its facts, keep its rejects) for every file of the batch."""
+    temp_table(engine.con, "batch_file",
+               [("idx", "INTEGER"), ("file_id", "BIGINT"), ("load", "BOOLEAN"), ("keep_rejects", "BOOLEAN")], files)
+    for sql in (_SALES, _ITEMS, _REJECTS, _PRODUCTS, _BRANCHES, _CUSTOMERS, _DATES):
+        engine.run(sql)

@@ -1,0 +1,198 @@
+"""Validate: every line gets exactly one outcome, a sale, a reject with its reason, or ignored.
+
+Checks run in a fixed order and the first failure is the row's reason (DESIGN §3).
+Findings are data: they are staged as rows, never raised. Whether a whole file
+fails is decided from the per-file counts (``FileCounts``) by ``verdict``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cafe_etl.config import Rules
+from cafe_etl.pipeline.engine import Engine
+from cafe_etl.pipeline.rules import EXPECTED_FIELDS, Layout
+
+# Lines sharing a (hash, length) with an earlier line of the same file: byte-for-byte
+# repeats, name and card included. 64-bit hash plus length: a false match is
+# astronomically unlikely (below 1e-12 for a 10,000-line file).
+_DUPLICATES = """
+CREATE OR REPLACE TEMP TABLE stg_duplicate AS
+SELECT idx, raw_hash, raw_bytes, min(line_no) AS first_line
+FROM stg_line WHERE NOT blank
+GROUP BY idx, raw_hash, raw_bytes HAVING count(*) > 1
+"""
+
+_CHECK = f"""
+CREATE OR REPLACE TEMP TABLE stg_check AS
+WITH row_facts AS (
+    SELECT l.idx, l.line_no, l.blank, l.n_fields, l.f_when, l.f_branch, l.basket, l.f5, l.f6, l.odd_raw,
+           s.layout, s.first_data_line,
+           d.first_line AS duplicate_of,
+           l.sold_at,
+           CASE WHEN s.layout = '{Layout.V0}' THEN l.f6 ELSE l.f5 END AS total_text,
+           CASE WHEN s.layout = '{Layout.V0}' THEN l.f5 ELSE l.f6 END AS payment_text,
+           to_money(total_text) AS total,
+           CASE WHEN payment_word(payment_text) IN ('CASH', 'CARD') THEN payment_word(payment_text) END AS payment,
+           b.missing AS branch_missing, b.branch_key, fb.branch_key AS file_branch_key,
+           fb.branch_id AS file_branch_id,
+           k.basket_no, k.n_items, k.items_total, k.reason AS item_reason, k.detail AS item_detail,
+           c.customer_key,
+           -- a header row: the first row of the file, before any dated row, no digit in any field
+           CASE WHEN l.line_no = s.first_row_line AND l.line_no < coalesce(s.first_data_line, 2147483647)
+                THEN NOT regexp_matches(concat_ws(',', l.f_when, l.f_branch, l.f_customer, l.basket, l.f5, l.f6,
+                                                  l.f_card, l.odd_raw), '[0-9]')
+                ELSE false END AS header
+    FROM stg_line l
+    JOIN stg_shape s USING (idx)
+    LEFT JOIN stg_duplicate d ON d.idx = l.idx AND d.raw_hash = l.raw_hash AND d.raw_bytes = l.raw_bytes
+                              AND d.first_line < l.line_no
+    LEFT JOIN stg_branch b ON b.idx = l.idx AND b.f_branch = l.f_branch
+    LEFT JOIN stg_file_branch fb ON fb.idx = l.idx
+    LEFT JOIN stg_basket k ON k.legacy = (s.layout = '{Layout.V0}') AND k.basket = l.basket
+    LEFT JOIN stg_customer c ON c.who = l.who
+                             AND c.payment = payment_word(CASE WHEN s.layout = '{Layout.V0}' THEN l.f5 ELSE l.f6 END)
+), judged AS (
+    SELECT *,
+        CASE
+            WHEN duplicate_of IS NOT NULL THEN 'DUPLICATE_ROW'
+            WHEN n_fields <> {EXPECTED_FIELDS} THEN 'BAD_FIELD_COUNT'
+            WHEN sold_at IS NULL OR sold_at < $earliest OR sold_at > $latest THEN 'BAD_TIMESTAMP'
+            WHEN branch_missing THEN 'MISSING_BRANCH'
+            WHEN CASE WHEN strlen(basket) <= 16 THEN is_missing(trim(basket, ' "')) ELSE false END
+                THEN 'EMPTY_BASKET'
+            WHEN CASE WHEN layout = '{Layout.V0}' THEN len(string_split(basket, ',')) % 3 <> 0 ELSE false END
+                THEN 'BAD_ITEM'
+            WHEN item_reason IS NOT NULL THEN item_reason
+            WHEN n_items > $max_items THEN 'BAD_ITEM'
+            WHEN total IS NULL OR total < 0 THEN 'BAD_TOTAL'
+            WHEN abs(items_total - total) >= 0.005 THEN 'TOTAL_MISMATCH'
+            WHEN payment IS NULL THEN 'BAD_PAYMENT'
+            WHEN branch_key <> file_branch_key THEN 'BRANCH_MISMATCH'
+        END AS failure
+    FROM row_facts
+)
+SELECT idx, line_no, sold_at, total, payment, branch_key, basket_no, n_items, customer_key,
+       CASE WHEN blank THEN 'blank' WHEN header THEN 'header' WHEN failure IS NOT NULL THEN 'reject'
+            ELSE 'sale' END AS outcome,
+       CASE WHEN NOT blank AND NOT header THEN failure END AS reason,
+       CASE WHEN blank OR header THEN NULL
+            WHEN failure = 'DUPLICATE_ROW' THEN format('same bytes as line {{}}', duplicate_of)
+            WHEN failure = 'BAD_FIELD_COUNT' THEN format('{EXPECTED_FIELDS} fields expected, found {{}}', n_fields)
+            WHEN failure = 'BAD_TIMESTAMP' AND is_missing(f_when) THEN 'timestamp is missing'
+            WHEN failure = 'BAD_TIMESTAMP' AND sold_at IS NULL
+                THEN format('timestamp ''{{}}'' is not a date and time (DD/MM/YYYY HH:MM)', f_when)
+            WHEN failure = 'BAD_TIMESTAMP' AND sold_at < $earliest
+                THEN format('timestamp {{}} is before {{}}', f_when, $earliest::DATE)
+            WHEN failure = 'BAD_TIMESTAMP' THEN format('timestamp {{}} is in the future', f_when)
+            WHEN failure = 'MISSING_BRANCH' THEN 'branch is missing'
+            WHEN failure = 'EMPTY_BASKET' THEN 'basket is empty'
+            WHEN failure = 'BAD_ITEM' AND item_reason IS NULL AND layout = '{Layout.V0}'
+                 AND len(string_split(basket, ',')) % 3 <> 0
+                THEN format('legacy basket has {{}} cells, not size,name,price triples',
+                            len(string_split(basket, ',')))
+            WHEN failure = 'BAD_ITEM' AND item_reason IS NULL
+                THEN format('basket has {{}} items, more than {{}}', n_items, $max_items)
+            WHEN item_reason IS NOT NULL AND failure = item_reason THEN item_detail
+            WHEN failure = 'BAD_TOTAL' AND is_missing(total_text) THEN 'total is missing'
+            WHEN failure = 'BAD_TOTAL' AND total IS NULL THEN format('total ''{{}}'' is not an amount', total_text)
+            WHEN failure = 'BAD_TOTAL' THEN format('total {{}} is negative', total_text)
+            WHEN failure = 'TOTAL_MISMATCH'
+                THEN format('total {{}} but the items add up to {{}}', total, items_total)
+            WHEN failure = 'BAD_PAYMENT' AND is_missing(payment_text) THEN 'payment method is missing'
+            WHEN failure = 'BAD_PAYMENT'
+                THEN format('payment method ''{{}}'' is not CASH or CARD', payment_text)
+            WHEN failure = 'BRANCH_MISMATCH'
+                THEN format('branch ''{{}}'' differs from the file''s branch ''{{}}''', f_branch, file_branch_id)
+        END AS detail,
+        -- The rejected row as written, without its personal data (DESIGN §3).
+        CASE WHEN blank OR header OR failure IS NULL THEN NULL
+             WHEN n_fields = {EXPECTED_FIELDS}
+                 THEN mask_numbers(concat_ws(',', f_when, f_branch, '', quote_field(basket), f5, f6, ''))
+             ELSE array_to_string(list_transform(csv_fields(odd_raw), lambda x: keep_if_plain(x)), ',')
+        END AS row_data
+FROM judged
+"""
+
+_COUNTS = """
+SELECT s.idx, s.lines, s.layout, s.rows, s.rows_expected_width,
+       (SELECT arg_max(n_fields, n) FROM (SELECT n_fields, count(*) AS n FROM stg_line w
+                                          WHERE w.idx = s.idx AND NOT w.blank GROUP BY n_fields)) AS usual_width,
+       count(*) FILTER (WHERE c.outcome = 'sale') AS loaded,
+       count(*) FILTER (WHERE c.outcome = 'reject') AS rejected,
+       count(*) FILTER (WHERE c.outcome = 'header') AS header_lines,
+       count(*) FILTER (WHERE c.outcome = 'blank') AS blank_lines,
+       list(c.reason ORDER BY c.reason) FILTER (WHERE c.outcome = 'reject') AS reasons,
+       min(c.sold_at) FILTER (WHERE c.outcome = 'sale') AS first_sale,
+       max(c.sold_at) FILTER (WHERE c.outcome = 'sale') AS last_sale,
+       any_value(fb.branch_id) AS branch_id
+FROM stg_shape s
+LEFT JOIN stg_check c USING (idx)
+LEFT JOIN stg_file_branch fb USING (idx)
+GROUP BY ALL
+ORDER BY s.idx
+"""
+
+
+@dataclass(frozen=True)
+class FileCounts:
+    idx: int
+    lines: int  # lines staged by the engine
+    layout: str
+    rows: int  # non-blank lines
+    rows_expected_width: int
+    usual_width: int | None
+    loaded: int
+    rejected: int
+    header_lines: int
+    blank_lines: int
+    reasons: dict[str, int]
+    first_sale: datetime | None
+    last_sale: datetime | None
+    branch_id: str | None
+
+    @property
+    def ignored(self) -> int:
+        return self.header_lines + self.blank_lines
+
+
+def validate(engine: Engine, rules: Rules, now: datetime) -> dict[int, FileCounts]:
+    engine.run(_DUPLICATES)
+    engine.run(
+        _CHECK,
+        {
+            "earliest": datetime.combine(rules.earliest_date, datetime.min.time()),
+            "latest": now + timedelta(days=rules.future_days),
+            "max_items": rules.max_items_per_sale,
+        },
+    )
+    out = {}
+    for row in engine.rows(_COUNTS):
+        idx, lines, layout, rows, wide, usual, loaded, rejected, headers, blanks, reasons, first, last, branch = row
+        tally: dict[str, int] = {}
+        for reason in reasons or ():
+            tally[reason] = tally.get(reason, 0) + 1
+        out[idx] = FileCounts(idx, lines, layout, rows, wide, usual, loaded, rejected, headers, blanks, tally,
+                              first, last, branch)
+    return out
+
+
+def verdict(counts: FileCounts | None, lines_read: int) -> str | None:
+    """Why the whole file fails, or None when its good rows can be loaded."""
+    if lines_read == 0 or counts is None or counts.rows == 0:
+        return "the file is empty"
+    candidates = counts.rows - counts.header_lines
+    if candidates > 0 and counts.rows_expected_width * 2 < candidates:
+        share = round(100 * (candidates - counts.rows_expected_width) / candidates)
+        return (f"{EXPECTED_FIELDS} fields expected, found {counts.usual_width} in {share}% of rows: "
+                "not a branch export")
+    if lines_read != counts.lines or counts.lines != counts.loaded + counts.rejected + counts.ignored:
+        return (f"accounting check failed: {lines_read} lines read, {counts.lines} staged, "
+                f"{counts.loaded} loaded + {counts.rejected} rejected + {counts.ignored} ignored")
+    if counts.loaded == 0:
+        if counts.rejected == 0:
+            return "no transaction in the file (header or blank lines only)"
+        summary = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.reasons.items()))
+        return f"no loadable row: all {counts.rejected} rows rejected ({summary})"
+    return None

@@ -1,0 +1,30 @@
+"""Warehouses behind one interface, chosen by URL (DESIGN §6).
+
+``duckdb:///relative/file.duckdb`` or ``duckdb:////absolute/file.duckdb`` (the
+SQLAlchemy convention: what follows the third slash is the path), or a bare path,
+opens the embedded DuckDB file.
+"""
+
+from __future__ import annotations
+
+from cafe_etl.errors import ConfigError
+from cafe_etl.warehouse.base import Warehouse
+
+
+def open_warehouse(url: str) -> Warehouse:
+    from cafe_etl.warehouse.duckdb import DuckDBWarehouse
+
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        if not url.strip():
+            raise ConfigError("the warehouse URL is empty")
+        return DuckDBWarehouse(url)
+    if scheme == "duckdb":
+        path = rest[1:] if rest.startswith("/") else ""
+        if not path or path == ":memory:":
+            raise ConfigError(f"a DuckDB warehouse URL is duckdb:///path/to/file.duckdb, not {url!r}")
+        return DuckDBWarehouse(path)
+    raise ConfigError(f"unknown warehouse {url!r}: use duckdb:///path/file.duckdb or a file path")
+
+
+__all__ = ["Warehouse", "open_warehouse"]

@@ -1,0 +1,138 @@
+"""The warehouse contract that every backend implements (DESIGN §5, §6).
+
+A backend provides two things: a load session, which keeps the ledger and loads a
+staged batch atomically, and a reader, the one gateway every report, status page
+and API call reads through (parameters bound, never formatted into SQL).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from cafe_etl.pipeline.engine import Engine, EnginePool
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """A file version the ledger already knows."""
+
+    file_id: int
+    location: str
+    sha256: str
+    status: str
+    run_id: int | None = None
+
+
+@dataclass(frozen=True)
+class NewFile:
+    location: str
+    sha256: str
+    size: int
+    etag: str | None = None
+
+
+@dataclass
+class FileRecord:
+    """What one load writes to the ledger for one file version."""
+
+    file_id: int
+    status: str  # loaded | failed
+    format: str | None = None
+    branch_id: str | None = None
+    business_date: date | None = None
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    rows_ignored: int = 0
+    items_loaded: int = 0
+    seconds_read: float = 0.0
+    seconds_transform: float = 0.0
+    seconds_load: float = 0.0
+    error: str | None = None
+    replaces: int | None = None  # the loaded version of the same location it supersedes
+
+
+@dataclass
+class RunTotals:
+    files_seen: int = 0
+    files_loaded: int = 0
+    files_failed: int = 0
+    files_skipped: int = 0
+    files_replaced: int = 0
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    bytes_read: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class LoadSession(ABC):
+    """An open, writable warehouse for the duration of one run."""
+
+    @abstractmethod
+    def start_run(self, command: str) -> int: ...
+
+    @abstractmethod
+    def finish_run(self, run_id: int, totals: RunTotals, status: str, error: str | None = None) -> None: ...
+
+    @abstractmethod
+    def lookup(self, files: Sequence[NewFile]) -> list[LedgerEntry]:
+        """Known versions sharing a location or a content hash with any of ``files``."""
+
+    @abstractmethod
+    def claim(self, files: Sequence[NewFile], run_id: int) -> list[int]:
+        """Ledger rows in status ``loading`` for new versions; their file ids, in order."""
+
+    @abstractmethod
+    def record_copies(self, copies: Sequence[tuple[NewFile, int]], run_id: int) -> None:
+        """Versions skipped because the same content is already known at another location."""
+
+    @abstractmethod
+    def load(self, engine: Engine, records: Sequence[FileRecord], run_id: int) -> None:
+        """Load ``engine``'s staged ``out_*`` tables and update the ledger, all in one transaction.
+
+        Callers serialise calls to a session: one load or ledger change at a time."""
+
+    @abstractmethod
+    def record_load_seconds(self, seconds: Sequence[tuple[int, float]]) -> None:
+        """Each file's share of its batch's load time, known only once the load has committed."""
+
+
+class Reader(ABC):
+    """The read gateway: parameterised queries only."""
+
+    @abstractmethod
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]: ...
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+
+class Warehouse(ABC):
+    url: str
+
+    @abstractmethod
+    def load_session(self, pool: EnginePool) -> AbstractContextManager[LoadSession]: ...
+
+    @abstractmethod
+    def reader(self) -> AbstractContextManager[Reader]: ...
+
+    def describe(self) -> str:
+        return self.url
+
+
+def split_statements(script: str) -> Iterator[str]:
+    """The statements of a schema file: separated by ';' at the end of a line."""
+    for chunk in script.split(";\n"):
+        lines = [line for line in chunk.splitlines() if not line.strip().startswith("--")]
+        statement = "\n".join(lines).strip().rstrip(";")
+        if statement:
+            yield statement

@@ -1,0 +1,310 @@
+"""The embedded DuckDB warehouse: one file, written by one process at a time.
+
+Loading attaches the warehouse file to the processing engine, so a staged batch
+moves into the star schema with plain ``INSERT … SELECT`` inside one transaction:
+no rows cross into Python. Reads use short-lived read-only connections.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import duckdb
+
+from cafe_etl import __version__
+from cafe_etl.errors import WarehouseBusy, WarehouseError
+from cafe_etl.pipeline.engine import Engine, EnginePool, temp_table
+from cafe_etl.warehouse.base import (
+    SCHEMA_VERSION,
+    FileRecord,
+    LedgerEntry,
+    LoadSession,
+    NewFile,
+    Reader,
+    RunTotals,
+    Warehouse,
+    split_statements,
+)
+
+_ALIAS = "wh"
+
+_SEED = """
+INSERT INTO dim_time
+SELECT (h * 100 + m)::SMALLINT, h::SMALLINT, m::SMALLINT,
+       CASE WHEN h < 6 THEN 'night' WHEN h < 12 THEN 'morning' WHEN h < 14 THEN 'lunch'
+            WHEN h < 17 THEN 'afternoon' WHEN h < 22 THEN 'evening' ELSE 'night' END
+FROM range(24) AS hours(h), range(60) AS minutes(m)
+WHERE NOT EXISTS (SELECT 1 FROM dim_time);
+INSERT INTO dim_payment_method VALUES (1, 'CASH'), (2, 'CARD') ON CONFLICT DO NOTHING;
+"""
+
+# Dimensions first, then the old rows of files being replaced or re-processed,
+# then facts, then the ledger: all inside the caller's transaction.
+_LOAD = """
+INSERT INTO dim_date
+SELECT date_key, date, year(date), quarter(date), month(date), monthname(date), week(date), isodow(date),
+       dayname(date), isodow(date) >= 6
+FROM out_date ON CONFLICT DO NOTHING;
+INSERT INTO dim_branch SELECT branch_key, branch_id, name, first_seen FROM out_branch ON CONFLICT DO NOTHING;
+UPDATE dim_branch SET name = o.name
+FROM out_branch o
+WHERE dim_branch.branch_key = o.branch_key AND dim_branch.name = lower(dim_branch.name) AND o.name <> lower(o.name);
+UPDATE dim_branch SET first_seen = o.first_seen
+FROM out_branch o
+WHERE dim_branch.branch_key = o.branch_key AND (dim_branch.first_seen IS NULL OR o.first_seen < dim_branch.first_seen);
+INSERT INTO dim_product SELECT product_key, size, name, flavour FROM out_product ON CONFLICT DO NOTHING;
+UPDATE dim_customer SET first_seen = o.first_seen
+FROM out_customer o
+WHERE dim_customer.customer_key = o.customer_key AND o.first_seen < dim_customer.first_seen;
+INSERT INTO dim_customer
+SELECT customer_key, first_seen FROM out_customer o
+WHERE NOT EXISTS (SELECT 1 FROM dim_customer d WHERE d.customer_key = o.customer_key);
+DELETE FROM fact_sale_item WHERE file_id IN (SELECT file_id FROM load_cleanup);
+DELETE FROM fact_sale WHERE file_id IN (SELECT file_id FROM load_cleanup);
+DELETE FROM etl_reject WHERE file_id IN (SELECT file_id FROM load_cleanup);
+INSERT INTO fact_sale
+SELECT sale_id, file_id, source_row, sold_at, date_key, time_key, branch_key, payment_key, customer_key,
+       item_count, total
+FROM out_sale;
+INSERT INTO fact_sale_item
+SELECT sale_id, file_id, line_number, product_key, unit_price, date_key, branch_key FROM out_item;
+INSERT INTO etl_reject SELECT file_id, source_row, reason_code, detail, row_data, $run_id FROM out_reject;
+UPDATE etl_file SET status = 'replaced', replaced_by = r.file_id, processed_at = $now
+FROM load_record r
+WHERE etl_file.file_id = r.replaces AND r.status = 'loaded';
+UPDATE etl_file SET
+    status = r.status, format = r.format, branch_id = r.branch_id, business_date = r.business_date,
+    rows_read = r.rows_read, rows_loaded = r.rows_loaded, rows_rejected = r.rows_rejected,
+    rows_ignored = r.rows_ignored, items_loaded = r.items_loaded, seconds_read = r.seconds_read,
+    seconds_transform = r.seconds_transform, seconds_load = r.seconds_load, error = r.error,
+    run_id = $run_id, processed_at = $now
+FROM load_record r
+WHERE etl_file.file_id = r.file_id
+"""
+
+_RECORD_COLUMNS = [
+    ("file_id", "BIGINT"), ("status", "VARCHAR"), ("format", "VARCHAR"), ("branch_id", "VARCHAR"),
+    ("business_date", "DATE"), ("rows_read", "INTEGER"), ("rows_loaded", "INTEGER"), ("rows_rejected", "INTEGER"),
+    ("rows_ignored", "INTEGER"), ("items_loaded", "INTEGER"), ("seconds_read", "DOUBLE"),
+    ("seconds_transform", "DOUBLE"), ("seconds_load", "DOUBLE"), ("error", "VARCHAR"), ("replaces", "BIGINT"),
+]
+
+
+def _translate(exc: duckdb.Error, path: str) -> WarehouseError:
+    """DuckDB's errors, said once, in the user's terms."""
+    text = str(exc)
+    if "Could not set lock" in text or "Conflicting lock" in text:
+        return WarehouseBusy(f"warehouse {path} is in use by another process; try again when it has finished")
+    if "not a valid DuckDB database file" in text:
+        return WarehouseError(f"{path} is not a DuckDB warehouse file")
+    if isinstance(exc, duckdb.SerializationException | duckdb.IOException):
+        first = text.splitlines()[0] if text else type(exc).__name__
+        return WarehouseError(f"cannot open warehouse {path}: {first}")
+    return WarehouseError(f"warehouse {path}: {text.splitlines()[0] if text else type(exc).__name__}")
+
+
+class DuckDBLoadSession(LoadSession):
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def _run(self, sql: str, params: Any = None) -> list[tuple]:
+        return self.con.execute(sql, params).fetchall()
+
+    def start_run(self, command: str) -> int:
+        (run_id,) = self._run("SELECT nextval('etl_run_id_seq')")[0]
+        self._run(
+            "INSERT INTO etl_run (run_id, command, started_at, status, version) VALUES (?, ?, ?, 'running', ?)",
+            [run_id, command, datetime.now(), __version__],
+        )
+        return run_id
+
+    def finish_run(self, run_id: int, totals: RunTotals, status: str, error: str | None = None) -> None:
+        self._run(
+            """UPDATE etl_run SET finished_at = ?, status = ?, files_seen = ?, files_loaded = ?, files_failed = ?,
+                   files_skipped = ?, files_replaced = ?, rows_loaded = ?, rows_rejected = ?, bytes_read = ?,
+                   seconds = ?, error = ?
+               WHERE run_id = ?""",
+            [datetime.now(), status, totals.files_seen, totals.files_loaded, totals.files_failed,
+             totals.files_skipped, totals.files_replaced, totals.rows_loaded, totals.rows_rejected,
+             totals.bytes_read, totals.seconds, error, run_id],
+        )
+
+    def lookup(self, files: Sequence[NewFile]) -> list[LedgerEntry]:
+        if not files:
+            return []
+        temp_table(self.con, "lookup_file", [("location", "VARCHAR"), ("sha256", "VARCHAR")],
+                   [(f.location, f.sha256) for f in files])
+        rows = self._run(
+            """SELECT file_id, location, content_sha256, status, run_id FROM etl_file
+               WHERE location IN (SELECT location FROM lookup_file)
+                  OR content_sha256 IN (SELECT sha256 FROM lookup_file)
+               ORDER BY file_id"""
+        )
+        return [LedgerEntry(*row) for row in rows]
+
+    def _insert_files(self, rows: Sequence[tuple], run_id: int) -> list[int]:
+        """New ledger rows in one statement; their ids, in the order given."""
+        if not rows:
+            return []
+        temp_table(
+            self.con, "new_file",
+            [("n", "INTEGER"), ("location", "VARCHAR"), ("sha256", "VARCHAR"), ("size", "BIGINT"), ("etag", "VARCHAR"),
+             ("status", "VARCHAR"), ("copy_of", "BIGINT"), ("error", "VARCHAR")],
+            [(n, *row) for n, row in enumerate(rows)],
+        )
+        now = datetime.now()
+        self._run("BEGIN TRANSACTION")
+        try:
+            ids = self._run(
+                """INSERT INTO etl_file (file_id, location, content_sha256, size_bytes, etag, status, copy_of, error,
+                                         run_id, discovered_at, processed_at)
+                   SELECT nextval('etl_file_id_seq'), location, sha256, size, etag, status, copy_of, error, ?, ?,
+                          CASE WHEN status = 'loading' THEN NULL ELSE ?::TIMESTAMP END
+                   FROM (SELECT * FROM new_file ORDER BY n)
+                   RETURNING file_id, location""",
+                [run_id, now, now],
+            )
+            self._run("COMMIT")
+        except BaseException:
+            self._run("ROLLBACK")
+            raise
+        by_location = dict((location, file_id) for file_id, location in ids)
+        return [by_location[row[0]] for row in rows]
+
+    def claim(self, files: Sequence[NewFile], run_id: int) -> list[int]:
+        return self._insert_files([(f.location, f.sha256, f.size, f.etag, "loading", None, None) for f in files],
+                                  run_id)
+
+    def record_copies(self, copies: Sequence[tuple[NewFile, int]], run_id: int) -> None:
+        self._insert_files(
+            [(f.location, f.sha256, f.size, f.etag, "skipped", original, f"same content as file {original}")
+             for f, original in copies],
+            run_id,
+        )
+
+    def load(self, engine: Engine, records: Sequence[FileRecord], run_id: int) -> None:
+        con = engine.con  # the connection that holds the batch's staged tables
+        temp_table(
+            con, "load_record", _RECORD_COLUMNS,
+            [
+                (r.file_id, r.status, r.format, r.branch_id, r.business_date, r.rows_read, r.rows_loaded,
+                 r.rows_rejected, r.rows_ignored, r.items_loaded, r.seconds_read, r.seconds_transform,
+                 r.seconds_load, r.error, r.replaces)
+                for r in records
+            ],
+        )
+        # Rows to clear: earlier attempts of these versions, and versions they replace.
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE load_cleanup AS
+               SELECT file_id FROM load_record
+               UNION SELECT replaces FROM load_record WHERE status = 'loaded' AND replaces IS NOT NULL"""
+        ).fetchall()
+        params = {"run_id": run_id, "now": datetime.now()}
+        con.execute("BEGIN TRANSACTION").fetchall()
+        try:
+            for statement in split_statements(_LOAD):
+                used = {k: v for k, v in params.items() if f"${k}" in statement}
+                con.execute(statement, used or None).fetchall()
+            con.execute("COMMIT").fetchall()
+        except BaseException:
+            con.execute("ROLLBACK").fetchall()
+            raise
+
+    def record_load_seconds(self, seconds: Sequence[tuple[int, float]]) -> None:
+        if seconds:
+            self._run(
+                """UPDATE etl_file SET seconds_load = t.seconds
+                   FROM (SELECT unnest(?::BIGINT[]) AS file_id, unnest(?::DOUBLE[]) AS seconds) t
+                   WHERE etl_file.file_id = t.file_id""",
+                [[f for f, _ in seconds], [s for _, s in seconds]],
+            )
+
+
+class DuckDBReader(Reader):
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str) -> None:
+        self.con = con
+        self.path = path
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        try:
+            return self.con.execute(sql, list(params)).fetchall()
+        except duckdb.Error as exc:
+            raise _translate(exc, self.path) from None
+
+
+class DuckDBWarehouse(Warehouse):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.url = f"duckdb:///{path}"
+
+    def describe(self) -> str:
+        return self.path
+
+    def _schema(self) -> list[str]:
+        folder = resources.files("cafe_etl.warehouse") / "schema"
+        statements = list(split_statements((folder / "duckdb.sql").read_text()))
+        statements += list(split_statements(_SEED))
+        statements += list(split_statements((folder / "marts.sql").read_text()))
+        return statements
+
+    @contextmanager
+    def load_session(self, pool: EnginePool) -> Iterator[DuckDBLoadSession]:
+        folder = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise WarehouseError(f"cannot create the folder for warehouse {self.path}: {exc.strerror}") from None
+        control = pool.cursor()
+        try:
+            control.execute(f"ATTACH ? AS {_ALIAS}", [os.path.abspath(self.path)]).fetchall()
+            for con in [control] + [engine.con for engine in pool.engines]:
+                con.execute(f"USE {_ALIAS}").fetchall()
+            self._ensure_schema(control)
+        except duckdb.Error as exc:
+            self._detach(control, pool)
+            raise _translate(exc, self.path) from None
+        try:
+            yield DuckDBLoadSession(control)
+        except duckdb.Error as exc:
+            raise _translate(exc, self.path) from None
+        finally:
+            self._detach(control, pool)
+
+    def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("BEGIN TRANSACTION").fetchall()
+        for statement in self._schema():
+            con.execute(statement).fetchall()
+        if not con.execute("SELECT 1 FROM etl_schema WHERE version = ?", [SCHEMA_VERSION]).fetchall():
+            con.execute("INSERT INTO etl_schema VALUES (?, ?)", [SCHEMA_VERSION, datetime.now()]).fetchall()
+        con.execute("COMMIT").fetchall()
+
+    @staticmethod
+    def _detach(control: duckdb.DuckDBPyConnection, pool: EnginePool) -> None:
+        for con in [engine.con for engine in pool.engines] + [control]:
+            try:
+                con.execute("USE memory").fetchall()
+            except duckdb.Error:
+                pass
+        try:
+            control.execute(f"DETACH DATABASE IF EXISTS {_ALIAS}").fetchall()
+        except duckdb.Error:
+            pass
+        control.close()
+
+    @contextmanager
+    def reader(self) -> Iterator[DuckDBReader]:
+        if not os.path.exists(self.path):
+            raise WarehouseError(f"no warehouse at {self.path}: run `cafe-etl ingest` (or `cafe-etl demo`) first")
+        try:
+            con = duckdb.connect(self.path, read_only=True)
+        except duckdb.Error as exc:
+            raise _translate(exc, self.path) from None
+        try:
+            yield DuckDBReader(con, self.path)
+        finally:
+            con.close()

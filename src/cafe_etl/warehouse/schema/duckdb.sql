@@ -1,0 +1,141 @@
+-- cafe-etl warehouse, DuckDB dialect. Table and column names are a contract
+-- (DESIGN §5): add columns, never rename. Statements are separated by ";\n".
+
+CREATE TABLE IF NOT EXISTS etl_schema (
+    version INTEGER NOT NULL,
+    applied_at TIMESTAMP NOT NULL
+);
+
+CREATE SEQUENCE IF NOT EXISTS etl_file_id_seq START 1;
+CREATE SEQUENCE IF NOT EXISTS etl_run_id_seq START 1;
+
+-- Dimensions -----------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS dim_date (
+    date_key INTEGER PRIMARY KEY,          -- YYYYMMDD
+    date DATE NOT NULL,
+    year SMALLINT NOT NULL,
+    quarter SMALLINT NOT NULL,
+    month SMALLINT NOT NULL,
+    month_name VARCHAR NOT NULL,
+    week SMALLINT NOT NULL,                -- ISO week
+    weekday SMALLINT NOT NULL,             -- ISO: 1 = Monday
+    weekday_name VARCHAR NOT NULL,
+    is_weekend BOOLEAN NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS dim_time (
+    time_key SMALLINT PRIMARY KEY,         -- HHMM
+    hour SMALLINT NOT NULL,
+    minute SMALLINT NOT NULL,
+    day_part VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS dim_branch (
+    branch_key BIGINT PRIMARY KEY,         -- derived from branch_id
+    branch_id VARCHAR NOT NULL UNIQUE,     -- identity: lower case, single spaces
+    name VARCHAR NOT NULL,                 -- display: first spelling not all lower case
+    first_seen DATE
+);
+
+CREATE TABLE IF NOT EXISTS dim_product (
+    product_key BIGINT PRIMARY KEY,        -- derived from (size, name, flavour), case-sensitive
+    size VARCHAR,
+    name VARCHAR NOT NULL,
+    flavour VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS dim_payment_method (
+    payment_key SMALLINT PRIMARY KEY,
+    method VARCHAR NOT NULL UNIQUE
+);
+
+-- No primary-key index: with a million customers an index costs more than the
+-- anti-join that keeps keys unique (one writer at a time holds the file).
+CREATE TABLE IF NOT EXISTS dim_customer (
+    customer_key BIGINT NOT NULL,          -- keyed hash of name and card: no personal data
+    first_seen DATE NOT NULL
+);
+
+-- Facts ----------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS fact_sale (
+    sale_id BIGINT NOT NULL,               -- file_id * 1e9 + source_row
+    file_id BIGINT NOT NULL,
+    source_row INTEGER NOT NULL,
+    sold_at TIMESTAMP NOT NULL,
+    date_key INTEGER NOT NULL,
+    time_key SMALLINT NOT NULL,
+    branch_key BIGINT NOT NULL,
+    payment_key SMALLINT NOT NULL,
+    customer_key BIGINT,
+    item_count SMALLINT NOT NULL,
+    total DECIMAL(10, 2) NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS fact_sale_item (
+    sale_id BIGINT NOT NULL,
+    file_id BIGINT NOT NULL,
+    line_number SMALLINT NOT NULL,
+    product_key BIGINT NOT NULL,
+    unit_price DECIMAL(10, 2) NOT NULL,
+    date_key INTEGER NOT NULL,             -- the sale's, so product questions need no join
+    branch_key BIGINT NOT NULL
+);
+
+-- Operations -----------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS etl_run (
+    run_id BIGINT PRIMARY KEY,
+    command VARCHAR NOT NULL,
+    started_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP,
+    status VARCHAR NOT NULL,               -- running | succeeded | failed
+    files_seen INTEGER NOT NULL DEFAULT 0,
+    files_loaded INTEGER NOT NULL DEFAULT 0,
+    files_failed INTEGER NOT NULL DEFAULT 0,
+    files_skipped INTEGER NOT NULL DEFAULT 0,
+    files_replaced INTEGER NOT NULL DEFAULT 0,
+    rows_loaded BIGINT NOT NULL DEFAULT 0,
+    rows_rejected BIGINT NOT NULL DEFAULT 0,
+    bytes_read BIGINT NOT NULL DEFAULT 0,
+    seconds DOUBLE,
+    error VARCHAR,
+    version VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS etl_file (
+    file_id BIGINT PRIMARY KEY,
+    location VARCHAR NOT NULL,             -- path or s3://bucket/key: the file's identity
+    content_sha256 VARCHAR NOT NULL,       -- the version
+    size_bytes BIGINT NOT NULL,
+    etag VARCHAR,
+    status VARCHAR NOT NULL,               -- loading | loaded | failed | skipped | replaced
+    format VARCHAR,                        -- layout and encoding detected
+    branch_id VARCHAR,
+    business_date DATE,                    -- the day of its sales
+    rows_read INTEGER,                     -- lines, header and blank lines included
+    rows_loaded INTEGER,
+    rows_rejected INTEGER,
+    rows_ignored INTEGER,                  -- header and blank lines
+    items_loaded INTEGER,
+    seconds_read DOUBLE,
+    seconds_transform DOUBLE,
+    seconds_load DOUBLE,
+    copy_of BIGINT,                        -- skipped: same content as this file
+    replaced_by BIGINT,                    -- replaced: by this newer version
+    error VARCHAR,
+    run_id BIGINT,
+    discovered_at TIMESTAMP NOT NULL,
+    processed_at TIMESTAMP,
+    UNIQUE (location, content_sha256)
+);
+
+CREATE TABLE IF NOT EXISTS etl_reject (
+    file_id BIGINT NOT NULL,
+    source_row INTEGER NOT NULL,
+    reason_code VARCHAR NOT NULL,
+    detail VARCHAR,
+    row_data VARCHAR,                      -- the row as written, personal data removed
+    run_id BIGINT
+);
