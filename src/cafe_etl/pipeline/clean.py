@@ -20,7 +20,7 @@ _BLOCK = 64  # SHA-256 block size, for HMAC's inner and outer pads
 # that is not all lower-case (DESIGN §3).
 _BRANCHES = """
 CREATE OR REPLACE TEMP TABLE stg_branch AS
-SELECT idx, f_branch, count(*) AS rows, min(line_no) AS first_line,
+SELECT idx, f_branch, count(*) FILTER (WHERE sold_at IS NOT NULL) AS rows, min(line_no) AS first_line,
        is_missing(f_branch) AS missing,
        CASE WHEN NOT is_missing(f_branch) THEN lower(collapse(f_branch)) END AS branch_id,
        CASE WHEN NOT is_missing(f_branch) THEN key_of(lower(collapse(f_branch))) END AS branch_key
@@ -29,7 +29,8 @@ WHERE NOT blank
 GROUP BY idx, f_branch
 """
 
-# stg_file_branch: the one branch each file holds (most rows; earliest on a tie).
+# stg_file_branch: the one branch each file holds: the most dated rows (a header
+# row has no date), the earliest on a tie.
 _FILE_BRANCH = """
 CREATE OR REPLACE TEMP TABLE stg_file_branch AS
 SELECT idx, arg_max(branch_id, score) AS branch_id, arg_max(branch_key, score) AS branch_key

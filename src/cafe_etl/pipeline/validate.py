@@ -99,7 +99,7 @@ SELECT idx, line_no, sold_at, total, payment, branch_key, basket_no, n_items, cu
             WHEN failure = 'BAD_TOTAL' AND total IS NULL THEN format('total ''{{}}'' is not an amount', total_text)
             WHEN failure = 'BAD_TOTAL' THEN format('total {{}} is negative', total_text)
             WHEN failure = 'TOTAL_MISMATCH'
-                THEN format('total {{}} but the items add up to {{}}', total, items_total)
+                THEN format('total {{}} but the items add up to {{}}', trim(total_text), items_total)
             WHEN failure = 'BAD_PAYMENT' AND is_missing(payment_text) THEN 'payment method is missing'
             WHEN failure = 'BAD_PAYMENT'
                 THEN format('payment method ''{{}}'' is not CASH or CARD', payment_text)
