@@ -82,9 +82,9 @@ def test_ledger_matches_the_facts(loaded):
                LEFT JOIN (SELECT file_id, count(*) AS n FROM fact_sale GROUP BY file_id) s USING (file_id)
                WHERE f.status = 'loaded' AND f.rows_loaded <> coalesce(s.n, 0)""").fetchone()[0]
         duplicates = con.execute(
-            "SELECT count(*) - count(DISTINCT sale_id) FROM fact_sale").fetchone()[0]
+            "SELECT count(*) - count(DISTINCT (file_id, source_row)) FROM fact_sale").fetchone()[0]
         item_dupes = con.execute(
-            "SELECT count(*) - count(DISTINCT (sale_id, line_number)) FROM fact_sale_item").fetchone()[0]
+            "SELECT count(*) - count(DISTINCT (file_id, source_row, line_number)) FROM fact_sale_item").fetchone()[0]
         dims = con.execute(
             """SELECT (SELECT count(*) - count(DISTINCT customer_key) FROM dim_customer),
                       (SELECT count(*) - count(DISTINCT product_key) FROM dim_product),

@@ -39,7 +39,9 @@ def last_success(reader: Reader):
 
 
 def warehouse_counts(reader: Reader) -> dict:
-    sales, first, last = reader.query("SELECT count(*), min(sold_at), max(sold_at) FROM fact_sale")[0]
+    sales, first, last = reader.query(
+        """SELECT count(*), min(d.date), max(d.date)
+           FROM fact_sale f JOIN dim_date d ON d.date_key = f.date_key""")[0]
     items = reader.scalar("SELECT count(*) FROM fact_sale_item")
     branches = reader.scalar("SELECT count(*) FROM dim_branch")
     return {"sales": sales, "items": items, "branches": branches,

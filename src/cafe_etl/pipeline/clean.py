@@ -52,25 +52,24 @@ FROM stg_branch WHERE NOT missing
 GROUP BY branch_id
 """
 
-# stg_customer: one key per distinct (customer, card, payment) of the batch. The
-# pair is found again by ``who`` (a hash of the two raw fields) and the payment.
-_CUSTOMERS = f"""
+# stg_customer: one key per distinct customer of the batch (regulars come back every
+# day), found again by ``who``. The card counts for card payments only.
+_CUSTOMERS = """
 CREATE OR REPLACE TEMP TABLE stg_customer AS
 WITH pair AS (
-    SELECT l.who, payment_word(CASE WHEN s.layout = '{Layout.V0}' THEN l.f5 ELSE l.f6 END) AS payment,
-           any_value(l.f_customer) AS f_customer, any_value(l.f_card) AS f_card
-    FROM stg_line l JOIN stg_shape s USING (idx)
-    WHERE NOT l.blank
-    GROUP BY ALL
+    SELECT who, any_value(f_customer) AS f_customer, any_value(f_card) AS f_card
+    FROM stg_line
+    WHERE NOT blank
+    GROUP BY who
 ), normal AS (
-    SELECT who, payment,
+    SELECT who,
            CASE WHEN NOT is_missing(f_customer) THEN lower(collapse(f_customer)) END || chr(0) ||
-           CASE WHEN payment <> 'CARD' OR is_missing(f_card) THEN ''
+           CASE WHEN is_missing(f_card) THEN ''
                 WHEN regexp_full_match(f_card, '[0-9]+') THEN f_card
                 ELSE regexp_replace(f_card, '[^0-9]', '', 'g') END AS identity
     FROM pair
 )
-SELECT who, payment,
+SELECT who,
        ('0x' || left(sha256($outer_pad || unhex(sha256($inner_pad || encode(identity)))), 15))::BIGINT
            AS customer_key
 FROM normal
@@ -79,7 +78,7 @@ WHERE identity IS NOT NULL
 
 _NO_CUSTOMERS = """
 CREATE OR REPLACE TEMP TABLE stg_customer AS
-SELECT NULL::UBIGINT AS who, NULL::VARCHAR AS payment, NULL::BIGINT AS customer_key
+SELECT NULL::UBIGINT AS who, NULL::BIGINT AS customer_key
 WHERE false
 """
 

@@ -34,18 +34,25 @@ def fingerprint(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _breaks(data: bytes | str) -> tuple[int, int, int]:
+    """(LF, CR, CRLF) counts; one pass for the usual file without a CR."""
+    lf, cr, crlf = (b"\n", b"\r", b"\r\n") if isinstance(data, bytes) else ("\n", "\r", "\r\n")
+    if cr not in data:
+        return data.count(lf), 0, 0
+    both = data.count(crlf)
+    return data.count(lf) - both, data.count(cr) - both, both
+
+
 def count_lines(data: bytes | str) -> int:
     """Lines as a reader sees them: CRLF, CR or LF end a line; a last line without one still counts."""
-    lf, cr, crlf = (b"\n", b"\r", b"\r\n") if isinstance(data, bytes) else ("\n", "\r", "\r\n")
-    breaks = data.count(lf) + data.count(cr) - data.count(crlf)
-    unterminated = 1 if data and not data.endswith((lf, cr)) else 0
-    return breaks + unterminated
+    lf, cr, crlf = _breaks(data)
+    unterminated = 1 if data and data[-1:] not in (b"\n", b"\r", "\n", "\r") else 0
+    return lf + cr + crlf + unterminated
 
 
 def _endings(data: bytes | str) -> str:
-    lf, cr, crlf = (b"\n", b"\r", b"\r\n") if isinstance(data, bytes) else ("\n", "\r", "\r\n")
-    both = data.count(crlf)
-    kinds = [name for name, n in (("crlf", both), ("cr", data.count(cr) - both), ("lf", data.count(lf) - both)) if n]
+    lf, cr, crlf = _breaks(data)
+    kinds = [name for name, n in (("crlf", crlf), ("cr", cr), ("lf", lf)) if n]
     return kinds[0] if len(kinds) == 1 else ("mixed" if kinds else "none")
 
 
@@ -70,9 +77,9 @@ def _encoding(data: bytes) -> tuple[str, str | None]:
 def _check_nul(data: bytes | str) -> bool:
     """True when a few stray NULs must be replaced; raises when the file is binary."""
     nul = b"\x00" if isinstance(data, bytes) else "\x00"
-    count = data.count(nul)
-    if not count:
+    if nul not in data:
         return False
+    count = data.count(nul)
     if count * 100 > len(data):  # binary formats are full of NULs; a text export has a stray one at most
         raise UndecodableFile("the file holds NUL bytes: it is binary, not a CSV export")
     return True

@@ -60,6 +60,7 @@ class Engine:
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
+        self.con.execute("SET enable_progress_bar = false").fetchall()
         self.con.execute(_MACROS).fetchall()
 
     def run(self, sql: str, params: dict[str, Any] | Sequence[Any] | None = None) -> None:

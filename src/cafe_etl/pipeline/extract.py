@@ -13,16 +13,23 @@ from dataclasses import dataclass
 from cafe_etl.pipeline.engine import Engine
 from cafe_etl.pipeline.rules import EXPECTED_FIELDS, Layout
 
-# stg_raw: one row per line. Built from the batch's texts in a single pass, then
-# kept as a table so the following (parallel) passes scan it by row groups.
 _DOCS_FROM_DISK = """
 SELECT ($disk_idx::INTEGER[])[file_index::BIGINT + 1] AS idx, size AS bytes, content FROM read_text($paths)
 """
 _DOCS_FROM_MEMORY = """
 SELECT unnest($text_idx::INTEGER[]) AS idx, NULL::BIGINT AS bytes, unnest($texts::VARCHAR[]) AS content
 """
-_RAW = """
-CREATE OR REPLACE TEMP TABLE stg_raw AS
+
+# stg_line: one row per line of every file, with its fields as written (padding is
+# trimmed where a value is parsed). Lines are cut with plain string functions; the
+# CASEs stand where OR/AND would do, because DuckDB evaluates both sides of OR and
+# AND on every row and CASE only where needed.
+#
+# Personal data (f_customer, f_card) lives only here, in memory, until the customer
+# key is made from it. ``who`` finds a row's customer again: a hash of the name and,
+# for card payments, the card. ``basket_hash`` and ``basket_bytes`` find its basket.
+_LINES = f"""
+CREATE OR REPLACE TEMP TABLE stg_line AS
 WITH doc AS (
     SELECT idx, CASE WHEN contains(content, chr(13))
                      THEN replace(replace(content, chr(13) || chr(10), chr(10)), chr(13), chr(10))
@@ -31,25 +38,16 @@ WITH doc AS (
 ), line AS (
     SELECT idx, generate_subscripts(lines, 1)::INTEGER AS line_no, unnest(lines) AS raw, len(lines) AS n
     FROM (SELECT idx, string_split(content, chr(10)) AS lines FROM doc)
-)
--- The last "line" of a file that ends with a newline is the empty remainder after it;
--- a byte order mark before the first line is not part of it.
-SELECT idx, line_no,
-       CASE WHEN line_no = 1 AND starts_with(raw, chr(65279)) THEN substr(raw, 2) ELSE raw END AS raw
-FROM line WHERE NOT (line_no = n AND raw = '')
-"""
-
-# stg_line: the fields of every line, as written (padding is trimmed where a value
-# is parsed). f_customer and f_card (personal data) live only here, in memory,
-# until the customer key is made from them.
-_LINES = f"""
-CREATE OR REPLACE TEMP TABLE stg_line AS
-WITH cut AS (
+), cut AS (
+    -- The last "line" of a file that ends with a newline is the empty remainder after it;
+    -- a byte order mark before the first line is not part of it.
     SELECT idx, line_no, raw, string_split(raw, ',') AS cells,
            CASE WHEN instr(raw, '"') = 0 THEN 0 ELSE strlen(raw) - strlen(replace(raw, '"', '')) END AS quotes
-    FROM stg_raw
+    FROM (SELECT idx, line_no, n,
+                 CASE WHEN line_no = 1 AND starts_with(raw, chr(65279)) THEN substr(raw, 2) ELSE raw END AS raw
+          FROM line)
+    WHERE NOT (line_no = n AND raw = '')
 ), shaped AS (
-    -- (CASE, not OR/AND: DuckDB evaluates both sides of OR and AND on every row.)
     SELECT *,
            CASE WHEN quotes = 0 THEN true
                 WHEN quotes = 2 AND len(cells) >= {EXPECTED_FIELDS}
@@ -70,6 +68,18 @@ WITH cut AS (
            CASE WHEN NOT simple THEN len(fields) WHEN quotes = 0 THEN len(cells) ELSE {EXPECTED_FIELDS} END
                AS n_fields
     FROM fielded
+), based AS (
+    SELECT *,
+           CASE WHEN n_fields <> {EXPECTED_FIELDS} THEN NULL
+                WHEN NOT simple THEN fields[4]
+                ELSE substr(raw, length(c1) + length(c2) + length(c3) + 4,
+                            length(raw) - length(c1) - length(c2) - length(c3) - length(c5) - length(c6)
+                            - length(c7) - 6)
+           END AS basket,
+           -- the payment, wherever the layout puts it (a total is never CASH or CARD)
+           CASE WHEN c6 = 'CARD' THEN true WHEN c6 = 'CASH' THEN false
+                ELSE coalesce(payment_word(c6), '') = 'CARD' OR coalesce(payment_word(c5), '') = 'CARD' END AS by_card
+    FROM named
 )
 SELECT idx, line_no,
        hash(raw) AS raw_hash, strlen(raw) AS raw_bytes,
@@ -79,19 +89,17 @@ SELECT idx, line_no,
        n_fields,
        c1 AS f_when,
        c2 AS f_branch,
-       CASE WHEN n_fields <> {EXPECTED_FIELDS} THEN NULL
-            WHEN NOT simple THEN fields[4]
-            ELSE substr(raw, length(c1) + length(c2) + length(c3) + 4,
-                        length(raw) - length(c1) - length(c2) - length(c3) - length(c5) - length(c6) - length(c7) - 6)
-       END AS basket,
+       basket,
+       hash(basket) AS basket_hash,
+       strlen(basket) AS basket_bytes,
        c5 AS f5,
        c6 AS f6,
        c3 AS f_customer,
-       c7 AS f_card,
-       hash(c3, c7) AS who,
+       CASE WHEN by_card THEN c7 ELSE '' END AS f_card,
+       hash(c3, CASE WHEN by_card THEN c7 ELSE '' END) AS who,
        CASE WHEN n_fields <> {EXPECTED_FIELDS} THEN raw END AS odd_raw,
        parse_when(c1) AS sold_at
-FROM named
+FROM based
 """
 
 # stg_shape: per file, the layout voted by its rows and where its data begins.
@@ -145,8 +153,7 @@ def extract(engine: Engine, docs: list[Document]) -> dict[int, int]:
     check it is still the version it fingerprinted.
     """
     sizes = _documents(engine, docs)
-    engine.run(_RAW)
-    engine.run("DROP TABLE stg_doc")
     engine.run(_LINES)
+    engine.run("DROP TABLE stg_doc")
     engine.run(_SHAPE)
     return sizes

@@ -61,7 +61,7 @@ def read_batches(files: Sequence[LandingFile], max_bytes: int) -> Iterator[list[
 
 def _pool(settings: Settings) -> EnginePool:
     # Two engines keep both cores busy: one transforms while the other loads.
-    return EnginePool(workers=2 if settings.threads > 1 else 1, threads=settings.threads,
+    return EnginePool(workers=2, threads=settings.threads,
                       memory_limit=settings.memory_limit)
 
 

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 from cafe_etl.pipeline.engine import Engine, temp_table
 
-# A sale's id: its file's ledger id and its line number (DESIGN §3: the identity of
-# a sale is (source file, row number)), packed into one BIGINT.
-SALE_ID_FACTOR = 1_000_000_000
-
 PAYMENT_KEYS = {"CASH": 1, "CARD": 2}
 
 OUT_TABLES = ("out_sale", "out_item", "out_reject", "out_product", "out_branch", "out_customer", "out_date")
 
+# Views: each is read once, by the load, so none is materialised.
+# The identity of a sale is its source: (file_id, source_row) (DESIGN §3).
 _SALES = f"""
-CREATE OR REPLACE TEMP TABLE out_sale AS
-SELECT b.file_id * {SALE_ID_FACTOR} + c.line_no AS sale_id, b.file_id, c.line_no AS source_row,
-       c.sold_at,
+CREATE OR REPLACE TEMP VIEW out_sale AS
+SELECT b.file_id, c.line_no AS source_row,
        (year(c.sold_at) * 10000 + month(c.sold_at) * 100 + day(c.sold_at))::INTEGER AS date_key,
        (hour(c.sold_at) * 100 + minute(c.sold_at))::SMALLINT AS time_key,
        c.branch_key,
@@ -30,10 +27,9 @@ FROM stg_check c JOIN batch_file b ON b.idx = c.idx AND b.load
 WHERE c.outcome = 'sale'
 """
 
-# A view: read once, by the load, so it is never materialised.
 _ITEMS = f"""
 CREATE OR REPLACE TEMP VIEW out_item AS
-SELECT b.file_id * {SALE_ID_FACTOR} + c.line_no AS sale_id, b.file_id, i.item_no AS line_number,
+SELECT b.file_id, c.line_no AS source_row, i.item_no AS line_number,
        i.product_key, i.price AS unit_price,
        (year(c.sold_at) * 10000 + month(c.sold_at) * 100 + day(c.sold_at))::INTEGER AS date_key, c.branch_key
 FROM stg_check c
@@ -55,23 +51,26 @@ CREATE OR REPLACE TEMP TABLE out_product AS
 SELECT DISTINCT product_key, size, name, flavour FROM stg_item_dict WHERE reason IS NULL
 """
 
-_BRANCHES = """
+_LOADED = "FROM stg_check c JOIN batch_file b ON b.idx = c.idx AND b.load WHERE c.outcome = 'sale'"
+
+_BRANCHES = f"""
 CREATE OR REPLACE TEMP TABLE out_branch AS
-SELECT n.branch_key, n.branch_id, n.name, min(s.sold_at)::DATE AS first_seen
-FROM out_sale s JOIN stg_branch_name n USING (branch_key)
-GROUP BY ALL
+SELECT n.branch_key, n.branch_id, n.name, s.first_seen
+FROM (SELECT c.branch_key, min(c.sold_at)::DATE AS first_seen {_LOADED} GROUP BY c.branch_key) s
+JOIN stg_branch_name n USING (branch_key)
 """
 
-_CUSTOMERS = """
+_CUSTOMERS = f"""
 CREATE OR REPLACE TEMP TABLE out_customer AS
-SELECT customer_key, min(sold_at)::DATE AS first_seen
-FROM out_sale WHERE customer_key IS NOT NULL
-GROUP BY customer_key
+SELECT c.customer_key, min(c.sold_at)::DATE AS first_seen
+{_LOADED} AND c.customer_key IS NOT NULL
+GROUP BY c.customer_key
 """
 
-_DATES = """
+_DATES = f"""
 CREATE OR REPLACE TEMP TABLE out_date AS
-SELECT DISTINCT date_key, sold_at::DATE AS date FROM out_sale
+SELECT DISTINCT (year(d) * 10000 + month(d) * 100 + day(d))::INTEGER AS date_key, d AS date
+FROM (SELECT DISTINCT c.sold_at::DATE AS d {_LOADED})
 """
 
 

@@ -68,11 +68,10 @@ DELETE FROM fact_sale_item WHERE file_id IN (SELECT file_id FROM load_cleanup);
 DELETE FROM fact_sale WHERE file_id IN (SELECT file_id FROM load_cleanup);
 DELETE FROM etl_reject WHERE file_id IN (SELECT file_id FROM load_cleanup);
 INSERT INTO fact_sale
-SELECT sale_id, file_id, source_row, sold_at, date_key, time_key, branch_key, payment_key, customer_key,
-       item_count, total
+SELECT file_id, source_row, date_key, time_key, branch_key, payment_key, customer_key, item_count, total
 FROM out_sale;
 INSERT INTO fact_sale_item
-SELECT sale_id, file_id, line_number, product_key, unit_price, date_key, branch_key FROM out_item;
+SELECT file_id, source_row, line_number, product_key, unit_price, date_key, branch_key FROM out_item;
 INSERT INTO etl_reject SELECT file_id, source_row, reason_code, detail, row_data, $run_id FROM out_reject;
 UPDATE etl_file SET status = 'replaced', replaced_by = r.file_id, processed_at = $now
 FROM load_record r
@@ -302,6 +301,7 @@ class DuckDBWarehouse(Warehouse):
             raise WarehouseError(f"no warehouse at {self.path}: run `cafe-etl ingest` (or `cafe-etl demo`) first")
         try:
             con = duckdb.connect(self.path, read_only=True)
+            con.execute("SET enable_progress_bar = false").fetchall()
         except duckdb.Error as exc:
             raise _translate(exc, self.path) from None
         try:

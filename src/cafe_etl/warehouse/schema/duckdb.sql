@@ -59,11 +59,10 @@ CREATE TABLE IF NOT EXISTS dim_customer (
 
 -- Facts ----------------------------------------------------------------------
 
+-- A sale is identified by its source: (file_id, source_row) (DESIGN §3).
 CREATE TABLE IF NOT EXISTS fact_sale (
-    sale_id BIGINT NOT NULL,               -- file_id * 1e9 + source_row
     file_id BIGINT NOT NULL,
     source_row INTEGER NOT NULL,
-    sold_at TIMESTAMP NOT NULL,
     date_key INTEGER NOT NULL,
     time_key SMALLINT NOT NULL,
     branch_key BIGINT NOT NULL,
@@ -74,8 +73,8 @@ CREATE TABLE IF NOT EXISTS fact_sale (
 );
 
 CREATE TABLE IF NOT EXISTS fact_sale_item (
-    sale_id BIGINT NOT NULL,
     file_id BIGINT NOT NULL,
+    source_row INTEGER NOT NULL,
     line_number SMALLINT NOT NULL,
     product_key BIGINT NOT NULL,
     unit_price DECIMAL(10, 2) NOT NULL,
