@@ -83,7 +83,7 @@ def judge(engine: Engine, files: list[ReadFile], settings: Settings, secret: byt
     # Every stage runs even for an empty batch, so the staged tables always exist.
     sizes = extract.extract(engine, [extract.Document(f.decoded.text, f.source.local_path) for f in inside])
     for idx, f in enumerate(inside, start=1):
-        if f.decoded.text is None and sizes.get(idx) != f.size:
+        if f.decoded.text is None and sizes.get(idx, 0) != f.size:
             # The file changed between hashing and reading: this version cannot be trusted.
             f.error = "the file changed while it was being read; it will be read again"
     clean.clean(engine, secret)

@@ -31,19 +31,20 @@ SELECT unnest($text_idx::INTEGER[]) AS idx, NULL::BIGINT AS bytes, unnest($texts
 _LINES = f"""
 CREATE OR REPLACE TEMP TABLE stg_line AS
 WITH doc AS (
-    SELECT idx, CASE WHEN contains(content, chr(13))
-                     THEN replace(replace(content, chr(13) || chr(10), chr(10)), chr(13), chr(10))
-                     ELSE content END AS content
-    FROM stg_doc
+    SELECT idx, bytes,
+           CASE WHEN contains(content, chr(13))
+                THEN replace(replace(content, chr(13) || chr(10), chr(10)), chr(13), chr(10))
+                ELSE content END AS content
+    FROM ({{documents}})
 ), line AS (
-    SELECT idx, generate_subscripts(lines, 1)::INTEGER AS line_no, unnest(lines) AS raw, len(lines) AS n
-    FROM (SELECT idx, string_split(content, chr(10)) AS lines FROM doc)
+    SELECT idx, bytes, generate_subscripts(lines, 1)::INTEGER AS line_no, unnest(lines) AS raw, len(lines) AS n
+    FROM (SELECT idx, bytes, string_split(content, chr(10)) AS lines FROM doc)
 ), cut AS (
     -- The last "line" of a file that ends with a newline is the empty remainder after it;
     -- a byte order mark before the first line is not part of it.
-    SELECT idx, line_no, raw, string_split(raw, ',') AS cells,
+    SELECT idx, bytes, line_no, raw, string_split(raw, ',') AS cells,
            CASE WHEN instr(raw, '"') = 0 THEN 0 ELSE strlen(raw) - strlen(replace(raw, '"', '')) END AS quotes
-    FROM (SELECT idx, line_no, n,
+    FROM (SELECT idx, bytes, line_no, n,
                  CASE WHEN line_no = 1 AND starts_with(raw, chr(65279)) THEN substr(raw, 2) ELSE raw END AS raw
           FROM line)
     WHERE NOT (line_no = n AND raw = '')
@@ -58,7 +59,7 @@ WITH doc AS (
 ), fielded AS (
     SELECT *, CASE WHEN NOT simple THEN csv_fields(raw) END AS fields FROM shaped
 ), named AS (
-    SELECT idx, line_no, raw, simple, fields,
+    SELECT idx, bytes, line_no, raw, simple, fields,
            CASE WHEN simple THEN cells[1] ELSE fields[1] END AS c1,
            CASE WHEN simple THEN cells[2] ELSE fields[2] END AS c2,
            CASE WHEN simple THEN cells[3] ELSE fields[3] END AS c3,
@@ -81,7 +82,7 @@ WITH doc AS (
                 ELSE coalesce(payment_word(c6), '') = 'CARD' OR coalesce(payment_word(c5), '') = 'CARD' END AS by_card
     FROM named
 )
-SELECT idx, line_no,
+SELECT idx, line_no, bytes AS doc_bytes,
        hash(raw) AS raw_hash, strlen(raw) AS raw_bytes,
        CASE WHEN raw = '' THEN true
             WHEN starts_with(raw, ' ') OR starts_with(raw, chr(9)) THEN trim(raw) = ''
@@ -109,6 +110,7 @@ _SHAPE = f"""
 CREATE OR REPLACE TEMP TABLE stg_shape AS
 SELECT
     idx,
+    any_value(doc_bytes) AS doc_bytes,
     count(*) AS lines,
     count(*) FILTER (WHERE blank) AS blank_lines,
     count(*) FILTER (WHERE NOT blank) AS rows,
@@ -131,8 +133,8 @@ class Document:
     path: str | None
 
 
-def _documents(engine: Engine, docs: list[Document]) -> dict[int, int]:
-    """Load the batch's documents into stg_doc; the size in bytes of each one read from disk."""
+def _documents(docs: list[Document]) -> tuple[str, dict]:
+    """The batch's documents as a subquery: read from disk by the engine, or given as text."""
     on_disk = [(i, d.path) for i, d in enumerate(docs, start=1) if d.text is None]
     in_memory = [(i, d.text) for i, d in enumerate(docs, start=1) if d.text is not None]
     parts, params = [], {}
@@ -142,8 +144,7 @@ def _documents(engine: Engine, docs: list[Document]) -> dict[int, int]:
     if in_memory or not parts:
         parts.append(_DOCS_FROM_MEMORY)
         params |= {"text_idx": [i for i, _ in in_memory], "texts": [t for _, t in in_memory]}
-    engine.run("CREATE OR REPLACE TEMP TABLE stg_doc AS " + " UNION ALL ".join(parts), params)
-    return dict(engine.rows("SELECT idx, bytes FROM stg_doc WHERE bytes IS NOT NULL"))
+    return " UNION ALL ".join(parts), params
 
 
 def extract(engine: Engine, docs: list[Document]) -> dict[int, int]:
@@ -152,8 +153,7 @@ def extract(engine: Engine, docs: list[Document]) -> dict[int, int]:
     Returns the size of each document the engine read from disk, so the caller can
     check it is still the version it fingerprinted.
     """
-    sizes = _documents(engine, docs)
-    engine.run(_LINES)
-    engine.run("DROP TABLE stg_doc")
+    documents, params = _documents(docs)
+    engine.run(_LINES.replace("{documents}", documents), params)
     engine.run(_SHAPE)
-    return sizes
+    return dict(engine.rows("SELECT idx, doc_bytes FROM stg_shape WHERE doc_bytes IS NOT NULL"))

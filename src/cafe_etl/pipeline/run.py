@@ -45,18 +45,18 @@ def _chunks(files: Sequence[LandingFile], max_bytes: int) -> list[list[LandingFi
     return chunks
 
 
-def read_batches(files: Sequence[LandingFile], max_bytes: int) -> Iterator[list[ReadFile]]:
-    """Batches of read files; the next batch is read while the caller works on this one."""
+def read_batches(files: Sequence[LandingFile], max_bytes: int, ahead: int = 2) -> Iterator[list[ReadFile]]:
+    """Batches of read files, read by a background thread up to ``ahead`` batches in advance,
+    so the engines never wait for the disk (and memory holds at most ``ahead`` extra batches)."""
     chunks = _chunks(files, max_bytes)
-    if not chunks:
-        return
     with ThreadPoolExecutor(1, thread_name_prefix="reader") as pool:
-        pending = pool.submit(lambda c: [read_file(f) for f in c], chunks[0])
-        for i in range(len(chunks)):
-            batch = pending.result()
-            if i + 1 < len(chunks):
-                pending = pool.submit(lambda c: [read_file(f) for f in c], chunks[i + 1])
-            yield batch
+        pending: list[Future] = []
+        for chunk in chunks:
+            pending.append(pool.submit(lambda c: [read_file(f) for f in c], chunk))
+            if len(pending) > ahead:
+                yield pending.pop(0).result()
+        for future in pending:
+            yield future.result()
 
 
 def _pool(settings: Settings) -> EnginePool:
@@ -156,7 +156,16 @@ def _claim_unreadable(session: LoadSession, files: list[ReadFile], known: list[L
     return [(f, existing.get(f.source.location) or ids[f.source.location]) for f in files]
 
 
-def _process(engine: Engine, session: LoadSession, lock: threading.Lock, work: _Work, settings: Settings,
+@dataclass
+class _Locks:
+    """The ledger (the session's own connection) and loads are each used by one engine at a
+    time; one engine may plan its next batch while the other loads."""
+
+    ledger: threading.Lock
+    load: threading.Lock
+
+
+def _process(engine: Engine, session: LoadSession, locks: _Locks, work: _Work, settings: Settings,
              secret: bytes | None, run_id: int) -> list[FileOutcome]:
     """Transform one planned batch on ``engine``, then load it (one load at a time)."""
     started = time.perf_counter()
@@ -167,10 +176,11 @@ def _process(engine: Engine, session: LoadSession, lock: threading.Lock, work: _
     pairs += [(Judged(f, None, None, f.error), file_id, None) for f, file_id in work.unreadable]
     total = sum(j.read.size for j, _, _ in pairs) or 1
     records = [_record(j, file_id, replaces, transform * j.read.size / total) for j, file_id, replaces in pairs]
-    with lock:
+    with locks.load:
         started = time.perf_counter()
         session.load(engine, records, run_id)
         load = time.perf_counter() - started
+    with locks.ledger:
         session.record_load_seconds([(r.file_id, load * j.read.size / total)
                                      for r, (j, _, _) in zip(records, pairs, strict=True)])
     return [_outcome(j, r) for r, (j, _, _) in zip(records, pairs, strict=True)]
@@ -190,13 +200,13 @@ def ingest(
     summary = RunSummary(command=command, warehouse=warehouse.describe())
     with _pool(settings) as pool, warehouse.load_session(pool) as session:
         summary.run_id = run_id = session.start_run(command)
-        lock = threading.Lock()
+        locks = _Locks(threading.Lock(), threading.Lock())
         try:
             _run_batches(pool, read_batches(files, settings.batch_bytes), progress, lambda engine, batch: _ingest_one(
-                engine, session, lock, batch, settings, secret, run_id, summary, redo))
+                engine, session, locks, batch, settings, secret, run_id, summary, redo))
         except BaseException as exc:
             summary.seconds = time.perf_counter() - started
-            with lock:
+            with locks.ledger:
                 session.finish_run(run_id, summary.totals(), "failed", error=type(exc).__name__)
             raise
         summary.files.sort(key=lambda f: f.location)
@@ -205,12 +215,12 @@ def ingest(
     return summary
 
 
-def _ingest_one(engine: Engine, session: LoadSession, lock: threading.Lock, batch: list[ReadFile],
+def _ingest_one(engine: Engine, session: LoadSession, locks: _Locks, batch: list[ReadFile],
                 settings: Settings, secret: bytes | None, run_id: int, summary: RunSummary,
                 redo: frozenset[int]) -> None:
-    with lock:
+    with locks.ledger:
         work = _plan(session, batch, run_id, summary, redo)
-    summary.files.extend(_process(engine, session, lock, work, settings, secret, run_id))
+    summary.files.extend(_process(engine, session, locks, work, settings, secret, run_id))
 
 
 def _run_batches(pool: EnginePool, batches: Iterator[list[ReadFile]], progress: Progress | None,
