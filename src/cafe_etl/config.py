@@ -69,7 +69,7 @@ class Settings:
     customer_keys: bool = True
     memory_limit: str = "768MB"
     threads: int = 2
-    batch_bytes: int = 24 * 1024 * 1024
+    batch_bytes: int = 40 * 1024 * 1024
     rules: Rules = field(default_factory=Rules)
 
     def with_overrides(self, **changes) -> Settings:

@@ -48,35 +48,35 @@ WITH doc AS (
                  CASE WHEN line_no = 1 AND starts_with(raw, chr(65279)) THEN substr(raw, 2) ELSE raw END AS raw
           FROM line)
     WHERE NOT (line_no = n AND raw = '')
-), shaped AS (
-    SELECT *,
+), cellwise AS (
+    -- Everything taken from the cells is taken here, so the list goes no further.
+    SELECT idx, bytes, line_no, raw,
            CASE WHEN quotes = 0 THEN true
                 WHEN quotes = 2 AND len(cells) >= {EXPECTED_FIELDS}
                     THEN CASE WHEN starts_with(cells[4], '"') THEN true ELSE starts_with(ltrim(cells[4]), '"') END
                          AND CASE WHEN ends_with(cells[-4], '"') THEN true ELSE ends_with(rtrim(cells[-4]), '"') END
-                ELSE false END AS simple
+                ELSE false END AS simple,
+           CASE WHEN quotes = 0 THEN len(cells) ELSE {EXPECTED_FIELDS} END AS cell_fields,
+           cells[1] AS k1, cells[2] AS k2, cells[3] AS k3, cells[-3] AS k5, cells[-2] AS k6, cells[-1] AS k7,
+           CASE WHEN len(cells) >= {EXPECTED_FIELDS} THEN array_to_string(list_slice(cells, 4, len(cells) - 3), ',')
+           END AS k4
     FROM cut
 ), fielded AS (
-    SELECT *, CASE WHEN NOT simple THEN csv_fields(raw) END AS fields FROM shaped
+    SELECT *, CASE WHEN NOT simple THEN csv_fields(raw) END AS fields FROM cellwise
 ), named AS (
-    SELECT idx, bytes, line_no, raw, simple, fields,
-           CASE WHEN simple THEN cells[1] ELSE fields[1] END AS c1,
-           CASE WHEN simple THEN cells[2] ELSE fields[2] END AS c2,
-           CASE WHEN simple THEN cells[3] ELSE fields[3] END AS c3,
-           CASE WHEN simple THEN cells[-3] ELSE fields[5] END AS c5,
-           CASE WHEN simple THEN cells[-2] ELSE fields[6] END AS c6,
-           CASE WHEN simple THEN cells[-1] ELSE fields[7] END AS c7,
-           CASE WHEN NOT simple THEN len(fields) WHEN quotes = 0 THEN len(cells) ELSE {EXPECTED_FIELDS} END
-               AS n_fields
+    SELECT idx, bytes, line_no, raw,
+           CASE WHEN simple THEN k1 ELSE fields[1] END AS c1,
+           CASE WHEN simple THEN k2 ELSE fields[2] END AS c2,
+           CASE WHEN simple THEN k3 ELSE fields[3] END AS c3,
+           CASE WHEN simple THEN k5 ELSE fields[5] END AS c5,
+           CASE WHEN simple THEN k6 ELSE fields[6] END AS c6,
+           CASE WHEN simple THEN k7 ELSE fields[7] END AS c7,
+           CASE WHEN simple THEN cell_fields ELSE len(fields) END AS n_fields,
+           CASE WHEN simple THEN k4 ELSE fields[4] END AS c4
     FROM fielded
 ), based AS (
     SELECT *,
-           CASE WHEN n_fields <> {EXPECTED_FIELDS} THEN NULL
-                WHEN NOT simple THEN fields[4]
-                ELSE substr(raw, length(c1) + length(c2) + length(c3) + 4,
-                            length(raw) - length(c1) - length(c2) - length(c3) - length(c5) - length(c6)
-                            - length(c7) - 6)
-           END AS basket,
+           CASE WHEN n_fields = {EXPECTED_FIELDS} THEN c4 END AS basket,
            -- the payment, wherever the layout puts it (a total is never CASH or CARD)
            CASE WHEN c6 = 'CARD' THEN true WHEN c6 = 'CASH' THEN false
                 ELSE coalesce(payment_word(c6), '') = 'CARD' OR coalesce(payment_word(c5), '') = 'CARD' END AS by_card

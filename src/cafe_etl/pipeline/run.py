@@ -30,7 +30,12 @@ MAX_FILES_PER_BATCH = 2000
 Progress = Callable[[int, int], None]  # (files done, bytes done) since the last call
 
 
-def _chunks(files: Sequence[LandingFile], max_bytes: int) -> list[list[LandingFile]]:
+def _chunks(files: Sequence[LandingFile], max_bytes: int, engines: int = 2) -> list[list[LandingFile]]:
+    """Batches of at most ``max_bytes``, as many as a multiple of ``engines`` and of even
+    size, so the engines finish together instead of one working alone at the end."""
+    total = sum(f.size for f in files)
+    rounds = max(1, -(-total // (max_bytes * engines)))
+    max_bytes = max(1, -(-total // (rounds * engines)))
     chunks: list[list[LandingFile]] = []
     current: list[LandingFile] = []
     size = 0
@@ -48,7 +53,7 @@ def _chunks(files: Sequence[LandingFile], max_bytes: int) -> list[list[LandingFi
 def read_batches(files: Sequence[LandingFile], max_bytes: int, ahead: int = 2) -> Iterator[list[ReadFile]]:
     """Batches of read files, read by a background thread up to ``ahead`` batches in advance,
     so the engines never wait for the disk (and memory holds at most ``ahead`` extra batches)."""
-    chunks = _chunks(files, max_bytes)
+    chunks = _chunks(files, max_bytes, ahead)
     with ThreadPoolExecutor(1, thread_name_prefix="reader") as pool:
         pending: list[Future] = []
         for chunk in chunks:

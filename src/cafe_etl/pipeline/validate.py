@@ -167,8 +167,13 @@ def validate(engine: Engine, rules: Rules, now: datetime) -> dict[int, FileCount
             "max_items": rules.max_items_per_sale,
         },
     )
+    rows = engine.rows(_COUNTS)
+    # The lines (and the names and card numbers in them) are not needed any more:
+    # free their memory before the batch is staged and loaded.
+    for table in ("stg_line", "stg_item", "stg_basket_text", "stg_duplicate", "stg_customer"):
+        engine.run(f"DROP TABLE IF EXISTS {table}")
     out = {}
-    for row in engine.rows(_COUNTS):
+    for row in rows:
         idx, lines, layout, rows, wide, usual, loaded, rejected, headers, blanks, reasons, first, last, branch = row
         tally: dict[str, int] = {}
         for reason in reasons or ():
