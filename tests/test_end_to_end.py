@@ -9,7 +9,6 @@ from datetime import date
 
 import duckdb
 import pytest
-
 from tests.conftest import run_cli
 
 
@@ -218,7 +217,8 @@ def test_replay_reprocesses_files_with_rejects(generated, tmp_path):
     result = run_cli("replay", "--warehouse", warehouse, "--branch", some_branch, "--json")
     assert result.code == 0, result.stderr
     replayed = result.json()
-    files_of_branch = [f for f in first["file_results"] if f["rows_rejected"] and some_branch.lower().replace(" ", "_") in f["location"].lower()]
+    slug = some_branch.lower().replace(" ", "_")
+    files_of_branch = [f for f in first["file_results"] if f["rows_rejected"] and slug in f["location"].lower()]
     assert replayed["files"]["loaded"] == len(files_of_branch) > 0
     assert {f["file_id"] for f in replayed["file_results"]} == {f["file_id"] for f in files_of_branch}
     assert report(warehouse) == before  # same rules, same result: nothing doubled, nothing lost

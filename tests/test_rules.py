@@ -11,7 +11,8 @@ from cafe_etl.config import Rules
 from cafe_etl.pipeline import clean, extract, transform, validate
 from cafe_etl.pipeline.engine import EnginePool
 
-GOOD = '25/08/2021 09:00,Leeds,Ann Lee,"Regular Latte - 2.15, Large Flavoured latte - Vanilla - 2.85",5.0,CARD,4111111111111111'
+GOOD = ('25/08/2021 09:00,Leeds,Ann Lee,"Regular Latte - 2.15, Large Flavoured latte - Vanilla - 2.85",5.0,CARD,'
+        "4111111111111111")
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +21,16 @@ def engine():
         yield pool.engines[0]
 
 
-def judge(engine, *texts: str, rules: Rules = Rules()):
+def judge(engine, *texts: str, rules: Rules | None = None):
     """Per file: the FileCounts, and per line (outcome, reason, detail)."""
+    rules = rules or Rules()
     extract.extract(engine, [extract.Document(t, None) for t in texts])
     clean.clean(engine, b"k" * 32)
     transform.transform(engine, rules.max_item_price)
     counts = validate.validate(engine, rules, datetime(2026, 1, 1))
     lines = engine.rows("SELECT idx, line_no, outcome, reason, detail FROM stg_check ORDER BY idx, line_no")
     per_file = {}
-    for idx, line, outcome, reason, detail in lines:
+    for idx, _line, outcome, reason, detail in lines:
         per_file.setdefault(idx, []).append((outcome, reason, detail))
     return counts, per_file
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
 from tests.conftest import SAMPLES, copy_samples
 
 # file -> (lines, loaded, rejected, ignored, rejects by reason, layout)
@@ -104,7 +103,8 @@ def test_items_add_up_to_totals(ingested):
     with duckdb.connect(str(warehouse), read_only=True) as con:
         sales, items = con.execute(
             "SELECT (SELECT sum(total) FROM fact_sale), (SELECT sum(unit_price) FROM fact_sale_item)").fetchone()
-        counts = con.execute("SELECT (SELECT sum(item_count) FROM fact_sale), (SELECT count(*) FROM fact_sale_item)").fetchone()
+        counts = con.execute(
+            "SELECT (SELECT sum(item_count) FROM fact_sale), (SELECT count(*) FROM fact_sale_item)").fetchone()
     assert sales == items
     assert counts[0] == counts[1]
 

@@ -64,8 +64,10 @@ def warehouse_option(command: Callable) -> Callable:
 
 
 def key_options(command: Callable) -> Callable:
-    command = click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                           help="Secret for customer keys [env CAFE_ETL_KEY_FILE; default ~/.config/cafe-etl/customer-key]")(command)
+    command = click.option(
+        "--key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="Secret for customer keys [env CAFE_ETL_KEY_FILE; default ~/.config/cafe-etl/customer-key]",
+    )(command)
     return click.option("--customer-keys/--no-customer-keys", default=None,
                         help="Keep a keyed hash of each customer for new-vs-returning analysis [default: on]")(command)
 
@@ -227,8 +229,10 @@ def status(as_json, warehouse) -> None:
             "missing_files": ops.missing_files(r),
         }
     if as_json:
-        _json(info | {"failed_files": [{"location": loc, "error": e} for loc, e in info["failed_files"]],
-                      "missing_files": [{"branch": m.branch, "date": m.day.isoformat()} for m in info["missing_files"]]})
+        _json(info | {
+            "failed_files": [{"location": loc, "error": e} for loc, e in info["failed_files"]],
+            "missing_files": [{"branch": m.branch, "date": m.day.isoformat()} for m in info["missing_files"]],
+        })
     else:
         views.status(info, out)
 

@@ -58,7 +58,8 @@ def status(info: dict, console: Console) -> None:
     run = info["last_run"]
     if run:
         rate = f"{run['rows_per_second']:,.0f} rows/s" if run["rows_per_second"] else "-"
-        console.print(f"last run {run['run_id']} ({run['command']}, {run['status']}) started {run['started_at']:%Y-%m-%d %H:%M:%S}: "
+        started = f"{run['started_at']:%Y-%m-%d %H:%M:%S}"
+        console.print(f"last run {run['run_id']} ({run['command']}, {run['status']}) started {started}: "
                       f"{run['files_loaded']} loaded, {run['files_failed']} failed, {run['files_skipped']} skipped, "
                       f"{run['rows_loaded']:,} rows in {run['seconds'] or 0:.2f}s ({rate})")
     reasons = info["rejects_by_reason"]

@@ -138,7 +138,7 @@ def replay_candidates(reader: Reader, *, file: str | None = None, branch: str | 
     )
     out = [ReplayCandidate(*row) for row in rows]
     if file:
-        out = [c for c in out if (file.isdigit() and c.file_id == int(file)) or (not file.isdigit() and file in c.location)]
+        out = [c for c in out if (c.file_id == int(file) if file.isdigit() else file in c.location)]
     if branch:
         wanted = " ".join(branch.lower().split())
         slug = wanted.replace(" ", "_")

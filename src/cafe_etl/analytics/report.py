@@ -214,7 +214,8 @@ def build(reader: Reader, filters: Filters) -> dict:
               "to": scope.last.isoformat() if scope.last else None}
     if scope.empty:
         return {"period": period,
-                "totals": {"transactions": 0, "items": 0, "revenue": money(0), "branches": 0}, "branches": [], "products": [], "hours": [],
+                "totals": {"transactions": 0, "items": 0, "revenue": money(0), "branches": 0},
+                "branches": [], "products": [], "hours": [],
                 "days": [], "payments": [],
                 "customers": {"distinct": 0, "new": 0, "returning": 0, "repeat": 0},
                 "quality": quality(reader)}

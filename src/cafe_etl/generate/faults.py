@@ -102,7 +102,9 @@ MAKERS = {
 }
 
 
-def spoil(day: date, branch: str, sale: Sale, lines: list[str], others: list[str], rng: random.Random) -> tuple[str, str]:
+def spoil(
+    day: date, branch: str, sale: Sale, lines: list[str], others: list[str], rng: random.Random
+) -> tuple[str, str]:
     """A bad row in place of ``sale``: (reason code, line)."""
     kinds = list(MAKERS) if lines else [k for k in MAKERS if k != "DUPLICATE_ROW"]
     kind = rng.choice(kinds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import NamedTuple
 
-from cafe_etl.generate.menu import MenuItem, money
+from cafe_etl.generate.menu import MenuItem
 
 _HHMM = tuple(f"{m // 60:02d}:{m % 60:02d}" for m in range(24 * 60))
 

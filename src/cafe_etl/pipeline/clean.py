@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 
 from cafe_etl.pipeline.engine import Engine
-from cafe_etl.pipeline.rules import Layout
 
 _BLOCK = 64  # SHA-256 block size, for HMAC's inner and outer pads
 
@@ -46,7 +45,8 @@ GROUP BY idx
 _DISPLAY_NAMES = """
 CREATE OR REPLACE TEMP TABLE stg_branch_name AS
 SELECT branch_id, any_value(branch_key) AS branch_key,
-       coalesce(arg_min(collapse(f_branch), (idx, first_line)) FILTER (WHERE collapse(f_branch) <> lower(collapse(f_branch))),
+       coalesce(arg_min(collapse(f_branch), (idx, first_line))
+                    FILTER (WHERE collapse(f_branch) <> lower(collapse(f_branch))),
                 arg_min(collapse(f_branch), (idx, first_line))) AS name
 FROM stg_branch WHERE NOT missing
 GROUP BY branch_id

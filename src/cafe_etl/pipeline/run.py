@@ -99,10 +99,7 @@ def _record(j: Judged, file_id: int | None, replaces: int | None, transform_shar
 
 
 def _outcome(j: Judged, record: FileRecord, *, loaded_as: str = "loaded") -> FileOutcome:
-    if record.status == "loaded":
-        outcome = "reloaded" if record.replaces else loaded_as
-    else:
-        outcome = "failed"
+    outcome = ("reloaded" if record.replaces else loaded_as) if record.status == "loaded" else "failed"
     return FileOutcome(
         location=j.read.source.location,
         outcome=outcome,

@@ -27,7 +27,7 @@ FROM stg_check c JOIN batch_file b ON b.idx = c.idx AND b.load
 WHERE c.outcome = 'sale'
 """
 
-_ITEMS = f"""
+_ITEMS = """
 CREATE OR REPLACE TEMP VIEW out_item AS
 SELECT b.file_id, c.line_no AS source_row, i.item_no AS line_number,
        i.product_key, i.price AS unit_price,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -285,14 +285,10 @@ class DuckDBWarehouse(Warehouse):
     @staticmethod
     def _detach(control: duckdb.DuckDBPyConnection, pool: EnginePool) -> None:
         for con in [engine.con for engine in pool.engines] + [control]:
-            try:
+            with suppress(duckdb.Error):
                 con.execute("USE memory").fetchall()
-            except duckdb.Error:
-                pass
-        try:
+        with suppress(duckdb.Error):
             control.execute(f"DETACH DATABASE IF EXISTS {_ALIAS}").fetchall()
-        except duckdb.Error:
-            pass
         control.close()
 
     @contextmanager

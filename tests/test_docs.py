@@ -1,0 +1,49 @@
+"""The README is part of the interface: its commands and options must exist."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tests.conftest import run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_quickstart_targets_exist():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "make demo" in README and "make test" in README
+    assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci
+
+
+def _documented_commands() -> dict[str, set[str]]:
+    commands: dict[str, set[str]] = {}
+    for line in README.splitlines():
+        match = re.match(r"\| `cafe-etl (\w+)([^`]*)`", line)
+        if match:
+            commands[match.group(1)] = set(re.findall(r"--[a-z-]+", match.group(2)))
+    return commands
+
+
+def test_every_documented_command_and_option_exists():
+    commands = _documented_commands()
+    assert set(commands) == {"demo", "generate", "ingest", "validate", "report", "status", "rejects", "replay"}
+    for command, options in commands.items():
+        help_text = run_cli(command, "--help").stdout
+        for option in options:
+            assert option in help_text, (command, option)
+
+
+def test_the_code_passes_the_linter():
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    if not Path(ruff).exists():
+        pytest.skip("ruff is not installed")
+    result = subprocess.run([ruff, "check", "src", "tests", "bench"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
