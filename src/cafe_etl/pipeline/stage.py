@@ -18,8 +18,7 @@ OUT_TABLES = ("out_sale", "out_item", "out_reject", "out_product", "out_branch",
 _SALES = f"""
 CREATE OR REPLACE TEMP VIEW out_sale AS
 SELECT b.file_id, c.line_no AS source_row,
-       (year(c.sold_at) * 10000 + month(c.sold_at) * 100 + day(c.sold_at))::INTEGER AS date_key,
-       (hour(c.sold_at) * 100 + minute(c.sold_at))::SMALLINT AS time_key,
+       c.date_key, c.time_key,
        c.branch_key,
        CASE c.payment WHEN 'CASH' THEN {PAYMENT_KEYS["CASH"]} ELSE {PAYMENT_KEYS["CARD"]} END::SMALLINT AS payment_key,
        c.customer_key, c.n_items::SMALLINT AS item_count, c.total
@@ -31,7 +30,7 @@ _ITEMS = """
 CREATE OR REPLACE TEMP VIEW out_item AS
 SELECT b.file_id, c.line_no AS source_row, i.item_no AS line_number,
        i.product_key, i.price AS unit_price,
-       (year(c.sold_at) * 10000 + month(c.sold_at) * 100 + day(c.sold_at))::INTEGER AS date_key, c.branch_key
+       c.date_key, c.branch_key
 FROM stg_check c
 JOIN batch_file b ON b.idx = c.idx AND b.load
 JOIN stg_basket_item i ON i.basket_no = c.basket_no
@@ -69,8 +68,7 @@ GROUP BY c.customer_key
 
 _DATES = f"""
 CREATE OR REPLACE TEMP TABLE out_date AS
-SELECT DISTINCT (year(d) * 10000 + month(d) * 100 + day(d))::INTEGER AS date_key, d AS date
-FROM (SELECT DISTINCT c.sold_at::DATE AS d {_LOADED})
+SELECT c.date_key, any_value(c.sold_at::DATE) AS date {_LOADED} GROUP BY c.date_key
 """
 
 

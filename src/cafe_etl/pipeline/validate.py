@@ -74,6 +74,9 @@ WITH row_facts AS (
     FROM row_facts
 )
 SELECT idx, line_no, sold_at, total, payment, branch_key, basket_no, n_items, customer_key,
+       CASE WHEN failure IS NULL THEN (year(sold_at) * 10000 + month(sold_at) * 100 + day(sold_at))::INTEGER
+       END AS date_key,
+       CASE WHEN failure IS NULL THEN (hour(sold_at) * 100 + minute(sold_at))::SMALLINT END AS time_key,
        CASE WHEN blank THEN 'blank' WHEN header THEN 'header' WHEN failure IS NOT NULL THEN 'reject'
             ELSE 'sale' END AS outcome,
        CASE WHEN NOT blank AND NOT header THEN failure END AS reason,
