@@ -65,8 +65,10 @@ def read_batches(files: Sequence[LandingFile], max_bytes: int, ahead: int = 2) -
 
 
 def _pool(settings: Settings) -> EnginePool:
-    # Two engines keep both cores busy: one transforms while the other loads.
-    return EnginePool(workers=2, threads=settings.threads,
+    """Two engines keep the cores busy (one transforms while the other loads); the
+    threads are shared out between them, so the machine is not oversubscribed."""
+    engines = 2 if settings.threads >= 2 else 1
+    return EnginePool(workers=engines, threads=max(1, settings.threads // engines),
                       memory_limit=settings.memory_limit)
 
 
