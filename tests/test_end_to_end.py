@@ -253,3 +253,26 @@ def test_demo_runs_end_to_end(tmp_path):
     expected = json.loads((tmp_path / "data" / "landing" / "_expected.json").read_text())
     assert again == expected["report"]
     assert date.fromisoformat(again["period"]["to"]) < date.today()
+
+
+def test_mart_views_agree_with_the_facts(loaded, expected):
+    _, warehouse, _ = loaded
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        daily = con.execute("SELECT sum(transactions), sum(revenue) FROM mart_daily_branch_sales").fetchone()
+        products = con.execute("SELECT sum(quantity), sum(revenue) FROM mart_product_sales").fetchone()
+        hourly = con.execute("SELECT sum(transactions) FROM mart_hourly_sales").fetchone()[0]
+        retention = con.execute("SELECT sum(new_customers) FROM mart_customer_retention").fetchone()[0]
+    totals = expected["report"]["totals"]
+    assert daily[0] == totals["transactions"] and float(daily[1]) == pytest.approx(totals["revenue"])
+    assert products[0] == totals["items"] and float(products[1]) == pytest.approx(totals["revenue"])
+    assert hourly == totals["transactions"]
+    assert retention >= expected["report"]["customers"]["new"]
+
+
+def test_no_customer_keys_when_turned_off(generated, tmp_path):
+    warehouse = tmp_path / "w.duckdb"
+    result = run_cli("ingest", generated, "--warehouse", warehouse, "--no-customer-keys")
+    assert result.code == 0, result.stderr
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        keys = con.execute("SELECT count(customer_key), (SELECT count(*) FROM dim_customer) FROM fact_sale").fetchone()
+    assert keys == (0, 0)
