@@ -46,7 +46,8 @@ def problems(found: list[Problem], console: Console) -> None:
 
 
 def status(info: dict, console: Console) -> None:
-    files = Table(title=f"Ledger · {info['warehouse']}", title_justify="left", header_style="bold magenta")
+    console.print(f"[bold]warehouse[/bold] {info['warehouse']}")
+    files = Table(title="Files by status", title_justify="left", header_style="bold magenta")
     files.add_column("status")
     files.add_column("files", justify="right")
     for name, n in info["files_by_status"].items():
