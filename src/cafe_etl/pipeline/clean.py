@@ -53,27 +53,13 @@ GROUP BY branch_id
 """
 
 # stg_customer: one key per distinct customer of the batch (regulars come back every
-# day), found again by ``who``. The card counts for card payments only.
+# day), found again by ``who``.
 _CUSTOMERS = """
 CREATE OR REPLACE TEMP TABLE stg_customer AS
-WITH pair AS (
-    SELECT who, any_value(f_customer) AS f_customer, any_value(f_card) AS f_card
-    FROM stg_line
-    WHERE NOT blank
-    GROUP BY who
-), normal AS (
-    SELECT who,
-           CASE WHEN NOT is_missing(f_customer) THEN lower(collapse(f_customer)) END || chr(0) ||
-           CASE WHEN is_missing(f_card) THEN ''
-                WHEN regexp_full_match(f_card, '[0-9]+') THEN f_card
-                ELSE regexp_replace(f_card, '[^0-9]', '', 'g') END AS identity
-    FROM pair
-)
 SELECT who,
        ('0x' || left(sha256($outer_pad || unhex(sha256($inner_pad || encode(identity)))), 15))::BIGINT
            AS customer_key
-FROM normal
-WHERE identity IS NOT NULL
+FROM (SELECT who, any_value(identity) AS identity FROM stg_line WHERE identity IS NOT NULL GROUP BY who)
 """
 
 _NO_CUSTOMERS = """

@@ -25,9 +25,10 @@ SELECT unnest($text_idx::INTEGER[]) AS idx, NULL::BIGINT AS bytes, unnest($texts
 # CASEs stand where OR/AND would do, because DuckDB evaluates both sides of OR and
 # AND on every row and CASE only where needed.
 #
-# Personal data (f_customer, f_card) lives only here, in memory, until the customer
-# key is made from it. ``who`` finds a row's customer again: a hash of the name and,
-# for card payments, the card. ``basket_hash`` and ``basket_bytes`` find its basket.
+# Personal data is reduced here to ``identity``: the customer's name lower-cased with
+# whitespace collapsed, a NUL, and the card's digits for a card payment. It lives only
+# in memory until the customer key (its keyed hash) is made from it; ``who``, its hash,
+# finds a row's customer again. ``basket_hash`` and ``basket_bytes`` find its basket.
 _LINES = f"""
 CREATE OR REPLACE TEMP TABLE stg_line AS
 WITH doc AS (
@@ -95,9 +96,13 @@ SELECT idx, line_no, bytes AS doc_bytes,
        strlen(basket) AS basket_bytes,
        c5 AS f5,
        c6 AS f6,
-       c3 AS f_customer,
-       CASE WHEN by_card THEN c7 ELSE '' END AS f_card,
-       hash(c3, CASE WHEN by_card THEN c7 ELSE '' END) AS who,
+       CASE WHEN NOT is_missing(c3)
+            THEN lower(collapse(c3)) || chr(0) ||
+                 CASE WHEN NOT by_card OR is_missing(c7) THEN ''
+                      WHEN regexp_full_match(c7, '[0-9]+') THEN c7
+                      ELSE regexp_replace(c7, '[^0-9]', '', 'g') END
+       END AS identity,
+       hash(identity) AS who,
        CASE WHEN n_fields <> {EXPECTED_FIELDS} THEN raw END AS odd_raw,
        parse_when(c1) AS sold_at
 FROM based

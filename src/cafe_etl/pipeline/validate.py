@@ -41,8 +41,8 @@ WITH row_facts AS (
            c.customer_key,
            -- a header row: the first row of the file, before any dated row, no digit in any field
            CASE WHEN l.line_no = s.first_row_line AND l.line_no < coalesce(s.first_data_line, 2147483647)
-                THEN NOT regexp_matches(concat_ws(',', l.f_when, l.f_branch, l.f_customer, l.basket, l.f5, l.f6,
-                                                  l.f_card, l.odd_raw), '[0-9]')
+                THEN NOT regexp_matches(concat_ws(',', l.f_when, l.f_branch, l.identity, l.basket, l.f5, l.f6,
+                                                  l.odd_raw), '[0-9]')
                 ELSE false END AS header
     FROM stg_line l
     JOIN stg_shape s USING (idx)
