@@ -160,16 +160,7 @@ def _claim_unreadable(session: LoadSession, files: list[ReadFile], known: list[L
     return [(f, existing.get(f.source.location) or ids[f.source.location]) for f in files]
 
 
-@dataclass
-class _Locks:
-    """The ledger (the session's own connection) and loads are each used by one engine at a
-    time; one engine may plan its next batch while the other loads."""
-
-    ledger: threading.Lock
-    load: threading.Lock
-
-
-def _process(engine: Engine, session: LoadSession, locks: _Locks, work: _Work, settings: Settings,
+def _process(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, work: _Work, settings: Settings,
              secret: bytes | None, run_id: int) -> list[FileOutcome]:
     """Transform one planned batch on ``engine``, then load it (one load at a time)."""
     started = time.perf_counter()
@@ -180,11 +171,10 @@ def _process(engine: Engine, session: LoadSession, locks: _Locks, work: _Work, s
     pairs += [(Judged(f, None, None, f.error), file_id, None) for f, file_id in work.unreadable]
     total = sum(j.read.size for j, _, _ in pairs) or 1
     records = [_record(j, file_id, replaces, transform * j.read.size / total) for j, file_id, replaces in pairs]
-    with locks.load:
-        started = time.perf_counter()
-        session.load(engine, records, run_id)
-        load = time.perf_counter() - started
-    with locks.ledger:
+    started = time.perf_counter()
+    session.load(engine, records, run_id)
+    load = time.perf_counter() - started
+    with ledger_lock:
         session.record_load_seconds([(r.file_id, load * j.read.size / total)
                                      for r, (j, _, _) in zip(records, pairs, strict=True)])
     return [_outcome(j, r) for r, (j, _, _) in zip(records, pairs, strict=True)]
@@ -204,13 +194,15 @@ def ingest(
     summary = RunSummary(command=command, warehouse=warehouse.describe())
     with _pool(settings) as pool, warehouse.load_session(pool) as session:
         summary.run_id = run_id = session.start_run(command)
-        locks = _Locks(threading.Lock(), threading.Lock())
+        # The session's own connection (ledger lookups, claims, run records) serves one
+        # engine at a time; loads go through each engine's connection.
+        ledger_lock = threading.Lock()
         try:
             _run_batches(pool, read_batches(files, settings.batch_bytes), progress, lambda engine, batch: _ingest_one(
-                engine, session, locks, batch, settings, secret, run_id, summary, redo))
+                engine, session, ledger_lock, batch, settings, secret, run_id, summary, redo))
         except BaseException as exc:
             summary.seconds = time.perf_counter() - started
-            with locks.ledger:
+            with ledger_lock:
                 session.finish_run(run_id, summary.totals(), "failed", error=type(exc).__name__)
             raise
         summary.files.sort(key=lambda f: f.location)
@@ -219,12 +211,12 @@ def ingest(
     return summary
 
 
-def _ingest_one(engine: Engine, session: LoadSession, locks: _Locks, batch: list[ReadFile],
+def _ingest_one(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, batch: list[ReadFile],
                 settings: Settings, secret: bytes | None, run_id: int, summary: RunSummary,
                 redo: frozenset[int]) -> None:
-    with locks.ledger:
+    with ledger_lock:
         work = _plan(session, batch, run_id, summary, redo)
-    summary.files.extend(_process(engine, session, locks, work, settings, secret, run_id))
+    summary.files.extend(_process(engine, session, ledger_lock, work, settings, secret, run_id))
 
 
 def _run_batches(pool: EnginePool, batches: Iterator[list[ReadFile]], progress: Progress | None,

@@ -98,7 +98,7 @@ class LoadSession(ABC):
     def load(self, engine: Engine, records: Sequence[FileRecord], run_id: int) -> None:
         """Load ``engine``'s staged ``out_*`` tables and update the ledger, all in one transaction.
 
-        Callers serialise calls to a session: one load or ledger change at a time."""
+        Engines may load at the same time; the other methods are called one at a time."""
 
     @abstractmethod
     def record_load_seconds(self, seconds: Sequence[tuple[int, float]]) -> None:

@@ -8,6 +8,7 @@ no rows cross into Python. Reads use short-lived read-only connections.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
@@ -43,9 +44,10 @@ WHERE NOT EXISTS (SELECT 1 FROM dim_time);
 INSERT INTO dim_payment_method VALUES (1, 'CASH'), (2, 'CARD') ON CONFLICT DO NOTHING;
 """
 
-# Dimensions first, then the old rows of files being replaced or re-processed,
-# then facts, then the ledger: all inside the caller's transaction.
-_LOAD = """
+# Dimensions are shared by every batch: one engine at a time adds to them, in a
+# transaction of their own. A dimension row whose batch then fails is harmless (a
+# product or customer nobody bought from yet), so the facts need not wait for it.
+_LOAD_DIMENSIONS = """
 INSERT INTO dim_date
 SELECT date_key, date, year(date), quarter(date), month(date), monthname(date), week(date), isodow(date),
        dayname(date), isodow(date) >= 6
@@ -63,7 +65,13 @@ FROM out_customer o
 WHERE dim_customer.customer_key = o.customer_key AND o.first_seen < dim_customer.first_seen;
 INSERT INTO dim_customer
 SELECT customer_key, first_seen FROM out_customer o
-WHERE NOT EXISTS (SELECT 1 FROM dim_customer d WHERE d.customer_key = o.customer_key);
+WHERE NOT EXISTS (SELECT 1 FROM dim_customer d WHERE d.customer_key = o.customer_key)
+"""
+
+# The batch itself, in one transaction: the old rows of versions being replaced or
+# processed again, the new facts and rejects, the ledger. Appends never conflict, so
+# two engines load their batches at the same time.
+_LOAD_FACTS = """
 DELETE FROM fact_sale_item WHERE file_id IN (SELECT file_id FROM load_cleanup);
 DELETE FROM fact_sale WHERE file_id IN (SELECT file_id FROM load_cleanup);
 DELETE FROM etl_reject WHERE file_id IN (SELECT file_id FROM load_cleanup);
@@ -110,6 +118,7 @@ def _translate(exc: duckdb.Error, path: str) -> WarehouseError:
 class DuckDBLoadSession(LoadSession):
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
+        self._dimension_lock = threading.Lock()
 
     def _run(self, sql: str, params: Any = None) -> list[tuple]:
         return self.con.execute(sql, params).fetchall()
@@ -204,9 +213,15 @@ class DuckDBLoadSession(LoadSession):
                UNION SELECT replaces FROM load_record WHERE status = 'loaded' AND replaces IS NOT NULL"""
         ).fetchall()
         params = {"run_id": run_id, "now": datetime.now()}
+        with self._dimension_lock:
+            self._transaction(con, _LOAD_DIMENSIONS, params)
+        self._transaction(con, _LOAD_FACTS, params)
+
+    @staticmethod
+    def _transaction(con: duckdb.DuckDBPyConnection, script: str, params: dict[str, Any]) -> None:
         con.execute("BEGIN TRANSACTION").fetchall()
         try:
-            for statement in split_statements(_LOAD):
+            for statement in split_statements(script):
                 used = {k: v for k, v in params.items() if f"${k}" in statement}
                 con.execute(statement, used or None).fetchall()
             con.execute("COMMIT").fetchall()
