@@ -180,10 +180,16 @@ def test_variants_need_no_flag(engine):
         assert counts[1].loaded >= 1
 
 
-def test_day_first_dates(engine):
-    judge(engine, "9/5/2023 9:00,Leeds,Ann,Regular Latte - 2.15,2.15,CASH,\n")
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [("9/5/2023 9:00", datetime(2023, 5, 9, 9, 0)), ("09/05/2023 09:00:30", datetime(2023, 5, 9, 9, 0, 30)),
+     ("2023-05-09 09:00:30", datetime(2023, 5, 9, 9, 0, 30)), ("2023-05-09T09:00:30", datetime(2023, 5, 9, 9, 0, 30)),
+     ("2023/05/09 09:00", datetime(2023, 5, 9, 9, 0))],
+)
+def test_timestamps_are_day_first_or_year_first(engine, written, meant):
+    judge(engine, f"{written},Leeds,Ann,Regular Latte - 2.15,2.15,CASH,\n")
     (sold_at,) = engine.rows("SELECT sold_at FROM stg_check")[0]
-    assert sold_at == datetime(2023, 5, 9, 9, 0)
+    assert sold_at == meant
 
 
 def test_customer_key_is_the_keyed_hash_of_normalised_name_and_card(engine):
