@@ -174,7 +174,10 @@ def test_variants_need_no_flag(engine):
     unpadded_date = "9/5/2023 9:00,Leeds,Ann,Regular Latte - 2.15,2.15,CARD,5.49417E+15"
     no_final_newline = GOOD
     trailing_space_line = f"{GOOD}\n "
-    for text in (crlf.replace("\r\n", "\n"), padded, unpadded_date, no_final_newline, trailing_space_line):
+    every_field_quoted = ('"25/08/2021 09:00","Leeds","Ann ""Nan"" Lee","Regular Latte - 2.15, Large Latte - 2.45",'
+                          '"4.6","CARD","4111"')
+    for text in (crlf.replace("\r\n", "\n"), padded, unpadded_date, no_final_newline, trailing_space_line,
+                 every_field_quoted):
         counts, per_line = judge(engine, text)
         assert all(o in ("sale", "blank") for o, _, _ in per_line[1]), (text, per_line)
         assert counts[1].loaded >= 1

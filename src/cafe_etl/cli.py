@@ -119,7 +119,7 @@ def generate(out_dir, branches, days, seed, start, bad_rate, workers) -> None:
               f"{result.rejected:,} bad rows) to {out_dir}; expected figures in {result.expected_path}")
 
 
-def _ingest(sources, settings, as_json: bool, command: str = "ingest"):
+def _ingest(sources, settings, command: str = "ingest"):
     from cafe_etl.pipeline.run import ingest
     from cafe_etl.sources import discover
 
@@ -152,7 +152,7 @@ def ingest(sources, as_json, warehouse, key_file, customer_keys) -> None:
     Exit status 0 when every file was processed (even with rejected rows), 1 when a
     file failed, 2 or 3 when the sources or the warehouse cannot be used."""
     settings = _settings(warehouse, key_file, customer_keys)
-    _show_run(_ingest(sources, settings, as_json), as_json)
+    _show_run(_ingest(sources, settings), as_json)
 
 
 @main.command()
@@ -171,7 +171,7 @@ def validate(sources, as_json, key_file, customer_keys) -> None:
     settings = _settings(None, key_file, customer_keys)
     files = discover(sources)
     with _progress("validate", len(files)) as progress:
-        summary, found = validate_files(sources, settings, progress=progress)
+        summary, found = validate_files(sources, settings, progress=progress, files=files)
     if as_json:
         _json(summary.to_dict() | {"problems": [asdict(p) for p in found]})
     else:
@@ -309,7 +309,7 @@ def demo(branches, days, seed, start, bad_rate, landing, no_serve, warehouse, ke
     settings = _settings(warehouse, key_file, customer_keys)
     result = run_generate(landing, branches=branches, days=days, seed=seed, start=first, bad_rate=bad_rate)
     out.print(f"generated {result.files:,} files ({result.transactions:,} transactions) in {landing}")
-    summary = _ingest([str(landing)], settings, as_json=False, command="demo")
+    summary = _ingest([str(landing)], settings, command="demo")
     from cafe_etl import views
 
     views.run_summary(summary, out)

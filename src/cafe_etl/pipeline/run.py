@@ -2,8 +2,8 @@
 
 Files are read in size-bounded batches by a background reader. Each batch is
 planned against the ledger (what is new, changed, a copy, unchanged) and claimed,
-then transformed by one of the pool's engines while another engine works on the
-next batch. Loads and ledger changes are serialised; each batch is loaded in one
+then transformed by one of the pool's engines while the other engine works on
+another batch. Ledger changes are made one at a time; each batch is loaded in one
 transaction, so every file is either wholly in the warehouse or not at all.
 """
 
@@ -162,7 +162,7 @@ def _claim_unreadable(session: LoadSession, files: list[ReadFile], known: list[L
 
 def _process(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, work: _Work, settings: Settings,
              secret: bytes | None, run_id: int) -> list[FileOutcome]:
-    """Transform one planned batch on ``engine``, then load it (one load at a time)."""
+    """Transform one planned batch on ``engine``, then load it."""
     started = time.perf_counter()
     judged = judge(engine, [p.read for p in work.process], settings, secret)
     stage_batch(engine, judged, {i: p.file_id for i, p in enumerate(work.process)})
@@ -226,6 +226,7 @@ def _run_batches(pool: EnginePool, batches: Iterator[list[ReadFile]], progress: 
     for engine in pool.engines:
         idle.put(engine)
     futures: list[Future] = []
+
     def run(engine: Engine, batch: list[ReadFile]) -> None:
         try:
             job(engine, batch)
@@ -279,11 +280,12 @@ class Problem:
 
 
 def validate_files(
-    specs: Sequence[str], settings: Settings, *, progress: Progress | None = None
+    specs: Sequence[str], settings: Settings, *, progress: Progress | None = None,
+    files: Sequence[LandingFile] | None = None,
 ) -> tuple[RunSummary, list[Problem]]:
     """The same checks as ``ingest``, loading nothing: every problem, file by file and row by row."""
     started = time.perf_counter()
-    files = discover(specs)
+    files = discover(specs) if files is None else files
     summary = RunSummary(command="validate", warehouse="(none)")
     problems: list[Problem] = []
     secret = _secret(settings)
