@@ -91,3 +91,19 @@ def test_every_command_has_help():
     for command in ("demo", "generate", "ingest", "validate", "report", "status", "rejects", "replay"):
         result = run_cli(command, "--help")
         assert result.code == 0 and "Usage:" in result.stdout and "--help" in result.stdout
+
+
+def test_a_file_of_bad_rows_fails_and_its_rows_are_quarantined(tmp_path, landing):
+    rows = [f"25/08/2021 09:0{i},Leeds,Ann,Regular Latte - 2.15,9.99,CASH," for i in range(5)]
+    (landing / "all_bad.csv").write_text("\n".join(rows) + "\n")
+    (landing / "eight_fields.csv").write_text("a,b,c,d,e,f,g,h\n" * 3)
+    warehouse = tmp_path / "w.duckdb"
+    result = run_cli("ingest", landing, "--warehouse", warehouse, "--json")
+    assert result.code == 1
+    errors = {f["location"].rsplit("/", 1)[1]: f["error"] for f in result.json()["file_results"]}
+    assert errors["all_bad.csv"] == "no loadable row: all 5 rows rejected (TOTAL_MISMATCH 5)"
+    quarantined = run_cli("rejects", "--warehouse", warehouse, "--format", "json").json()
+    assert quarantined["total"] == 5  # the 8-field file is not a branch export: its rows are not quarantined
+    assert {r["location"].rsplit("/", 1)[1] for r in quarantined["rejects"]} == {"all_bad.csv"}
+    status = run_cli("status", "--warehouse", warehouse, "--json").json()
+    assert status["files_by_status"] == {"failed": 2}

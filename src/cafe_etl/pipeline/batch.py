@@ -52,9 +52,8 @@ class Judged:
     @property
     def keeps_rejects(self) -> bool:
         """Rejects are quarantined for loaded files, and for files failed only because every row was bad."""
-        c = self.counts
-        return self.failure is None or (c is not None and c.loaded == 0 and c.rejected > 0
-                                        and self.failure.startswith("no loadable row"))
+        lines = self.read.decoded.lines if self.read.decoded else 0
+        return self.idx is not None and validate.structural_failure(self.counts, lines) is None
 
 
 def read_file(source: LandingFile) -> ReadFile:

@@ -186,8 +186,9 @@ def validate(engine: Engine, rules: Rules, now: datetime) -> dict[int, FileCount
     return out
 
 
-def verdict(counts: FileCounts | None, lines_read: int) -> str | None:
-    """Why the whole file fails, or None when its good rows can be loaded."""
+def structural_failure(counts: FileCounts | None, lines_read: int) -> str | None:
+    """Why the file as a whole cannot be read as a branch export, or None when its rows
+    could each be judged (and their rejects quarantined)."""
     if lines_read == 0 or counts is None or counts.rows == 0:
         return "the file is empty"
     candidates = counts.rows - counts.header_lines
@@ -198,6 +199,14 @@ def verdict(counts: FileCounts | None, lines_read: int) -> str | None:
     if lines_read != counts.lines or counts.lines != counts.loaded + counts.rejected + counts.ignored:
         return (f"accounting check failed: {lines_read} lines read, {counts.lines} staged, "
                 f"{counts.loaded} loaded + {counts.rejected} rejected + {counts.ignored} ignored")
+    return None
+
+
+def verdict(counts: FileCounts | None, lines_read: int) -> str | None:
+    """Why the whole file fails, or None when its good rows can be loaded."""
+    failure = structural_failure(counts, lines_read)
+    if failure:
+        return failure
     if counts.loaded == 0:
         if counts.rejected == 0:
             return "no transaction in the file (header or blank lines only)"
