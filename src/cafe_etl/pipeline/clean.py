@@ -1,9 +1,10 @@
-"""Clean: typed values, branch identity, and personal data swapped for a customer key.
+"""Clean: branch identity, each file's branch, and the customer key.
 
-Names and card numbers leave the pipeline here. What stays is the customer key:
-HMAC-SHA256(secret, name lower-cased with whitespace collapsed + NUL + card digits,
-or nothing for cash), cut to 60 bits so it fits a BIGINT. Keys are computed once per
-distinct (name, card) pair of the batch: regulars come back every day.
+The line pass has already reduced a customer's name and card to their ``identity``
+(name lower-cased with whitespace collapsed + NUL + card digits, or nothing for
+cash). Here it becomes the customer key, HMAC-SHA256(secret, identity) cut to 60
+bits so it fits a BIGINT, computed once per distinct customer of the batch; after
+that the identity is dropped with the lines.
 """
 
 from __future__ import annotations

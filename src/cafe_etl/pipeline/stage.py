@@ -11,8 +11,6 @@ from cafe_etl.pipeline.engine import Engine, temp_table
 
 PAYMENT_KEYS = {"CASH": 1, "CARD": 2}
 
-OUT_TABLES = ("out_sale", "out_item", "out_reject", "out_product", "out_branch", "out_customer", "out_date")
-
 # Views: each is read once, by the load, so none is materialised.
 # The identity of a sale is its source: (file_id, source_row) (DESIGN §3).
 _SALES = f"""
