@@ -59,7 +59,8 @@ WITH doc AS (
                 ELSE false END AS simple,
            CASE WHEN quotes = 0 THEN len(cells) ELSE {EXPECTED_FIELDS} END AS cell_fields,
            cells[1] AS k1, cells[2] AS k2, cells[3] AS k3, cells[-3] AS k5, cells[-2] AS k6, cells[-1] AS k7,
-           CASE WHEN len(cells) >= {EXPECTED_FIELDS} THEN array_to_string(list_slice(cells, 4, len(cells) - 3), ',')
+           CASE WHEN len(cells) = {EXPECTED_FIELDS} THEN cells[4]
+                WHEN len(cells) > {EXPECTED_FIELDS} THEN array_to_string(list_slice(cells, 4, len(cells) - 3), ',')
            END AS k4
     FROM cut
 ), fielded AS (
