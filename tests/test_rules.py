@@ -176,8 +176,10 @@ def test_variants_need_no_flag(engine):
     trailing_space_line = f"{GOOD}\n "
     every_field_quoted = ('"25/08/2021 09:00","Leeds","Ann ""Nan"" Lee","Regular Latte - 2.15, Large Latte - 2.45",'
                           '"4.6","CARD","4111"')
+    name_with_comma = '25/08/2021 09:00,Leeds,"Lee, Ann","Regular Latte - 2.15, Large Latte - 2.45",4.6,CARD,4111'
+    name_with_comma_one_item = '25/08/2021 09:00,Leeds,"Lee, Ann",Regular Latte - 2.15,2.15,CASH,'
     for text in (crlf.replace("\r\n", "\n"), padded, unpadded_date, no_final_newline, trailing_space_line,
-                 every_field_quoted):
+                 every_field_quoted, name_with_comma, name_with_comma_one_item):
         counts, per_line = judge(engine, text)
         assert all(o in ("sale", "blank") for o, _, _ in per_line[1]), (text, per_line)
         assert counts[1].loaded >= 1
