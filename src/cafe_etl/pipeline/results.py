@@ -12,9 +12,10 @@ from cafe_etl.warehouse.base import RunTotals
 
 # What a run did with a file. "loaded" and "reloaded" (a new version replacing an
 # older one) put rows in the warehouse; "failed" did not; "unchanged" and "copy"
-# were skipped because the warehouse already holds that content. "valid" is
-# validate's verdict for a file that would load.
-OUTCOMES = ("loaded", "reloaded", "failed", "unchanged", "copy", "valid")
+# were skipped because the warehouse already holds that content; "elsewhere" was
+# left to another loader that had claimed it. "valid" is validate's verdict for a
+# file that would load.
+OUTCOMES = ("loaded", "reloaded", "failed", "unchanged", "copy", "elsewhere", "valid")
 
 
 @dataclass
@@ -75,7 +76,7 @@ class RunSummary:
             files_seen=len(self.files),
             files_loaded=self.count("loaded", "reloaded"),
             files_failed=self.count("failed"),
-            files_skipped=self.count("unchanged", "copy"),
+            files_skipped=self.count("unchanged", "copy", "elsewhere"),
             files_replaced=self.count("reloaded"),
             rows_loaded=self.rows_loaded,
             rows_rejected=self.rows_rejected,

@@ -80,7 +80,8 @@ def _new_file(f: ReadFile) -> NewFile:
     return NewFile(f.source.location, f.sha256, f.size or f.source.size)
 
 
-def _record(j: Judged, file_id: int | None, replaces: int | None, transform_share: float) -> FileRecord:
+def _record(j: Judged, file_id: int | None, replaces: int | None, transform_share: float,
+            clear: bool = False) -> FileRecord:
     c = j.counts
     loaded = j.failure is None
     return FileRecord(
@@ -97,6 +98,7 @@ def _record(j: Judged, file_id: int | None, replaces: int | None, transform_shar
         seconds_transform=transform_share,
         error=j.failure,
         replaces=replaces if loaded else None,
+        clear_previous=clear,
     )
 
 
@@ -129,25 +131,31 @@ class _Work:
 
 def _plan(session: LoadSession, batch: list[ReadFile], run_id: int, summary: RunSummary,
           redo: frozenset[int]) -> _Work:
-    """Decide each file's fate with the ledger and claim the new versions (DESIGN §4)."""
+    """Decide each file's fate with the ledger and claim the versions to process (DESIGN §4)."""
     readable = [f for f in batch if not f.unreadable]
     unreadable = [f for f in batch if f.unreadable]
-    known = session.lookup([_new_file(f) for f in batch])
-    decision = ledger.plan(readable, known, run_id, redo)
+    with session.ledger_transaction():
+        known = session.lookup([_new_file(f) for f in batch])
+        decision = ledger.plan(readable, known, run_id, redo)
+        session.take_over(decision.taken_over, run_id)
+        fresh = [p for p in decision.process if p.file_id is None]
+        for p, file_id in zip(fresh, session.claim([_new_file(p.read) for p in fresh], run_id), strict=True):
+            p.file_id = file_id
+        ids_by_read = {id(p.read): p.file_id for p in decision.process}
+        copies = [(f, original if isinstance(original, int) else ids_by_read[id(original)])
+                  for f, original in decision.copies]
+        session.record_copies([(_new_file(f), original) for f, original in copies], run_id)
+        unreadable_ids = _claim_unreadable(session, unreadable, known, run_id)
     for f, entry in decision.unchanged:
         summary.files.append(FileOutcome(f.source.location, "unchanged", entry.file_id, bytes=f.size,
                                          seconds=f.seconds))
-    fresh = [p for p in decision.process if p.file_id is None]
-    for p, file_id in zip(fresh, session.claim([_new_file(p.read) for p in fresh], run_id), strict=True):
-        p.file_id = file_id
-    ids_by_read = {id(p.read): p.file_id for p in decision.process}
-    copies = [(f, original if isinstance(original, int) else ids_by_read[id(original)])
-              for f, original in decision.copies]
-    session.record_copies([(_new_file(f), original) for f, original in copies], run_id)
+    for f, entry in decision.elsewhere:
+        summary.files.append(FileOutcome(f.source.location, "elsewhere", entry.file_id, bytes=f.size,
+                                         seconds=f.seconds))
     for f, original in copies:
         summary.files.append(FileOutcome(f.source.location, "copy", copy_of=original, bytes=f.size,
                                          seconds=f.seconds))
-    return _Work(decision.process, _claim_unreadable(session, unreadable, known, run_id))
+    return _Work(decision.process, unreadable_ids)
 
 
 def _claim_unreadable(session: LoadSession, files: list[ReadFile], known: list[LedgerEntry],
@@ -167,17 +175,18 @@ def _process(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, 
     judged = judge(engine, [p.read for p in work.process], settings, secret)
     stage_batch(engine, judged, {i: p.file_id for i, p in enumerate(work.process)})
     transform = time.perf_counter() - started
-    pairs = [(j, p.file_id, p.replaces) for j, p in zip(judged, work.process, strict=True)]
-    pairs += [(Judged(f, None, None, f.error), file_id, None) for f, file_id in work.unreadable]
-    total = sum(j.read.size for j, _, _ in pairs) or 1
-    records = [_record(j, file_id, replaces, transform * j.read.size / total) for j, file_id, replaces in pairs]
+    pairs = [(j, p.file_id, p.replaces, p.clear) for j, p in zip(judged, work.process, strict=True)]
+    pairs += [(Judged(f, None, None, f.error), file_id, None, False) for f, file_id in work.unreadable]
+    total = sum(j.read.size for j, *_ in pairs) or 1
+    records = [_record(j, file_id, replaces, transform * j.read.size / total, clear)
+               for j, file_id, replaces, clear in pairs]
     started = time.perf_counter()
     session.load(engine, records, run_id)
     load = time.perf_counter() - started
     with ledger_lock:
         session.record_load_seconds([(r.file_id, load * j.read.size / total)
-                                     for r, (j, _, _) in zip(records, pairs, strict=True)])
-    return [_outcome(j, r) for r, (j, _, _) in zip(records, pairs, strict=True)]
+                                     for r, (j, *_) in zip(records, pairs, strict=True)])
+    return [_outcome(j, r) for r, (j, *_) in zip(records, pairs, strict=True)]
 
 
 def ingest(

@@ -28,6 +28,7 @@ class LedgerEntry:
     sha256: str
     status: str
     run_id: int | None = None
+    claim_live: bool = False  # status loading, and the loader that claimed it may still be at work
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class FileRecord:
     seconds_load: float = 0.0
     error: str | None = None
     replaces: int | None = None  # the loaded version of the same location it supersedes
+    clear_previous: bool = False  # rows of an earlier load of this same version to delete first
 
 
 @dataclass
@@ -83,12 +85,20 @@ class LoadSession(ABC):
     def finish_run(self, run_id: int, totals: RunTotals, status: str, error: str | None = None) -> None: ...
 
     @abstractmethod
+    def ledger_transaction(self) -> AbstractContextManager[None]:
+        """One loader at a time looks up and claims: no two loaders claim the same file."""
+
+    @abstractmethod
     def lookup(self, files: Sequence[NewFile]) -> list[LedgerEntry]:
         """Known versions sharing a location or a content hash with any of ``files``."""
 
     @abstractmethod
     def claim(self, files: Sequence[NewFile], run_id: int) -> list[int]:
         """Ledger rows in status ``loading`` for new versions; their file ids, in order."""
+
+    @abstractmethod
+    def take_over(self, file_ids: Sequence[int], run_id: int) -> None:
+        """Known versions this run processes again: their claims become this run's."""
 
     @abstractmethod
     def record_copies(self, copies: Sequence[tuple[NewFile, int]], run_id: int) -> None:
@@ -127,6 +137,14 @@ class Warehouse(ABC):
 
     def describe(self) -> str:
         return self.url
+
+
+def cleanup(records: Sequence[FileRecord]) -> list[int]:
+    """File ids whose rows a load deletes: earlier loads of the versions being processed
+    again, and the versions that new ones replace."""
+    ids = {r.file_id for r in records if r.clear_previous}
+    ids |= {r.replaces for r in records if r.status == "loaded" and r.replaces is not None}
+    return sorted(ids)
 
 
 def split_statements(script: str) -> Iterator[str]:

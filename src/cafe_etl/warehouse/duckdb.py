@@ -29,6 +29,7 @@ from cafe_etl.warehouse.base import (
     Reader,
     RunTotals,
     Warehouse,
+    cleanup,
     split_statements,
 )
 
@@ -142,7 +143,21 @@ class DuckDBLoadSession(LoadSession):
              totals.bytes_read, totals.seconds, error, run_id],
         )
 
+    @contextmanager
+    def ledger_transaction(self) -> Iterator[None]:
+        # One process at a time holds a DuckDB file, and its engines share this
+        # connection under the caller's lock: a transaction is all it takes.
+        self._run("BEGIN TRANSACTION")
+        try:
+            yield
+            self._run("COMMIT")
+        except BaseException:
+            self._run("ROLLBACK")
+            raise
+
     def lookup(self, files: Sequence[NewFile]) -> list[LedgerEntry]:
+        # No other process can be loading into this file: every claim left in status
+        # `loading` by another run is a dead one (claim_live stays False).
         if not files:
             return []
         temp_table(self.con, "lookup_file", [("location", "VARCHAR"), ("sha256", "VARCHAR")],
@@ -166,23 +181,22 @@ class DuckDBLoadSession(LoadSession):
             [(n, *row) for n, row in enumerate(rows)],
         )
         now = datetime.now()
-        self._run("BEGIN TRANSACTION")
-        try:
-            ids = self._run(
-                """INSERT INTO etl_file (file_id, location, content_sha256, size_bytes, etag, status, copy_of, error,
-                                         run_id, discovered_at, processed_at)
-                   SELECT nextval('etl_file_id_seq'), location, sha256, size, etag, status, copy_of, error, ?, ?,
-                          CASE WHEN status = 'loading' THEN NULL ELSE ?::TIMESTAMP END
-                   FROM (SELECT * FROM new_file ORDER BY n)
-                   RETURNING file_id, location""",
-                [run_id, now, now],
-            )
-            self._run("COMMIT")
-        except BaseException:
-            self._run("ROLLBACK")
-            raise
+        ids = self._run(
+            """INSERT INTO etl_file (file_id, location, content_sha256, size_bytes, etag, status, copy_of, error,
+                                     run_id, discovered_at, claimed_at, processed_at)
+               SELECT nextval('etl_file_id_seq'), location, sha256, size, etag, status, copy_of, error, ?, ?, ?,
+                      CASE WHEN status = 'loading' THEN NULL ELSE ?::TIMESTAMP END
+               FROM (SELECT * FROM new_file ORDER BY n)
+               RETURNING file_id, location""",
+            [run_id, now, now, now],
+        )
         by_location = dict((location, file_id) for file_id, location in ids)
         return [by_location[row[0]] for row in rows]
+
+    def take_over(self, file_ids: Sequence[int], run_id: int) -> None:
+        if file_ids:
+            self._run("UPDATE etl_file SET run_id = ?, claimed_at = ? WHERE file_id IN (SELECT unnest(?::BIGINT[]))",
+                      [run_id, datetime.now(), list(file_ids)])
 
     def claim(self, files: Sequence[NewFile], run_id: int) -> list[int]:
         return self._insert_files([(f.location, f.sha256, f.size, f.etag, "loading", None, None) for f in files],
@@ -206,12 +220,8 @@ class DuckDBLoadSession(LoadSession):
                 for r in records
             ],
         )
-        # Rows to clear: earlier attempts of these versions, and versions they replace.
-        con.execute(
-            """CREATE OR REPLACE TEMP TABLE load_cleanup AS
-               SELECT file_id FROM load_record
-               UNION SELECT replaces FROM load_record WHERE status = 'loaded' AND replaces IS NOT NULL"""
-        ).fetchall()
+        # Rows to clear: an earlier load of these same versions, and the versions they replace.
+        temp_table(con, "load_cleanup", [("file_id", "BIGINT")], [(file_id,) for file_id in cleanup(records)])
         params = {"run_id": run_id, "now": datetime.now()}
         with self._dimension_lock:
             self._transaction(con, _LOAD_DIMENSIONS, params)

@@ -124,11 +124,14 @@ CREATE TABLE IF NOT EXISTS etl_file (
     copy_of BIGINT,                        -- skipped: same content as this file
     replaced_by BIGINT,                    -- replaced: by this newer version
     error VARCHAR,
-    run_id BIGINT,
+    run_id BIGINT,                         -- the run that claimed (and processed) it
     discovered_at TIMESTAMP NOT NULL,
+    claimed_at TIMESTAMP,
     processed_at TIMESTAMP,
     UNIQUE (location, content_sha256)
 );
+-- Upgrades of warehouses created by earlier versions: columns are only ever added.
+ALTER TABLE etl_file ADD COLUMN IF NOT EXISTS claimed_at TIMESTAMP;
 
 CREATE TABLE IF NOT EXISTS etl_reject (
     file_id BIGINT NOT NULL,
