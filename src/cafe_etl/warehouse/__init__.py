@@ -2,7 +2,9 @@
 
 ``duckdb:///relative/file.duckdb`` or ``duckdb:////absolute/file.duckdb`` (the
 SQLAlchemy convention: what follows the third slash is the path), or a bare path,
-opens the embedded DuckDB file.
+opens the embedded DuckDB file. ``postgresql://user@host:port/database`` opens a
+PostgreSQL warehouse; what the URL leaves out comes from the standard ``PG*``
+variables and ``~/.pgpass``, so a password need never be written on a command line.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ def open_warehouse(url: str) -> Warehouse:
     from cafe_etl.warehouse.duckdb import DuckDBWarehouse
 
     scheme, sep, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres"):
+        from cafe_etl.warehouse.postgres import PostgresWarehouse
+
+        return PostgresWarehouse(url)
     if not sep:
         if not url.strip():
             raise ConfigError("the warehouse URL is empty")
@@ -24,7 +30,8 @@ def open_warehouse(url: str) -> Warehouse:
         if not path or path == ":memory:":
             raise ConfigError(f"a DuckDB warehouse URL is duckdb:///path/to/file.duckdb, not {url!r}")
         return DuckDBWarehouse(path)
-    raise ConfigError(f"unknown warehouse {url!r}: use duckdb:///path/file.duckdb or a file path")
+    raise ConfigError(f"unknown warehouse {url!r}: use duckdb:///path/file.duckdb, a file path, "
+                      "or postgresql://user@host:port/database")
 
 
 __all__ = ["Warehouse", "open_warehouse"]

@@ -1,0 +1,414 @@
+"""The PostgreSQL warehouse: a server that many loaders write to and many readers read.
+
+DuckDB stays the processing engine. A staged batch leaves the engine as CSV (written
+by DuckDB itself into a private temporary folder: the staged rows hold no personal
+data) and enters PostgreSQL with ``COPY``, never row by row:
+
+* new dimension rows are copied into temporary tables and merged with
+  ``INSERT … WHERE NOT EXISTS`` while the dimension tables are locked against other
+  mergers, in a transaction of their own (short, and harmless if the batch then fails);
+* the batch itself is one transaction: rows of replaced versions deleted, facts and
+  rejects copied in, the ledger updated. Fact appends never conflict, so loaders copy
+  at the same time.
+
+Claims are made under a lock on ``etl_file`` (DESIGN §4: one loader per file).
+Deadlocks, serialisation failures and dropped connections are retried with backoff.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
+
+from cafe_etl import __version__
+from cafe_etl.errors import WarehouseError
+from cafe_etl.pipeline.engine import Engine, EnginePool
+from cafe_etl.warehouse.base import (
+    SCHEMA_VERSION,
+    FileRecord,
+    LedgerEntry,
+    LoadSession,
+    NewFile,
+    Reader,
+    RunTotals,
+    Warehouse,
+    cleanup,
+    split_statements,
+)
+
+# A claim older than this belongs to a loader that died: another may take it over.
+CLAIM_LEASE = timedelta(minutes=15)
+RETRIES = 6
+_SCHEMA_LOCK = 7_163_320_001  # pg_advisory_lock key: one process creates or upgrades the schema
+_TRANSIENT = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable,
+              psycopg.OperationalError)
+_DIMENSION_TABLES = ("dim_date", "dim_branch", "dim_product")
+
+T = TypeVar("T")
+
+# Engine relation -> (warehouse table, columns): what a batch copies into PostgreSQL.
+_DIMENSIONS = {
+    "out_date": ("stg_date", "date_key, date"),
+    "out_branch": ("stg_branch", "branch_key, branch_id, name, first_seen"),
+    "out_product": ("stg_product", "product_key, size, name, flavour"),
+}
+_CUSTOMERS = {"out_customer": ("stg_customer", "customer_key, first_seen")}
+_FACTS = {
+    "out_sale": ("fact_sale", "file_id, source_row, date_key, time_key, branch_key, payment_key, customer_key, "
+                              "item_count, total"),
+    "out_item": ("fact_sale_item", "file_id, source_row, line_number, product_key, unit_price, date_key, branch_key"),
+    "out_reject": ("etl_reject", "file_id, source_row, reason_code, detail, row_data, run_id"),
+}
+
+_STAGING = """
+CREATE TEMP TABLE stg_date (date_key INTEGER, date DATE) ON COMMIT DROP;
+CREATE TEMP TABLE stg_branch (branch_key BIGINT, branch_id VARCHAR, name VARCHAR, first_seen DATE) ON COMMIT DROP;
+CREATE TEMP TABLE stg_product (product_key BIGINT, size VARCHAR, name VARCHAR, flavour VARCHAR) ON COMMIT DROP
+"""
+
+_MERGE_DIMENSIONS = """
+INSERT INTO dim_date
+SELECT s.date_key, s.date, extract(year FROM s.date), extract(quarter FROM s.date), extract(month FROM s.date),
+       trim(to_char(s.date, 'Month')), extract(week FROM s.date), extract(isodow FROM s.date),
+       trim(to_char(s.date, 'Day')), extract(isodow FROM s.date) >= 6
+FROM stg_date s WHERE NOT EXISTS (SELECT 1 FROM dim_date d WHERE d.date_key = s.date_key);
+INSERT INTO dim_branch
+SELECT s.branch_key, s.branch_id, s.name, s.first_seen
+FROM stg_branch s WHERE NOT EXISTS (SELECT 1 FROM dim_branch d WHERE d.branch_key = s.branch_key);
+UPDATE dim_branch SET name = s.name
+FROM stg_branch s
+WHERE dim_branch.branch_key = s.branch_key AND dim_branch.name = lower(dim_branch.name) AND s.name <> lower(s.name);
+UPDATE dim_branch SET first_seen = s.first_seen
+FROM stg_branch s
+WHERE dim_branch.branch_key = s.branch_key AND (dim_branch.first_seen IS NULL OR s.first_seen < dim_branch.first_seen);
+INSERT INTO dim_product
+SELECT s.product_key, s.size, s.name, s.flavour
+FROM stg_product s WHERE NOT EXISTS (SELECT 1 FROM dim_product d WHERE d.product_key = s.product_key)
+"""
+
+# Customers are many (a month of a large chain: a million): merged without the lock,
+# each key settled by the primary key itself, in key order so that two loaders never
+# wait on each other crosswise.
+_MERGE_CUSTOMERS = """
+INSERT INTO dim_customer
+SELECT customer_key, first_seen FROM stg_customer ORDER BY customer_key
+ON CONFLICT (customer_key) DO UPDATE SET first_seen = excluded.first_seen
+WHERE excluded.first_seen < dim_customer.first_seen
+"""
+
+_RECORD_TABLE = """
+CREATE TEMP TABLE load_record (
+    file_id BIGINT, status VARCHAR, format VARCHAR, branch_id VARCHAR, business_date DATE, rows_read INTEGER,
+    rows_loaded INTEGER, rows_rejected INTEGER, rows_ignored INTEGER, items_loaded INTEGER,
+    seconds_read DOUBLE PRECISION, seconds_transform DOUBLE PRECISION, seconds_load DOUBLE PRECISION,
+    error VARCHAR, replaces BIGINT
+) ON COMMIT DROP
+"""
+
+_LEDGER_UPDATE = """
+UPDATE etl_file SET status = 'replaced', replaced_by = r.file_id, processed_at = %(now)s
+FROM load_record r
+WHERE etl_file.file_id = r.replaces AND r.status = 'loaded';
+UPDATE etl_file SET
+    status = r.status, format = r.format, branch_id = r.branch_id, business_date = r.business_date,
+    rows_read = r.rows_read, rows_loaded = r.rows_loaded, rows_rejected = r.rows_rejected,
+    rows_ignored = r.rows_ignored, items_loaded = r.items_loaded, seconds_read = r.seconds_read,
+    seconds_transform = r.seconds_transform, seconds_load = r.seconds_load, error = r.error,
+    run_id = %(run_id)s, processed_at = %(now)s
+FROM load_record r
+WHERE etl_file.file_id = r.file_id
+"""
+
+
+def to_pyformat(sql: str) -> str:
+    """Shared SQL uses ``?`` placeholders; psycopg wants ``%s`` (and a literal % doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _retrying(attempt: Callable[[], T], on_retry: Callable[[], None] | None = None) -> T:
+    """Run ``attempt``; on a deadlock, serialisation failure or lost connection, wait and again."""
+    for n in range(RETRIES):
+        try:
+            return attempt()
+        except _TRANSIENT:
+            if n == RETRIES - 1:
+                raise
+            time.sleep(min(5.0, 0.1 * 2**n) * (0.5 + random.random()))
+            if on_retry:
+                on_retry()
+    raise AssertionError("unreachable")
+
+
+class PostgresWarehouse(Warehouse):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.params = conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise WarehouseError(f"cannot read the PostgreSQL URL: {exc}") from None
+
+    def describe(self) -> str:
+        """The URL without its password, fit for logs and summaries."""
+        p = self.params
+        user = f"{p['user']}@" if p.get("user") else ""
+        port = f":{p['port']}" if p.get("port") else ""
+        return f"postgresql://{user}{p.get('host', '')}{port}/{p.get('dbname', '')}"
+
+    def connect(self, *, read_only: bool = False) -> psycopg.Connection:
+        try:
+            con = psycopg.connect(self.url, autocommit=True, connect_timeout=10, application_name="cafe-etl")
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WarehouseError(f"cannot connect to the warehouse {self.describe()}: {first}") from None
+        if read_only:
+            con.execute("SET default_transaction_read_only = on")
+        return con
+
+    def _schema(self) -> list[str]:
+        folder = resources.files("cafe_etl.warehouse") / "schema"
+        return [*split_statements((folder / "postgres.sql").read_text()),
+                *split_statements((folder / "marts.sql").read_text())]
+
+    def ensure_schema(self, con: psycopg.Connection) -> None:
+        # Concurrent "CREATE … IF NOT EXISTS" can still collide in the catalog: one at a time.
+        with con.transaction():
+            con.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK])
+            if con.execute("SELECT to_regclass('etl_schema')").fetchone()[0] is not None and con.execute(
+                    "SELECT 1 FROM etl_schema WHERE version = %s", [SCHEMA_VERSION]).fetchone():
+                return
+            for statement in self._schema():
+                con.execute(statement)
+            con.execute("INSERT INTO etl_schema VALUES (%s, %s)", [SCHEMA_VERSION, datetime.now()])
+
+    @contextmanager
+    def load_session(self, pool: EnginePool) -> Iterator[PostgresLoadSession]:
+        control = self.connect()
+        folder = tempfile.mkdtemp(prefix="cafe-etl-")  # 0700: private to this user
+        session = PostgresLoadSession(self, control, folder)
+        try:
+            self.ensure_schema(control)
+            yield session
+        except psycopg.Error as exc:
+            raise _translate(exc, self) from None
+        finally:
+            session.close()
+            shutil.rmtree(folder, ignore_errors=True)
+
+    @contextmanager
+    def reader(self) -> Iterator[PostgresReader]:
+        con = self.connect(read_only=True)
+        try:
+            if con.execute("SELECT to_regclass('etl_file')").fetchone()[0] is None:
+                raise WarehouseError(f"no warehouse at {self.describe()}: run `cafe-etl ingest` first")
+            yield PostgresReader(con, self)
+        finally:
+            con.close()
+
+
+def _translate(exc: psycopg.Error, warehouse: PostgresWarehouse) -> WarehouseError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return WarehouseError(f"warehouse {warehouse.describe()}: {text}")
+
+
+class PostgresReader(Reader):
+    def __init__(self, con: psycopg.Connection, warehouse: PostgresWarehouse) -> None:
+        self.con = con
+        self.warehouse = warehouse
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        try:
+            return self.con.execute(to_pyformat(sql), list(params) or None).fetchall()
+        except psycopg.Error as exc:
+            raise _translate(exc, self.warehouse) from None
+
+
+class PostgresLoadSession(LoadSession):
+    """The control connection keeps the ledger; each engine loads through its own connection."""
+
+    def __init__(self, warehouse: PostgresWarehouse, control: psycopg.Connection, folder: str) -> None:
+        self.warehouse = warehouse
+        self.con = control
+        self.folder = folder
+        self._loaders: dict[int, psycopg.Connection] = {}
+        self._guard = threading.Lock()
+
+    def close(self) -> None:
+        for con in [*self._loaders.values(), self.con]:
+            con.close()
+
+    def _loader(self, engine: Engine, fresh: bool = False) -> psycopg.Connection:
+        with self._guard:
+            con = self._loaders.get(id(engine))
+            if con is None or fresh or con.closed:
+                if con is not None:
+                    con.close()
+                con = self._loaders[id(engine)] = self.warehouse.connect()
+            return con
+
+    # Runs and the ledger ------------------------------------------------------
+
+    def start_run(self, command: str) -> int:
+        (run_id,) = self.con.execute("SELECT nextval('etl_run_id_seq')").fetchone()
+        self.con.execute(
+            "INSERT INTO etl_run (run_id, command, started_at, status, version) VALUES (%s, %s, %s, 'running', %s)",
+            [run_id, command, datetime.now(), __version__],
+        )
+        return run_id
+
+    def finish_run(self, run_id: int, totals: RunTotals, status: str, error: str | None = None) -> None:
+        self.con.execute(
+            """UPDATE etl_run SET finished_at = %s, status = %s, files_seen = %s, files_loaded = %s,
+                   files_failed = %s, files_skipped = %s, files_replaced = %s, rows_loaded = %s,
+                   rows_rejected = %s, bytes_read = %s, seconds = %s, error = %s
+               WHERE run_id = %s""",
+            [datetime.now(), status, totals.files_seen, totals.files_loaded, totals.files_failed,
+             totals.files_skipped, totals.files_replaced, totals.rows_loaded, totals.rows_rejected,
+             totals.bytes_read, totals.seconds, error, run_id],
+        )
+
+    @contextmanager
+    def ledger_transaction(self) -> Iterator[None]:
+        # Readers are not blocked; another loader's lookup-and-claim waits for this one.
+        with self.con.transaction():
+            self.con.execute("LOCK TABLE etl_file IN SHARE ROW EXCLUSIVE MODE")
+            yield
+
+    def lookup(self, files: Sequence[NewFile]) -> list[LedgerEntry]:
+        if not files:
+            return []
+        rows = self.con.execute(
+            """SELECT file_id, location, content_sha256, status, run_id,
+                      status = 'loading' AND claimed_at > localtimestamp - %s AS claim_live
+               FROM etl_file
+               WHERE location = ANY(%s) OR content_sha256 = ANY(%s)
+               ORDER BY file_id""",
+            [CLAIM_LEASE, [f.location for f in files], [f.sha256 for f in files if f.sha256]],
+        ).fetchall()
+        return [LedgerEntry(*row) for row in rows]
+
+    def _insert_files(self, rows: Sequence[tuple], run_id: int) -> list[int]:
+        if not rows:
+            return []
+        columns = list(zip(*rows, strict=True))
+        found = self.con.execute(
+            """INSERT INTO etl_file (file_id, location, content_sha256, size_bytes, etag, status, copy_of, error,
+                                     run_id, discovered_at, claimed_at, processed_at)
+               SELECT nextval('etl_file_id_seq'), f.location, f.sha256, f.size, f.etag, f.status, f.copy_of,
+                      f.error, %s, localtimestamp, localtimestamp,
+                      CASE WHEN f.status = 'loading' THEN NULL ELSE localtimestamp END
+               FROM unnest(%s::varchar[], %s::varchar[], %s::bigint[], %s::varchar[], %s::varchar[], %s::bigint[],
+                           %s::varchar[]) AS f(location, sha256, size, etag, status, copy_of, error)
+               RETURNING file_id, location""",
+            [run_id, *map(list, columns)],
+        ).fetchall()
+        by_location = {location: file_id for file_id, location in found}
+        return [by_location[row[0]] for row in rows]
+
+    def claim(self, files: Sequence[NewFile], run_id: int) -> list[int]:
+        return self._insert_files([(f.location, f.sha256, f.size, f.etag, "loading", None, None) for f in files],
+                                  run_id)
+
+    def take_over(self, file_ids: Sequence[int], run_id: int) -> None:
+        if file_ids:
+            self.con.execute("UPDATE etl_file SET run_id = %s, claimed_at = localtimestamp WHERE file_id = ANY(%s)",
+                             [run_id, list(file_ids)])
+
+    def record_copies(self, copies: Sequence[tuple[NewFile, int]], run_id: int) -> None:
+        self._insert_files(
+            [(f.location, f.sha256, f.size, f.etag, "skipped", original, f"same content as file {original}")
+             for f, original in copies],
+            run_id,
+        )
+
+    def record_load_seconds(self, seconds: Sequence[tuple[int, float]]) -> None:
+        if seconds:
+            self.con.execute(
+                """UPDATE etl_file SET seconds_load = t.seconds
+                   FROM unnest(%s::bigint[], %s::float8[]) AS t(file_id, seconds)
+                   WHERE etl_file.file_id = t.file_id""",
+                [[f for f, _ in seconds], [s for _, s in seconds]],
+            )
+
+    # Loading a batch ------------------------------------------------------------
+
+    def load(self, engine: Engine, records: Sequence[FileRecord], run_id: int) -> None:
+        files = self._export(engine, run_id)
+        try:
+            _retrying(lambda: self._load_dimensions(self._loader(engine), files),
+                      on_retry=lambda: self._loader(engine, fresh=True))
+            _retrying(lambda: self._load_customers(self._loader(engine), files),
+                      on_retry=lambda: self._loader(engine, fresh=True))
+            _retrying(lambda: self._load_batch(self._loader(engine), files, records, run_id),
+                      on_retry=lambda: self._loader(engine, fresh=True))
+        finally:
+            for path in files.values():
+                os.unlink(path)
+
+    def _export(self, engine: Engine, run_id: int) -> dict[str, str]:
+        """The staged relations as CSV files written by the engine itself."""
+        files = {}
+        relations = _DIMENSIONS | _CUSTOMERS | _FACTS
+        for relation, (_, columns) in relations.items():
+            select = columns.replace("run_id", f"{int(run_id)} AS run_id")
+            path = os.path.join(self.folder, f"{relation}-{id(engine)}.csv")
+            engine.run(f"COPY (SELECT {select} FROM {relation}) TO '{path}' (FORMAT csv, HEADER false)")
+            files[relation] = path
+        return files
+
+    @staticmethod
+    def _copy_file(con: psycopg.Connection, table: str, columns: str, path: str) -> None:
+        if os.path.getsize(path) == 0:
+            return
+        with con.cursor().copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT csv)") as copy, open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                copy.write(chunk)
+
+    def _load_dimensions(self, con: psycopg.Connection, files: dict[str, str]) -> None:
+        with con.transaction():
+            for statement in split_statements(_STAGING):
+                con.execute(statement)
+            for relation, (table, columns) in _DIMENSIONS.items():
+                self._copy_file(con, table, columns, files[relation])
+            # One merger at a time, tables always in the same order: no duplicate key, no deadlock.
+            con.execute(f"LOCK TABLE {', '.join(_DIMENSION_TABLES)} IN SHARE ROW EXCLUSIVE MODE")
+            for statement in split_statements(_MERGE_DIMENSIONS):
+                con.execute(statement)
+
+    def _load_customers(self, con: psycopg.Connection, files: dict[str, str]) -> None:
+        with con.transaction():
+            con.execute("CREATE TEMP TABLE stg_customer (customer_key BIGINT, first_seen DATE) ON COMMIT DROP")
+            for relation, (table, columns) in _CUSTOMERS.items():
+                self._copy_file(con, table, columns, files[relation])
+            con.execute(_MERGE_CUSTOMERS)
+
+    def _load_batch(self, con: psycopg.Connection, files: dict[str, str], records: Sequence[FileRecord],
+                    run_id: int) -> None:
+        clear = cleanup(records)
+        with con.transaction():
+            if clear:
+                for table in ("fact_sale_item", "fact_sale", "etl_reject"):
+                    con.execute(f"DELETE FROM {table} WHERE file_id = ANY(%s)", [clear])
+            for relation, (table, columns) in _FACTS.items():
+                self._copy_file(con, table, columns, files[relation])
+            con.execute(_RECORD_TABLE)
+            with con.cursor().copy("COPY load_record FROM STDIN") as copy:
+                for r in records:
+                    copy.write_row((r.file_id, r.status, r.format, r.branch_id, r.business_date, r.rows_read,
+                                    r.rows_loaded, r.rows_rejected, r.rows_ignored, r.items_loaded, r.seconds_read,
+                                    r.seconds_transform, r.seconds_load, r.error, r.replaces))
+            # The ledger last: its row locks are held for the shortest time.
+            for statement in split_statements(_LEDGER_UPDATE):
+                con.execute(statement, {"now": datetime.now(), "run_id": run_id})
