@@ -81,3 +81,104 @@ def landing(tmp_path) -> Path:
 def copy_samples(dest: Path) -> list[Path]:
     shutil.copytree(SAMPLES, dest, dirs_exist_ok=True)
     return sorted(dest.rglob("*.csv"))
+
+
+# PostgreSQL: a server on this machine (and on CI). Each test gets a database of its
+# own, dropped afterwards. Without a server the tests skip, except on CI.
+POSTGRES_ADMIN_URL = os.environ.get("CAFE_ETL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+BACKENDS = ["duckdb", "postgres"]
+
+
+def _postgres_error() -> str | None:
+    import psycopg
+
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0]
+
+
+_POSTGRES_ERROR: list[str | None] = []
+
+
+def require_postgres() -> None:
+    if not _POSTGRES_ERROR:
+        _POSTGRES_ERROR.append(_postgres_error())
+    error = _POSTGRES_ERROR[0]
+    if error:
+        message = f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {error}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+class PostgresDatabases:
+    """Creates throwaway databases on the test server and drops them all at the end."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def create(self) -> str:
+        import uuid
+
+        import psycopg
+
+        require_postgres()
+        name = f"cafe_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
+            con.execute(f'CREATE DATABASE "{name}"')
+        self.names.append(name)
+        base, _, _ = POSTGRES_ADMIN_URL.rpartition("/")
+        return f"{base}/{name}"
+
+    def drop_all(self) -> None:
+        import psycopg
+
+        if not self.names:
+            return
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
+            for name in self.names:
+                con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_databases():
+    databases = PostgresDatabases()
+    yield databases
+    databases.drop_all()
+
+
+def new_warehouse(backend: str, folder: Path, databases: PostgresDatabases) -> str:
+    """A fresh, empty warehouse URL of the given backend."""
+    if backend == "postgres":
+        return databases.create()
+    return f"duckdb:///{folder / 'warehouse.duckdb'}"
+
+
+@pytest.fixture(params=BACKENDS)
+def warehouse_url(request, tmp_path, postgres_databases) -> str:
+    return new_warehouse(request.param, tmp_path, postgres_databases)
+
+
+def query(url: str, sql: str, params=()) -> list[tuple]:
+    """Read any warehouse through its read gateway (portable SQL, ``?`` parameters)."""
+    from cafe_etl.warehouse import open_warehouse
+
+    with open_warehouse(str(url)).reader() as reader:
+        return reader.query(sql, params)
+
+
+def text_values(url: str) -> list[str]:
+    """Every distinct value of every text column of every table (fingerprints excepted)."""
+    columns = query(
+        url,
+        """SELECT table_name, column_name FROM information_schema.columns
+           WHERE table_schema IN ('main', 'public') AND lower(data_type) IN ('varchar', 'character varying', 'text')
+             AND column_name <> 'content_sha256'
+             AND table_name IN (SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE')""",
+    )
+    values: list[str] = []
+    for table, column in columns:
+        values += [v for (v,) in query(url, f'SELECT DISTINCT "{column}" FROM "{table}"') if v]
+    return values

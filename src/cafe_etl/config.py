@@ -18,6 +18,7 @@ ENV_KEY_FILE = "CAFE_ETL_KEY_FILE"
 ENV_CUSTOMER_KEYS = "CAFE_ETL_CUSTOMER_KEYS"
 ENV_MEMORY_LIMIT = "CAFE_ETL_MEMORY_LIMIT"
 ENV_THREADS = "CAFE_ETL_THREADS"
+ENV_BATCH_BYTES = "CAFE_ETL_BATCH_BYTES"
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
 DEFAULT_LANDING = Path("data/landing")
 
@@ -85,5 +86,6 @@ def load_settings(**overrides) -> Settings:
         customer_keys=_flag(env.get(ENV_CUSTOMER_KEYS), True),
         memory_limit=env.get(ENV_MEMORY_LIMIT) or "768MB",
         threads=_positive_int(ENV_THREADS, env.get(ENV_THREADS), min(os.cpu_count() or 1, 4)),
+        batch_bytes=_positive_int(ENV_BATCH_BYTES, env.get(ENV_BATCH_BYTES), Settings.batch_bytes),
     )
     return settings.with_overrides(**overrides)
