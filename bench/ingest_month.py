@@ -1,9 +1,12 @@
-"""Benchmark: a month of a 200-branch chain, ingested into a fresh DuckDB warehouse.
+"""Benchmark: a month of a 200-branch chain, ingested into a fresh warehouse.
 
 Prints wall time, transactions per second and the loader's peak RSS, and the ratio
 to DuckDB's own raw ``read_csv`` scan of the same files, measured in the same run.
+By default the warehouse is a new DuckDB file; with ``--postgres URL`` it is a new
+database (``cafe_bench``) created on that PostgreSQL server and dropped afterwards.
 
     python bench/ingest_month.py [--branches 200] [--days 30] [--seed 1] [--out bench/out]
+                                 [--postgres postgresql://postgres@127.0.0.1:5432/postgres]
 """
 
 from __future__ import annotations
@@ -53,7 +56,23 @@ def raw_scan(files: list[str]) -> tuple[float, int]:
     return time.perf_counter() - started, rows
 
 
-def ingest(folder: Path, warehouse: Path) -> tuple[float, dict, int]:
+def fresh_postgres(admin_url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as con:
+        con.execute("DROP DATABASE IF EXISTS cafe_bench WITH (FORCE)")
+        con.execute("CREATE DATABASE cafe_bench")
+    return admin_url.rsplit("/", 1)[0] + "/cafe_bench"
+
+
+def drop_postgres(admin_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as con:
+        con.execute("DROP DATABASE IF EXISTS cafe_bench WITH (FORCE)")
+
+
+def ingest(folder: Path, warehouse: str) -> tuple[float, dict, int]:
     started = time.perf_counter()
     proc = subprocess.run([str(CLI), "ingest", str(folder), "--warehouse", str(warehouse), "--json"],
                           capture_output=True, text=True)
@@ -70,6 +89,8 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument("--postgres", metavar="ADMIN_URL", default=None,
+                        help="load into a new database on this PostgreSQL server instead of a DuckDB file")
     args = parser.parse_args()
 
     folder = landing_folder(args.out, args.branches, args.days, args.seed)
@@ -77,12 +98,21 @@ def main() -> None:
     size = sum(os.path.getsize(f) for f in files)
     raw_scan(files)  # warm the page cache, so both measurements read from memory
     scan, rows = raw_scan(files)
-    warehouse = args.out / "bench-warehouse.duckdb"
-    warehouse.unlink(missing_ok=True)
     env_key = args.out / "bench-customer-key"
     os.environ.setdefault("CAFE_ETL_KEY_FILE", str(env_key))
-    wall, summary, peak_kib = ingest(folder, warehouse)
+    if args.postgres:
+        warehouse = fresh_postgres(args.postgres)
+    else:
+        path = args.out / "bench-warehouse.duckdb"
+        path.unlink(missing_ok=True)
+        warehouse = str(path)
+    try:
+        wall, summary, peak_kib = ingest(folder, warehouse)
+    finally:
+        if args.postgres:
+            drop_postgres(args.postgres)
     tx = summary["rows"]["loaded"]
+    print(f"warehouse             {'PostgreSQL' if args.postgres else 'DuckDB file'}")
     print(f"files                 {len(files):,} ({size / 1e6:,.0f} MB)")
     print(f"transactions loaded   {tx:,} (raw scan read {rows:,} rows)")
     print(f"ingest wall time      {wall:.2f} s")
