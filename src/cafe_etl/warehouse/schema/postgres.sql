@@ -131,6 +131,8 @@ CREATE TABLE IF NOT EXISTS etl_file (
     processed_at TIMESTAMP,
     UNIQUE (location, content_sha256)
 );
+-- Upgrades: the script runs again whenever SCHEMA_VERSION grows; columns are only added.
+ALTER TABLE etl_file ADD COLUMN IF NOT EXISTS claimed_at TIMESTAMP;
 CREATE INDEX IF NOT EXISTS etl_file_content ON etl_file (content_sha256);
 
 CREATE TABLE IF NOT EXISTS etl_reject (
