@@ -132,14 +132,21 @@ class PostgresDatabases:
         base, _, _ = POSTGRES_ADMIN_URL.rpartition("/")
         return f"{base}/{name}"
 
-    def drop_all(self) -> None:
+    def drop(self, url: str) -> None:
+        """Drop the database behind ``url`` (a DuckDB URL is left to its temporary folder)."""
         import psycopg
 
-        if not self.names:
+        name = url.rsplit("/", 1)[1]
+        if not url.startswith("postgresql://") or name not in self.names:
             return
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
-            for name in self.names:
-                con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.names.remove(name)
+
+    def drop_all(self) -> None:
+        base = POSTGRES_ADMIN_URL.rpartition("/")[0]
+        for name in list(self.names):
+            self.drop(f"{base}/{name}")
 
 
 @pytest.fixture(scope="session")
@@ -157,8 +164,10 @@ def new_warehouse(backend: str, folder: Path, databases: PostgresDatabases) -> s
 
 
 @pytest.fixture(params=BACKENDS)
-def warehouse_url(request, tmp_path, postgres_databases) -> str:
-    return new_warehouse(request.param, tmp_path, postgres_databases)
+def warehouse_url(request, tmp_path, postgres_databases):
+    url = new_warehouse(request.param, tmp_path, postgres_databases)
+    yield url
+    postgres_databases.drop(url)
 
 
 def query(url: str, sql: str, params=()) -> list[tuple]:

@@ -21,7 +21,8 @@ def loaded(request, generated, tmp_path_factory, postgres_databases):
     url = new_warehouse(request.param, root, postgres_databases)
     result = run_cli("ingest", landing, "--warehouse", url, "--json")
     assert result.code == 0, result.stderr
-    return landing, url, result.json()
+    yield landing, url, result.json()
+    postgres_databases.drop(url)
 
 
 def report(url, *args):

@@ -14,8 +14,10 @@ pytestmark = pytest.mark.usefixtures("postgres_databases")
 
 
 @pytest.fixture
-def pg_url(postgres_databases) -> str:
-    return postgres_databases.create()
+def pg_url(postgres_databases):
+    url = postgres_databases.create()
+    yield url
+    postgres_databases.drop(url)
 
 
 def _report(url, *args) -> str:

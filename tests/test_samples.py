@@ -48,7 +48,8 @@ def ingested(request, tmp_path_factory, postgres_databases):
     warehouse = new_warehouse(request.param, root, postgres_databases)
     result = run_cli("ingest", root / "landing", "--warehouse", warehouse, "--json")
     assert result.code == 0, result.stderr
-    return root / "landing", warehouse, result.json()
+    yield root / "landing", warehouse, result.json()
+    postgres_databases.drop(warehouse)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
