@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from queue import Queue
 
@@ -32,15 +33,18 @@ Progress = Callable[[int, int], None]  # (files done, bytes done) since the last
 
 def _chunks(files: Sequence[LandingFile], max_bytes: int, engines: int = 2) -> list[list[LandingFile]]:
     """Batches of at most ``max_bytes``, as many as a multiple of ``engines`` and of even
-    size, so the engines finish together instead of one working alone at the end."""
+    size, so the engines finish together instead of one working alone at the end. The
+    first batch is half the others: the first engine starts sooner, and the engines
+    run out of step, so one loads while the other transforms."""
     total = sum(f.size for f in files)
     rounds = max(1, -(-total // (max_bytes * engines)))
-    max_bytes = max(1, -(-total // (rounds * engines)))
+    even = max(1, -(-total // (rounds * engines)))
     chunks: list[list[LandingFile]] = []
     current: list[LandingFile] = []
     size = 0
     for f in files:
-        if current and (size + f.size > max_bytes or len(current) >= MAX_FILES_PER_BATCH):
+        limit = even // 2 if not chunks and rounds > 1 else even
+        if current and (size + f.size > limit or len(current) >= MAX_FILES_PER_BATCH):
             chunks.append(current)
             current, size = [], 0
         current.append(f)
@@ -50,18 +54,37 @@ def _chunks(files: Sequence[LandingFile], max_bytes: int, engines: int = 2) -> l
     return chunks
 
 
-def read_batches(files: Sequence[LandingFile], max_bytes: int, ahead: int = 2) -> Iterator[list[ReadFile]]:
-    """Batches of read files, read by a background thread up to ``ahead`` batches in advance,
-    so the engines never wait for the disk (and memory holds at most ``ahead`` extra batches)."""
-    chunks = _chunks(files, max_bytes, ahead)
-    with ThreadPoolExecutor(1, thread_name_prefix="reader") as pool:
-        pending: list[Future] = []
-        for chunk in chunks:
-            pending.append(pool.submit(lambda c: [read_file(f) for f in c], chunk))
-            if len(pending) > ahead:
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
+class BatchReader:
+    """Batches of read files, read by a background thread up to ``ahead`` batches in
+    advance, so the engines never wait for the disk (and memory holds at most ``ahead``
+    extra batches). Reading starts at once, while the warehouse is being opened."""
+
+    def __init__(self, files: Sequence[LandingFile], max_bytes: int, ahead: int = 2) -> None:
+        self._chunks = _chunks(files, max_bytes, ahead)
+        self._ahead = ahead
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="reader")
+        self._pending: list[Future] = []
+        self._next = 0
+        self._fill()
+
+    def _fill(self) -> None:
+        while len(self._pending) <= self._ahead and self._next < len(self._chunks):
+            self._pending.append(self._pool.submit(lambda c: [read_file(f) for f in c], self._chunks[self._next]))
+            self._next += 1
+
+    def __iter__(self) -> Iterator[list[ReadFile]]:
+        try:
+            while self._pending:
+                batch = self._pending.pop(0).result()
+                self._fill()
+                yield batch
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=True)
 
 
 def _pool(settings: Settings) -> EnginePool:
@@ -201,13 +224,14 @@ def ingest(
     warehouse = open_warehouse(settings.warehouse)
     secret = _secret(settings)
     summary = RunSummary(command=command, warehouse=warehouse.describe())
-    with _pool(settings) as pool, warehouse.load_session(pool) as session:
+    reader = BatchReader(files, settings.batch_bytes)
+    with closing(reader), _pool(settings) as pool, warehouse.load_session(pool) as session:
         summary.run_id = run_id = session.start_run(command)
         # The session's own connection (ledger lookups, claims, run records) serves one
         # engine at a time; loads go through each engine's connection.
         ledger_lock = threading.Lock()
         try:
-            _run_batches(pool, read_batches(files, settings.batch_bytes), progress, lambda engine, batch: _ingest_one(
+            _run_batches(pool, iter(reader), progress, lambda engine, batch: _ingest_one(
                 engine, session, ledger_lock, batch, settings, secret, run_id, summary, redo))
         except BaseException as exc:
             summary.seconds = time.perf_counter() - started
@@ -309,8 +333,8 @@ def validate_files(
             if j.failure:
                 problems.append(Problem(j.read.source.location, None, "FILE_FAILED", j.failure))
 
-    with _pool(settings) as pool:
-        _run_batches(pool, read_batches(files, settings.batch_bytes), progress, check)
+    with _pool(settings) as pool, closing(BatchReader(files, settings.batch_bytes)) as reader:
+        _run_batches(pool, iter(reader), progress, check)
     summary.files.sort(key=lambda f: f.location)
     summary.seconds = time.perf_counter() - started
     problems.sort(key=lambda p: (p.location, p.line or 0))
