@@ -191,3 +191,118 @@ def text_values(url: str) -> list[str]:
     for table, column in columns:
         values += [v for (v,) in query(url, f'SELECT DISTINCT "{column}" FROM "{table}"') if v]
     return values
+
+
+# S3: moto's standalone server, a real HTTP endpoint on a free local port, started
+# once per test session. Each test gets a bucket of its own.
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                  "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class S3Server:
+    """``moto_server`` in a subprocess: start, stop (an outage), start again on the same port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> S3Server:
+        import time
+        import urllib.request
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).close()
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("moto's S3 server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, **_boto_credentials())
+
+
+def _boto_credentials() -> dict:
+    return {"aws_access_key_id": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            "region_name": S3_CREDENTIALS["AWS_DEFAULT_REGION"]}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    try:
+        import moto.server  # noqa: F401
+    except ImportError as exc:  # the [dev] extra installs it
+        if os.environ.get("CI"):
+            pytest.fail(f"moto[server] is not installed: {exc}")
+        pytest.skip(f"moto[server] is not installed: {exc}")
+    # Dummy credentials for every client in this process and in CLI subprocesses:
+    # nothing reaches AWS, and botocore never waits on an instance-metadata lookup.
+    os.environ.update(S3_CREDENTIALS)
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Bucket:
+    name: str
+    server: S3Server
+
+    @property
+    def env(self) -> dict:
+        """What a CLI subprocess needs to use this endpoint (the standard SDK variable)."""
+        return {"AWS_ENDPOINT_URL_S3": self.server.endpoint}
+
+    def url(self, key: str = "") -> str:
+        return f"s3://{self.name}/{key}"
+
+    def put(self, key: str, data: bytes | Path) -> None:
+        body = data.read_bytes() if isinstance(data, Path) else data
+        self.server.client().put_object(Bucket=self.name, Key=key, Body=body)
+
+    def delete(self, key: str) -> None:
+        self.server.client().delete_object(Bucket=self.name, Key=key)
+
+
+@pytest.fixture
+def bucket(s3_server) -> Bucket:
+    import uuid
+
+    name = f"landing-{uuid.uuid4().hex[:10]}"
+    s3_server.client().create_bucket(Bucket=name)
+    return Bucket(name, s3_server)
+
+
+def by_day(folder: Path) -> dict[str, list[Path]]:
+    """A generated landing folder's files grouped by business day (from the canonical
+    names, branch_DD-MM-YYYY_HH-MM-SS.csv), days in order."""
+    import re
+
+    days: dict[str, list[Path]] = {}
+    for path in sorted(folder.glob("*.csv")):
+        day, month, year = re.search(r"_(\d\d)-(\d\d)-(\d{4})_", path.name).groups()
+        days.setdefault(f"{year}-{month}-{day}", []).append(path)
+    return dict(sorted(days.items()))

@@ -72,8 +72,16 @@ def key_options(command: Callable) -> Callable:
                         help="Keep a keyed hash of each customer for new-vs-returning analysis [default: on]")(command)
 
 
-def _settings(warehouse=None, key_file=None, customer_keys=None):
-    return load_settings(warehouse=warehouse, key_file=key_file, customer_keys=customer_keys)
+def s3_option(command: Callable) -> Callable:
+    return click.option(
+        "--s3-endpoint-url", default=None, metavar="URL",
+        help="An S3-compatible store for s3:// sources [env AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL; default AWS]",
+    )(command)
+
+
+def _settings(warehouse=None, key_file=None, customer_keys=None, s3_endpoint_url=None):
+    return load_settings(warehouse=warehouse, key_file=key_file, customer_keys=customer_keys,
+                         s3_endpoint_url=s3_endpoint_url)
 
 
 @contextmanager
@@ -123,7 +131,7 @@ def _ingest(sources, settings, command: str = "ingest"):
     from cafe_etl.pipeline.run import ingest
     from cafe_etl.sources import discover
 
-    files = discover(sources)
+    files = discover(sources, settings.s3_endpoint_url)
     with _progress(command, len(files)) as progress:
         summary = ingest(sources, settings, command=command, progress=progress, files=files)
     return summary
@@ -145,13 +153,15 @@ def _show_run(summary, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary")
 @warehouse_option
 @key_options
+@s3_option
 @handle_errors
-def ingest(sources, as_json, warehouse, key_file, customer_keys) -> None:
-    """Load new and changed branch exports from SOURCES (files, folders, globs).
+def ingest(sources, as_json, warehouse, key_file, customer_keys, s3_endpoint_url) -> None:
+    """Load new and changed branch exports from SOURCES (files, folders, globs,
+    s3://bucket/prefix or s3://bucket/key.csv).
 
     Exit status 0 when every file was processed (even with rejected rows), 1 when a
     file failed, 2 or 3 when the sources or the warehouse cannot be used."""
-    settings = _settings(warehouse, key_file, customer_keys)
+    settings = _settings(warehouse, key_file, customer_keys, s3_endpoint_url)
     _show_run(_ingest(sources, settings), as_json)
 
 
@@ -159,8 +169,9 @@ def ingest(sources, as_json, warehouse, key_file, customer_keys) -> None:
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print every problem as JSON")
 @key_options
+@s3_option
 @handle_errors
-def validate(sources, as_json, key_file, customer_keys) -> None:
+def validate(sources, as_json, key_file, customer_keys, s3_endpoint_url) -> None:
     """Check SOURCES with the same rules as ingest; load nothing, list every problem."""
     from dataclasses import asdict
 
@@ -168,8 +179,8 @@ def validate(sources, as_json, key_file, customer_keys) -> None:
     from cafe_etl.pipeline.run import validate_files
     from cafe_etl.sources import discover
 
-    settings = _settings(None, key_file, customer_keys)
-    files = discover(sources)
+    settings = _settings(None, key_file, customer_keys, s3_endpoint_url)
+    files = discover(sources, settings.s3_endpoint_url)
     with _progress("validate", len(files)) as progress:
         summary, found = validate_files(sources, settings, progress=progress, files=files)
     if as_json:
@@ -272,12 +283,13 @@ def rejects(file, reason, limit, fmt, warehouse) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @warehouse_option
 @key_options
+@s3_option
 @handle_errors
-def replay(file, branch, day, as_json, warehouse, key_file, customer_keys) -> None:
+def replay(file, branch, day, as_json, warehouse, key_file, customer_keys, s3_endpoint_url) -> None:
     """Process again the failed files and the files with rejected rows (e.g. after a rule fix)."""
     from cafe_etl.pipeline.run import replay as run_replay
 
-    settings = _settings(warehouse, key_file, customer_keys)
+    settings = _settings(warehouse, key_file, customer_keys, s3_endpoint_url)
     summary = run_replay(settings, file=file, branch=branch, day=day.date() if day else None)
     if not summary.files and not as_json:
         out.print("nothing to replay: no failed file and no file with rejected rows matches")

@@ -15,10 +15,13 @@ from cafe_etl.errors import ConfigError
 
 ENV_WAREHOUSE = "CAFE_ETL_WAREHOUSE"
 ENV_KEY_FILE = "CAFE_ETL_KEY_FILE"
+ENV_CUSTOMER_KEY = "CAFE_ETL_CUSTOMER_KEY"  # the secret itself, hex: for hosts without a key file
 ENV_CUSTOMER_KEYS = "CAFE_ETL_CUSTOMER_KEYS"
 ENV_MEMORY_LIMIT = "CAFE_ETL_MEMORY_LIMIT"
 ENV_THREADS = "CAFE_ETL_THREADS"
 ENV_BATCH_BYTES = "CAFE_ETL_BATCH_BYTES"
+# The standard variables of the AWS SDKs for an S3-compatible store (MinIO, Ceph, ...).
+ENV_S3_ENDPOINT = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
 DEFAULT_LANDING = Path("data/landing")
 
@@ -67,10 +70,12 @@ class Rules:
 class Settings:
     warehouse: str = DEFAULT_WAREHOUSE
     key_file: Path = field(default_factory=default_key_file)
+    customer_key: str | None = field(default=None, repr=False)  # hex; takes precedence over key_file
     customer_keys: bool = True
     memory_limit: str = "768MB"
     threads: int = 2
     batch_bytes: int = 40 * 1024 * 1024
+    s3_endpoint_url: str | None = None
     rules: Rules = field(default_factory=Rules)
 
     def with_overrides(self, **changes) -> Settings:
@@ -83,9 +88,11 @@ def load_settings(**overrides) -> Settings:
     settings = Settings(
         warehouse=env.get(ENV_WAREHOUSE) or DEFAULT_WAREHOUSE,
         key_file=Path(env[ENV_KEY_FILE]) if env.get(ENV_KEY_FILE) else default_key_file(),
+        customer_key=env.get(ENV_CUSTOMER_KEY) or None,
         customer_keys=_flag(env.get(ENV_CUSTOMER_KEYS), True),
         memory_limit=env.get(ENV_MEMORY_LIMIT) or "768MB",
         threads=_positive_int(ENV_THREADS, env.get(ENV_THREADS), min(os.cpu_count() or 1, 4)),
         batch_bytes=_positive_int(ENV_BATCH_BYTES, env.get(ENV_BATCH_BYTES), Settings.batch_bytes),
+        s3_endpoint_url=next((env[name] for name in ENV_S3_ENDPOINT if env.get(name)), None),
     )
     return settings.with_overrides(**overrides)

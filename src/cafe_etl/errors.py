@@ -27,6 +27,10 @@ class WarehouseError(CafeEtlError):
     exit_code = 3
 
 
+class WarehouseMissing(WarehouseError):
+    """The warehouse has not been created yet: nothing has been ingested into it."""
+
+
 class WarehouseBusy(WarehouseError):
     """Another process holds the warehouse; retrying later may succeed."""
 

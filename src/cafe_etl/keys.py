@@ -3,7 +3,9 @@
 A customer key is HMAC-SHA256(secret, normalised name + card). The secret is made
 on first use and kept in a file readable by its owner only (0600), outside the
 warehouse, so the warehouse alone cannot be used to test guesses of who a
-customer is.
+customer is. Where no file can be kept (a cloud function), the same secret comes
+from the environment (``CAFE_ETL_CUSTOMER_KEY``, filled from a secret store), so
+every invocation derives the same customer keys.
 """
 
 from __future__ import annotations
@@ -16,6 +18,17 @@ from pathlib import Path
 from cafe_etl.errors import ConfigError
 
 KEY_BYTES = 32
+
+
+def from_text(text: str, source: str) -> bytes:
+    """A key given as hex (an environment variable filled from a secret store)."""
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        raise ConfigError(f"{source} does not hold a hex key") from None
+    if len(key) < 16:
+        raise ConfigError(f"the customer key in {source} is too short (at least 16 bytes)")
+    return key
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -47,10 +60,4 @@ def _read(path: Path) -> bytes:
         raise ConfigError(f"cannot read the customer key file {path}: {exc.strerror}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(f"the customer key file {path} is readable by others; run: chmod 600 {path}")
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise ConfigError(f"the customer key file {path} does not hold a hex key") from None
-    if len(key) < 16:
-        raise ConfigError(f"the customer key in {path} is too short (at least 16 bytes)")
-    return key
+    return from_text(text, f"the customer key file {path}")

@@ -34,6 +34,18 @@ def last_run(reader: Reader) -> dict | None:
     return run
 
 
+def known_versions(reader: Reader) -> dict[str, str]:
+    """Each location's version tag (ETag) as the ledger last settled it (loaded, failed
+    or skipped). A file whose tag is unchanged need not be read again."""
+    rows = reader.query(
+        """SELECT location, etag FROM etl_file
+           WHERE file_id IN (SELECT max(file_id) FROM etl_file
+                             WHERE status IN ('loaded', 'failed', 'skipped') AND content_sha256 <> ''
+                             GROUP BY location)
+             AND etag IS NOT NULL""")
+    return dict(rows)
+
+
 def last_success(reader: Reader):
     return reader.scalar("SELECT max(processed_at) FROM etl_file WHERE status = 'loaded'")
 

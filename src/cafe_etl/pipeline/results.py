@@ -35,6 +35,10 @@ class FileOutcome:
     replaced_file_id: int | None = None
     bytes: int = 0
     seconds: float = 0.0
+    unreadable: bool = False  # failed because it could not be read: trying again later may succeed
+    # The version's status in the ledger after the run: loaded, failed, skipped (a copy)
+    # or loading (another loader has it). For "unchanged", the status it settled with earlier.
+    ledger_status: str | None = None
 
 
 @dataclass
@@ -44,6 +48,7 @@ class RunSummary:
     run_id: int | None = None
     files: list[FileOutcome] = field(default_factory=list)
     seconds: float = 0.0
+    stopped: bool = False  # asked to stop: the files of batches not started were left for the next run
 
     def count(self, *outcomes: str) -> int:
         return sum(1 for f in self.files if f.outcome in outcomes)
@@ -91,6 +96,7 @@ class RunSummary:
             "command": self.command,
             "warehouse": self.warehouse,
             "ok": self.ok,
+            "stopped": self.stopped,
             "seconds": round(self.seconds, 3),
             "files": {outcome: self.count(outcome) for outcome in OUTCOMES} | {"total": len(self.files)},
             "rows": {"loaded": self.rows_loaded, "rejected": self.rows_rejected},

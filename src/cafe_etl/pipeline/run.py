@@ -29,6 +29,7 @@ from cafe_etl.warehouse.base import FileRecord, LedgerEntry, LoadSession, NewFil
 
 MAX_FILES_PER_BATCH = 2000
 Progress = Callable[[int, int], None]  # (files done, bytes done) since the last call
+StopRequested = Callable[[], bool]  # checked between batches: the batches in hand are finished
 
 
 def _chunks(files: Sequence[LandingFile], max_bytes: int, engines: int = 2) -> list[list[LandingFile]]:
@@ -59,17 +60,27 @@ class BatchReader:
     advance, so the engines never wait for the disk (and memory holds at most ``ahead``
     extra batches). Reading starts at once, while the warehouse is being opened."""
 
+    # Objects in a store are fetched several at a time: each GET waits mostly on the network.
+    REMOTE_READERS = 8
+
     def __init__(self, files: Sequence[LandingFile], max_bytes: int, ahead: int = 2) -> None:
         self._chunks = _chunks(files, max_bytes, ahead)
         self._ahead = ahead
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="reader")
+        remote = any(f.local_path is None for f in files)
+        self._fetchers = ThreadPoolExecutor(self.REMOTE_READERS, thread_name_prefix="fetch") if remote else None
         self._pending: list[Future] = []
         self._next = 0
         self._fill()
 
+    def _read(self, chunk: list[LandingFile]) -> list[ReadFile]:
+        if self._fetchers is None:
+            return [read_file(f) for f in chunk]
+        return list(self._fetchers.map(read_file, chunk))
+
     def _fill(self) -> None:
         while len(self._pending) <= self._ahead and self._next < len(self._chunks):
-            self._pending.append(self._pool.submit(lambda c: [read_file(f) for f in c], self._chunks[self._next]))
+            self._pending.append(self._pool.submit(self._read, self._chunks[self._next]))
             self._next += 1
 
     def __iter__(self) -> Iterator[list[ReadFile]]:
@@ -85,6 +96,8 @@ class BatchReader:
         for future in self._pending:
             future.cancel()
         self._pool.shutdown(wait=True)
+        if self._fetchers is not None:
+            self._fetchers.shutdown(wait=True)
 
 
 def _pool(settings: Settings) -> EnginePool:
@@ -96,11 +109,15 @@ def _pool(settings: Settings) -> EnginePool:
 
 
 def _secret(settings: Settings) -> bytes | None:
-    return keys.load_or_create_key(settings.key_file) if settings.customer_keys else None
+    if not settings.customer_keys:
+        return None
+    if settings.customer_key:
+        return keys.from_text(settings.customer_key, "CAFE_ETL_CUSTOMER_KEY")
+    return keys.load_or_create_key(settings.key_file)
 
 
 def _new_file(f: ReadFile) -> NewFile:
-    return NewFile(f.source.location, f.sha256, f.size or f.source.size)
+    return NewFile(f.source.location, f.sha256, f.size or f.source.size, f.source.etag)
 
 
 def _record(j: Judged, file_id: int | None, replaces: int | None, transform_share: float,
@@ -141,6 +158,8 @@ def _outcome(j: Judged, record: FileRecord, *, loaded_as: str = "loaded") -> Fil
         replaced_file_id=record.replaces,
         bytes=j.read.size,
         seconds=record.seconds_read + record.seconds_transform,
+        unreadable=j.read.unreadable,
+        ledger_status=record.status if record.file_id is not None else None,
     )
 
 
@@ -171,13 +190,13 @@ def _plan(session: LoadSession, batch: list[ReadFile], run_id: int, summary: Run
         unreadable_ids = _claim_unreadable(session, unreadable, known, run_id)
     for f, entry in decision.unchanged:
         summary.files.append(FileOutcome(f.source.location, "unchanged", entry.file_id, bytes=f.size,
-                                         seconds=f.seconds))
+                                         seconds=f.seconds, ledger_status=entry.status))
     for f, entry in decision.elsewhere:
         summary.files.append(FileOutcome(f.source.location, "elsewhere", entry.file_id, bytes=f.size,
-                                         seconds=f.seconds))
+                                         seconds=f.seconds, ledger_status=entry.status))
     for f, original in copies:
         summary.files.append(FileOutcome(f.source.location, "copy", copy_of=original, bytes=f.size,
-                                         seconds=f.seconds))
+                                         seconds=f.seconds, ledger_status="skipped"))
     return _Work(decision.process, unreadable_ids)
 
 
@@ -215,12 +234,15 @@ def _process(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, 
 def ingest(
     specs: Sequence[str], settings: Settings, *, command: str = "ingest", progress: Progress | None = None,
     files: Sequence[LandingFile] | None = None, redo: frozenset[int] = frozenset(),
+    stop_requested: StopRequested | None = None,
 ) -> RunSummary:
     """Load every new or changed export named by ``specs`` (or the given ``files``).
 
-    ``redo``: ledger ids of versions to process again even though they are done."""
+    ``redo``: ledger ids of versions to process again even though they are done.
+    ``stop_requested``: when it turns true, no further batch is started; the files of
+    the batches left are not claimed, so the next run takes them."""
     started = time.perf_counter()
-    files = discover(specs) if files is None else files
+    files = discover(specs, settings.s3_endpoint_url) if files is None else files
     warehouse = open_warehouse(settings.warehouse)
     secret = _secret(settings)
     summary = RunSummary(command=command, warehouse=warehouse.describe())
@@ -231,8 +253,8 @@ def ingest(
         # engine at a time; loads go through each engine's connection.
         ledger_lock = threading.Lock()
         try:
-            _run_batches(pool, iter(reader), progress, lambda engine, batch: _ingest_one(
-                engine, session, ledger_lock, batch, settings, secret, run_id, summary, redo))
+            summary.stopped = _run_batches(pool, iter(reader), progress, lambda engine, batch: _ingest_one(
+                engine, session, ledger_lock, batch, settings, secret, run_id, summary, redo), stop_requested)
         except BaseException as exc:
             summary.seconds = time.perf_counter() - started
             with ledger_lock:
@@ -240,7 +262,8 @@ def ingest(
             raise
         summary.files.sort(key=lambda f: f.location)
         summary.seconds = time.perf_counter() - started
-        session.finish_run(run_id, summary.totals(), "succeeded" if summary.ok else "failed")
+        status = "stopped" if summary.stopped else "succeeded" if summary.ok else "failed"
+        session.finish_run(run_id, summary.totals(), status)
     return summary
 
 
@@ -253,8 +276,11 @@ def _ingest_one(engine: Engine, session: LoadSession, ledger_lock: threading.Loc
 
 
 def _run_batches(pool: EnginePool, batches: Iterator[list[ReadFile]], progress: Progress | None,
-                 job: Callable[[Engine, list[ReadFile]], None]) -> None:
-    """Run ``job`` on each batch, one batch per idle engine, and re-raise the first failure."""
+                 job: Callable[[Engine, list[ReadFile]], None], stop_requested: StopRequested | None = None) -> bool:
+    """Run ``job`` on each batch, one batch per idle engine, and re-raise the first failure.
+
+    True when it stopped early because ``stop_requested`` turned true."""
+    stopped = False
     idle: Queue[Engine] = Queue()
     for engine in pool.engines:
         idle.put(engine)
@@ -269,6 +295,9 @@ def _run_batches(pool: EnginePool, batches: Iterator[list[ReadFile]], progress: 
     with ThreadPoolExecutor(len(pool.engines), thread_name_prefix="engine") as workers:
         for batch in batches:
             engine = idle.get()  # at most one batch per engine in flight: memory stays bounded
+            if stop_requested is not None and stop_requested():
+                stopped = True
+                break
             for done in [f for f in futures if f.done()]:
                 done.result()  # a failed batch stops the run
             future = workers.submit(run, engine, batch)
@@ -282,6 +311,7 @@ def _run_batches(pool: EnginePool, batches: Iterator[list[ReadFile]], progress: 
             futures.append(future)
         for future in futures:
             future.result()
+    return stopped
 
 
 def replay(settings: Settings, *, file: str | None = None, branch: str | None = None, day=None,
@@ -294,7 +324,7 @@ def replay(settings: Settings, *, file: str | None = None, branch: str | None = 
         candidates = operations.replay_candidates(reader, file=file, branch=branch, day=day)
     found, gone = [], []
     for c in candidates:
-        landing = locate(c.location)
+        landing = locate(c.location, settings.s3_endpoint_url)
         (found if landing else gone).append(landing or c)
     summary = ingest([], settings, command="replay", progress=progress, files=found,
                      redo=frozenset(c.file_id for c in candidates))
@@ -318,7 +348,7 @@ def validate_files(
 ) -> tuple[RunSummary, list[Problem]]:
     """The same checks as ``ingest``, loading nothing: every problem, file by file and row by row."""
     started = time.perf_counter()
-    files = discover(specs) if files is None else files
+    files = discover(specs, settings.s3_endpoint_url) if files is None else files
     summary = RunSummary(command="validate", warehouse="(none)")
     problems: list[Problem] = []
     secret = _secret(settings)

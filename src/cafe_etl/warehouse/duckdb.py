@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 
 from cafe_etl import __version__
-from cafe_etl.errors import WarehouseBusy, WarehouseError
+from cafe_etl.errors import WarehouseBusy, WarehouseError, WarehouseMissing
 from cafe_etl.pipeline.engine import Engine, EnginePool, temp_table
 from cafe_etl.warehouse.base import (
     SCHEMA_VERSION,
@@ -319,7 +319,7 @@ class DuckDBWarehouse(Warehouse):
     @contextmanager
     def reader(self) -> Iterator[DuckDBReader]:
         if not os.path.exists(self.path):
-            raise WarehouseError(f"no warehouse at {self.path}: run `cafe-etl ingest` (or `cafe-etl demo`) first")
+            raise WarehouseMissing(f"no warehouse at {self.path}: run `cafe-etl ingest` (or `cafe-etl demo`) first")
         try:
             con = duckdb.connect(self.path, read_only=True)
             con.execute("SET enable_progress_bar = false").fetchall()

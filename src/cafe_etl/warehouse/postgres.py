@@ -34,7 +34,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
 from cafe_etl import __version__
-from cafe_etl.errors import WarehouseError
+from cafe_etl.errors import WarehouseError, WarehouseMissing
 from cafe_etl.pipeline.engine import Engine, EnginePool
 from cafe_etl.warehouse.base import (
     SCHEMA_VERSION,
@@ -212,7 +212,7 @@ class PostgresWarehouse(Warehouse):
         con = self.connect(read_only=True)
         try:
             if con.execute("SELECT to_regclass('etl_file')").fetchone()[0] is None:
-                raise WarehouseError(f"no warehouse at {self.describe()}: run `cafe-etl ingest` first")
+                raise WarehouseMissing(f"no warehouse at {self.describe()}: run `cafe-etl ingest` first")
             yield PostgresReader(con, self)
         finally:
             con.close()

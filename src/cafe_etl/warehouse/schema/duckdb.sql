@@ -89,7 +89,7 @@ CREATE TABLE IF NOT EXISTS etl_run (
     command VARCHAR NOT NULL,
     started_at TIMESTAMP NOT NULL,
     finished_at TIMESTAMP,
-    status VARCHAR NOT NULL,               -- running | succeeded | failed
+    status VARCHAR NOT NULL,               -- running | succeeded | failed | stopped
     files_seen INTEGER NOT NULL DEFAULT 0,
     files_loaded INTEGER NOT NULL DEFAULT 0,
     files_failed INTEGER NOT NULL DEFAULT 0,
