@@ -298,6 +298,47 @@ def replay(file, branch, day, as_json, warehouse, key_file, customer_keys, s3_en
 
 
 @main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--interval", type=click.FloatRange(0.1, 86400), default=30.0, show_default=True,
+              help="Seconds between polls")
+@click.option("--settle", type=click.FloatRange(0, 3600), default=2.0, show_default=True,
+              help="A local file unchanged for this many seconds is complete")
+@click.option("--reconcile-every", type=click.FloatRange(1, 7 * 86400), default=3600.0, show_default=True,
+              help="Seconds between full listings checked against the ledger")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@warehouse_option
+@key_options
+@s3_option
+@handle_errors
+def watch(sources, interval, settle, reconcile_every, log_format, warehouse, key_file, customer_keys,
+          s3_endpoint_url) -> None:
+    """Ingest files as they land in SOURCES (folders, globs, s3://bucket/prefix) until stopped.
+
+    One log line per file (location, outcome, rows, seconds). SIGINT or SIGTERM
+    finishes the batch in hand and exits 0."""
+    from cafe_etl import logs
+    from cafe_etl.watch import Watcher, WatchOptions
+
+    settings = _settings(warehouse, key_file, customer_keys, s3_endpoint_url)
+    _check_sources(sources)
+    watcher = Watcher(sources, settings, WatchOptions(interval, settle, reconcile_every),
+                      logs.setup(log_format))
+    watcher.install_signal_handlers()
+    watcher.run()
+
+
+def _check_sources(sources) -> None:
+    """A local folder that does not exist is a typing mistake, better caught now than
+    logged every poll."""
+    from cafe_etl.sources import local
+    from cafe_etl.sources.base import is_s3
+
+    for spec in sources:
+        if not is_s3(spec) and not local.is_glob(spec) and not os.path.exists(spec):
+            raise click.BadParameter(f"no such file or folder: {spec}", param_hint="SOURCES")
+
+
+@main.command()
 @click.option("--branches", type=click.IntRange(1, 5000), default=25, show_default=True)
 @click.option("--days", type=click.IntRange(1, 3660), default=28, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)

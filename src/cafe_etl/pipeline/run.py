@@ -30,6 +30,7 @@ from cafe_etl.warehouse.base import FileRecord, LedgerEntry, LoadSession, NewFil
 MAX_FILES_PER_BATCH = 2000
 Progress = Callable[[int, int], None]  # (files done, bytes done) since the last call
 StopRequested = Callable[[], bool]  # checked between batches: the batches in hand are finished
+BatchDone = Callable[[list[FileOutcome]], None]  # each batch's outcomes, as soon as it is settled
 
 
 def _chunks(files: Sequence[LandingFile], max_bytes: int, engines: int = 2) -> list[list[LandingFile]]:
@@ -234,7 +235,7 @@ def _process(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, 
 def ingest(
     specs: Sequence[str], settings: Settings, *, command: str = "ingest", progress: Progress | None = None,
     files: Sequence[LandingFile] | None = None, redo: frozenset[int] = frozenset(),
-    stop_requested: StopRequested | None = None,
+    stop_requested: StopRequested | None = None, batch_done: BatchDone | None = None,
 ) -> RunSummary:
     """Load every new or changed export named by ``specs`` (or the given ``files``).
 
@@ -254,7 +255,8 @@ def ingest(
         ledger_lock = threading.Lock()
         try:
             summary.stopped = _run_batches(pool, iter(reader), progress, lambda engine, batch: _ingest_one(
-                engine, session, ledger_lock, batch, settings, secret, run_id, summary, redo), stop_requested)
+                engine, session, ledger_lock, batch, settings, secret, run_id, summary, redo, batch_done),
+                stop_requested)
         except BaseException as exc:
             summary.seconds = time.perf_counter() - started
             with ledger_lock:
@@ -269,10 +271,14 @@ def ingest(
 
 def _ingest_one(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, batch: list[ReadFile],
                 settings: Settings, secret: bytes | None, run_id: int, summary: RunSummary,
-                redo: frozenset[int]) -> None:
+                redo: frozenset[int], batch_done: BatchDone | None) -> None:
+    skipped = RunSummary(summary.command, summary.warehouse)
     with ledger_lock:
-        work = _plan(session, batch, run_id, summary, redo)
-    summary.files.extend(_process(engine, session, ledger_lock, work, settings, secret, run_id))
+        work = _plan(session, batch, run_id, skipped, redo)
+    outcomes = skipped.files + _process(engine, session, ledger_lock, work, settings, secret, run_id)
+    summary.files.extend(outcomes)
+    if batch_done:
+        batch_done(outcomes)
 
 
 def _run_batches(pool: EnginePool, batches: Iterator[list[ReadFile]], progress: Progress | None,

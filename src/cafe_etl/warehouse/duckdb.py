@@ -323,8 +323,12 @@ class DuckDBWarehouse(Warehouse):
         try:
             con = duckdb.connect(self.path, read_only=True)
             con.execute("SET enable_progress_bar = false").fetchall()
+            created = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'etl_file'").fetchone()[0]
         except duckdb.Error as exc:
             raise _translate(exc, self.path) from None
+        if not created:
+            con.close()
+            raise WarehouseMissing(f"no warehouse in {self.path} yet: run `cafe-etl ingest` first")
         try:
             yield DuckDBReader(con, self.path)
         finally:
