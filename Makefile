@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint clean lambda-package
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
@@ -22,8 +22,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/ingest_month.py
 
+# The AWS Lambda function's zip (deploy/aws/template.yaml): build/lambda.zip
+lambda-package: $(STAMP)
+	$(PY) deploy/aws/package.py --out build/lambda.zip
+
 lint: $(STAMP)
-	$(PY) -m ruff check src tests bench
+	$(PY) -m ruff check src tests bench deploy
 
 clean:
-	rm -rf $(VENV) data bench/out .pytest_cache
+	rm -rf $(VENV) data bench/out build .pytest_cache

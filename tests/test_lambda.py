@@ -250,3 +250,28 @@ def test_concurrent_invocations_fan_out_into_one_postgres_warehouse(generated, b
     assert loaded == len(files)
     assert report(url) == reference_report(tmp_path, files)
     postgres_databases.drop(url)
+
+
+def test_secrets_come_from_secrets_manager_not_the_function_configuration(generated, bucket, monkeypatch, tmp_path):
+    from cafe_etl import aws_lambda
+
+    warehouse = f"duckdb:///{tmp_path / 'from-secret.duckdb'}"
+    secret = _client(bucket, "secretsmanager").create_secret(
+        Name=f"{bucket.name}-etl", SecretString=json.dumps({"CAFE_ETL_CUSTOMER_KEY": secrets.token_hex(32),
+                                                            "CAFE_ETL_WAREHOUSE": warehouse}))
+    for name in ("CAFE_ETL_CUSTOMER_KEY", "CAFE_ETL_WAREHOUSE"):
+        monkeypatch.setenv(name, "")  # recorded, so what the secret sets is undone after the test
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", bucket.server.endpoint)
+    monkeypatch.setenv("CAFE_ETL_SECRET_ID", secret["ARN"])
+    monkeypatch.setattr(aws_lambda, "_secret_loaded", [])
+    queue = notifications_to_queue(bucket)
+    path = sorted(generated.glob("*.csv"))[0]
+    bucket.put("s/one.csv", path)
+    reply = handle({"Records": queue.lambda_records(expect=2)})
+    assert reply["outcomes"] == {"loaded": 1}
+    assert report(warehouse) == reference_report(tmp_path, [path])
+
+    monkeypatch.setenv("CAFE_ETL_SECRET_ID", "no-such-secret")
+    with pytest.raises(aws_lambda.ConfigError, match="cannot read the secret no-such-secret"):
+        handle({"Records": []})

@@ -10,6 +10,11 @@ S3 ``ObjectCreated`` notification are understood:
   SNS envelope, or an EventBridge event), the deployment in ``deploy/aws``;
 * EventBridge invoking the function (``detail-type: Object Created``).
 
+Secrets never sit in the function's configuration: with ``CAFE_ETL_SECRET_ID`` set,
+the first invocation of a container reads that Secrets Manager secret, a JSON object
+whose ``CAFE_ETL_CUSTOMER_KEY`` and ``PGPASSWORD`` (or ``CAFE_ETL_WAREHOUSE``) fill
+the environment for the rest of the container's life.
+
 Redelivery is harmless: the ledger knows every version it has settled. A message
 fails, and is retried by the platform, when one of its files could not be read or
 did not load (a file failed earlier keeps failing, so after the queue's retries it
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -112,8 +118,34 @@ def _from_body(body: str) -> Iterator[str]:
 # Handling ---------------------------------------------------------------------------
 
 
+SECRET_ID = "CAFE_ETL_SECRET_ID"
+SECRET_KEYS = ("CAFE_ETL_CUSTOMER_KEY", "PGPASSWORD", "CAFE_ETL_WAREHOUSE")
+_secret_loaded: list[str] = []
+
+
+def load_secret() -> None:
+    """Fill the environment from the Secrets Manager secret named by CAFE_ETL_SECRET_ID, once."""
+    secret_id = os.environ.get(SECRET_ID)
+    if not secret_id or secret_id in _secret_loaded:
+        return
+    import boto3
+
+    try:
+        text = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
+        values = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a configuration problem, said once
+        raise ConfigError(f"cannot read the secret {secret_id}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"the secret {secret_id} must be a JSON object with {', '.join(SECRET_KEYS)}")
+    for key in SECRET_KEYS:
+        if values.get(key):
+            os.environ[key] = str(values[key])
+    _secret_loaded.append(secret_id)
+
+
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     logs.setup("json")
+    load_secret()
     settings = load_settings()
     if settings.customer_keys and not settings.customer_key and not settings.key_file.exists():
         # A key made up inside one container would differ from the next one's, and
