@@ -301,3 +301,13 @@ def test_keys_without_dates_are_listed_in_full_each_poll(bucket):
     assert poller.cursor is None
     bucket.put("flat/aberdeen.csv", b"x")  # sorts before the newest key
     assert [f.location for f in poller.poll(known, now=time.time()).ready] == [bucket.url("flat/aberdeen.csv")]
+
+
+def test_ctrl_c_stops_watch_cleanly(tmp_path, landing, watches):
+    watch = Watch(tmp_path, str(landing), tmp_path / "w.duckdb")
+    watches.append(watch)
+    watch.wait_for_event("watching")
+    watch.proc.send_signal(signal.SIGINT)
+    assert watch.proc.wait(30) == 0
+    assert [e["event"] for e in watch.events()][-2:] == ["stopping", "stopped"]
+    assert watch.events()[-2]["signal"] == "SIGINT"
