@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cafe_etl import __version__
-from cafe_etl.config import DEFAULT_LANDING, ENV_WAREHOUSE, load_settings
+from cafe_etl.config import DEFAULT_LANDING, ENV_AUTH_TOKEN, ENV_WAREHOUSE, load_settings
 from cafe_etl.errors import CafeEtlError
 
 out = Console(highlight=False, soft_wrap=False)
@@ -337,6 +337,59 @@ def _check_sources(sources) -> None:
         if not is_s3(spec) and not local.is_glob(spec) and not os.path.exists(spec):
             raise click.BadParameter(f"no such file or folder: {spec}", param_hint="SOURCES")
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs --auth-token (or --no-auth)")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--watch", "watch_sources", multiple=True, metavar="SOURCE",
+              help="Also ingest files landing in SOURCE (folder, glob or s3:// prefix); repeatable")
+@click.option("--interval", type=click.FloatRange(0.1, 86400), default=30.0, show_default=True,
+              help="Seconds between polls of --watch sources")
+@click.option("--auth-token", envvar=ENV_AUTH_TOKEN, default=None, metavar="TOKEN",
+              help="Token every page and API call must carry [env CAFE_ETL_AUTH_TOKEN]")
+@click.option("--no-auth", is_flag=True, help="Serve a non-loopback address without a token (not recommended)")
+@click.option("--query-timeout", type=click.FloatRange(0.1, 600), default=10.0, show_default=True,
+              help="Seconds any one dashboard query may run")
+@click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request")
+@warehouse_option
+@key_options
+@s3_option
+@handle_errors
+def serve(host, port, watch_sources, interval, auth_token, no_auth, query_timeout, access_log, warehouse, key_file,
+          customer_keys, s3_endpoint_url) -> None:
+    """Serve the dashboard, its JSON API (/docs), /metrics, /healthz and /readyz."""
+    settings = _settings(warehouse, key_file, customer_keys, s3_endpoint_url)
+    if watch_sources:
+        _check_sources(watch_sources)
+    _serve(settings, host, port, auth_token, no_auth, watch_sources=watch_sources, interval=interval,
+           query_timeout=query_timeout, access_log=access_log)
+
+
+def _serve(settings, host, port, auth_token, no_auth, *, watch_sources=(), interval=30.0, query_timeout=10.0,
+           access_log=False) -> None:
+    import socket
+
+    import uvicorn
+
+    from cafe_etl.web.app import ServeOptions, create_app
+    from cafe_etl.web.gateway import Limits
+    from cafe_etl.web.security import required_token
+
+    token = required_token(host, auth_token, no_auth)
+    try:  # a clear message now rather than a log line from inside the server
+        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
+            pass
+    except OSError as exc:
+        raise click.UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    app = create_app(settings, ServeOptions(token=token, watch=tuple(watch_sources), watch_interval=interval,
+                                            limits=Limits(time_limit=query_timeout)))
+    shown = f"[{host}]" if ":" in host else host
+    out.print(f"dashboard: http://{shown}:{port}/  ·  API: http://{shown}:{port}/docs  ·  "
+              f"metrics: http://{shown}:{port}/metrics  (Ctrl-C to stop)")
+    if token:
+        out.print("an access token is required: open the dashboard once with ?token=<token>")
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log, server_header=False)
+
 
 @main.command()
 @click.option("--branches", type=click.IntRange(1, 5000), default=25, show_default=True)
@@ -347,12 +400,15 @@ def _check_sources(sources) -> None:
 @click.option("--bad-rate", type=click.FloatRange(0, 0.5), default=0.005, show_default=True)
 @click.option("--landing", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_LANDING,
               show_default=True)
-@click.option("--no-serve", is_flag=True, help="Stop after the report (the dashboard is not served yet)")
+@click.option("--no-serve", is_flag=True, help="Stop after the report instead of serving the dashboard")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True,
+              help="Port of the dashboard (on 127.0.0.1)")
 @warehouse_option
 @key_options
 @handle_errors
-def demo(branches, days, seed, start, bad_rate, landing, no_serve, warehouse, key_file, customer_keys) -> None:
-    """Generate a chain's month of exports into the landing folder, ingest it, print the report."""
+def demo(branches, days, seed, start, bad_rate, landing, no_serve, port, warehouse, key_file, customer_keys) -> None:
+    """Generate a chain's month of exports into the landing folder, ingest it, print the report,
+    then serve the dashboard on it."""
     from cafe_etl.analytics import render
     from cafe_etl.analytics import report as reports
     from cafe_etl.generate import generate as run_generate
@@ -370,6 +426,8 @@ def demo(branches, days, seed, start, bad_rate, landing, no_serve, warehouse, ke
         render.print_tables(reports.build(reader, reports.Filters()), out)
     out.print(f"warehouse: {settings.warehouse} · try `cafe-etl report --format json`, `cafe-etl status`, "
               "`cafe-etl rejects`")
+    if not no_serve:
+        _serve(settings, "127.0.0.1", port, None, False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,6 +20,7 @@ ENV_CUSTOMER_KEYS = "CAFE_ETL_CUSTOMER_KEYS"
 ENV_MEMORY_LIMIT = "CAFE_ETL_MEMORY_LIMIT"
 ENV_THREADS = "CAFE_ETL_THREADS"
 ENV_BATCH_BYTES = "CAFE_ETL_BATCH_BYTES"
+ENV_AUTH_TOKEN = "CAFE_ETL_AUTH_TOKEN"  # the dashboard's access token (`serve`)
 # The standard variables of the AWS SDKs for an S3-compatible store (MinIO, Ceph, ...).
 ENV_S3_ENDPOINT = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"

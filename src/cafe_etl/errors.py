@@ -35,3 +35,11 @@ class WarehouseBusy(WarehouseError):
     """Another process holds the warehouse; retrying later may succeed."""
 
     transient = True
+
+
+class QueryTimeout(WarehouseError):
+    """A read ran past its time limit and was cancelled."""
+
+
+class ResultTooLarge(CafeEtlError):
+    """A read would return more rows than its limit allows."""

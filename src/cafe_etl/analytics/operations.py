@@ -169,3 +169,87 @@ def _day_in_name(location: str) -> date | None:
         return date(int(match.group(3)), int(match.group(2)), int(match.group(1)))
     except ValueError:
         return None
+
+
+# The operations page ---------------------------------------------------------
+# A file's business day is the day of its sales; a file that could not be read as
+# a branch export has none, so it counts on the day it was processed.
+
+_FILE_DAY = "coalesce(f.business_date, CAST(f.processed_at AS DATE))"
+
+
+def files_per_day(reader: Reader, first: date, last: date) -> list[dict]:
+    """Files per business day by ledger status (loaded, failed, skipped, replaced, loading)."""
+    rows = reader.query(
+        f"""SELECT {_FILE_DAY} AS day, f.status, count(*)
+            FROM etl_file f
+            WHERE {_FILE_DAY} BETWEEN ? AND ?
+            GROUP BY {_FILE_DAY}, f.status""", [first, last])
+    per_day: dict[date, dict[str, int]] = {}
+    for day, status, count in rows:
+        per_day.setdefault(day, {})[status] = count
+    return [{"date": day.isoformat(), **dict(sorted(per_day[day].items()))} for day in sorted(per_day)]
+
+
+def arrivals(reader: Reader) -> dict:
+    """Which branches' files are late or missing.
+
+    Late: a branch that has delivered before but has no loaded file for the newest
+    business day any branch has delivered (its file may still come). Missing: a day
+    before that with no loaded file, from the branch's first delivery on."""
+    gaps = missing_files(reader)
+    newest = reader.scalar("SELECT max(business_date) FROM etl_file WHERE status = 'loaded'")
+    branches = reader.scalar("SELECT count(DISTINCT branch_id) FROM etl_file WHERE status = 'loaded'") or 0
+    late = [m.branch for m in gaps if m.day == newest] if newest else []
+    missing = [{"branch": m.branch, "date": m.day.isoformat()} for m in gaps if m.day != newest]
+    return {"latest_business_day": newest.isoformat() if newest else None, "branches": branches,
+            "delivered": branches - len(late), "late": sorted(late),
+            "missing": sorted(missing, key=lambda m: (m["date"], m["branch"]), reverse=True)}
+
+
+def rejects_per_day(reader: Reader, first: date, last: date) -> list[dict]:
+    rows = reader.query(
+        f"""SELECT {_FILE_DAY} AS day, r.reason_code, count(*)
+            FROM etl_reject r JOIN etl_file f ON f.file_id = r.file_id
+            WHERE {_FILE_DAY} BETWEEN ? AND ?
+            GROUP BY {_FILE_DAY}, r.reason_code""", [first, last])
+    per_day: dict[date, dict[str, int]] = {}
+    for day, reason, count in rows:
+        per_day.setdefault(day, {})[reason] = count
+    return [{"date": day.isoformat(), "reasons": dict(sorted(per_day[day].items()))} for day in sorted(per_day)]
+
+
+def failed_files(reader: Reader, limit: int = 100) -> list[dict]:
+    rows = reader.query(
+        """SELECT file_id, location, business_date, processed_at, error
+           FROM etl_file WHERE status = 'failed'
+           ORDER BY processed_at DESC, file_id DESC LIMIT ?""", [limit])
+    return [{"file_id": file_id, "location": location, "business_date": day.isoformat() if day else None,
+             "processed_at": at.isoformat(timespec="seconds") if at else None, "error": error}
+            for file_id, location, day, at, error in rows]
+
+
+def runs(reader: Reader, limit: int = 100) -> list[dict]:
+    """The latest runs, oldest first, with their throughput in rows per second."""
+    rows = reader.query(
+        """SELECT run_id, command, started_at, status, files_seen, files_loaded, files_failed, rows_loaded,
+                  rows_rejected, seconds
+           FROM etl_run ORDER BY run_id DESC LIMIT ?""", [limit])
+    out = []
+    for run_id, command, started, status, seen, loaded, failed, rows_loaded, rejected, seconds in reversed(rows):
+        out.append({"run_id": run_id, "command": command,
+                    "started_at": started.isoformat(timespec="seconds") if started else None, "status": status,
+                    "files_seen": seen or 0, "files_loaded": loaded or 0, "files_failed": failed or 0,
+                    "rows_loaded": rows_loaded or 0, "rows_rejected": rejected or 0,
+                    "seconds": round(seconds, 3) if seconds else None,
+                    "rows_per_second": round(rows_loaded / seconds, 1) if seconds and rows_loaded else None})
+    return out
+
+
+def ledger_window(reader: Reader) -> tuple[date | None, date | None]:
+    """The first and last business day the ledger has files for (processing days when
+    no file has a business day yet)."""
+    low, high = reader.query("SELECT min(business_date), max(business_date) FROM etl_file")[0]
+    if high is None:
+        low, high = reader.query(f"SELECT min({_FILE_DAY}), max({_FILE_DAY}) FROM etl_file f")[0]
+    return low, high

@@ -57,12 +57,42 @@ FROM (SELECT c.branch_key, min(c.sold_at)::DATE AS first_seen {_LOADED} GROUP BY
 JOIN stg_branch_name n USING (branch_key)
 """
 
+# A customer's first branch: of the branches they bought at on their first day, the
+# lowest key. Defined by the data alone, so the order files are loaded in cannot change it.
 _CUSTOMERS = f"""
 CREATE OR REPLACE TEMP TABLE out_customer AS
-SELECT c.customer_key, min(c.sold_at)::DATE AS first_seen
+SELECT c.customer_key, min(c.sold_at)::DATE AS first_seen,
+       arg_min(c.branch_key, (c.sold_at::DATE, c.branch_key)) AS first_branch_key
 {_LOADED} AND c.customer_key IS NOT NULL
 GROUP BY c.customer_key
 """
+
+# Per-file aggregates: what the dashboard reads instead of scanning every line item.
+# Keyed by file like the facts, so a replaced file's aggregates leave with its rows.
+_AGGREGATES = [
+    """
+CREATE OR REPLACE TEMP VIEW out_product_day AS
+SELECT b.file_id, c.date_key, c.branch_key, i.product_key, count(*)::INTEGER AS quantity, sum(i.price) AS revenue
+FROM stg_check c
+JOIN batch_file b ON b.idx = c.idx AND b.load
+JOIN stg_basket_item i ON i.basket_no = c.basket_no
+WHERE c.outcome = 'sale'
+GROUP BY b.file_id, c.date_key, c.branch_key, i.product_key
+""",
+    f"""
+CREATE OR REPLACE TEMP VIEW out_sale_hour AS
+SELECT b.file_id, c.date_key, c.branch_key, (c.time_key // 100)::SMALLINT AS hour,
+       count(*)::INTEGER AS transactions, sum(c.n_items)::INTEGER AS items, sum(c.total) AS revenue
+{_LOADED}
+GROUP BY b.file_id, c.date_key, c.branch_key, c.time_key // 100
+""",
+    f"""
+CREATE OR REPLACE TEMP VIEW out_customer_day AS
+SELECT b.file_id, c.date_key, c.branch_key, count(DISTINCT c.customer_key)::INTEGER AS customers
+{_LOADED} AND c.customer_key IS NOT NULL
+GROUP BY b.file_id, c.date_key, c.branch_key
+""",
+]
 
 _DATES = f"""
 CREATE OR REPLACE TEMP TABLE out_date AS
@@ -74,5 +104,5 @@ def stage(engine: Engine, files: list[tuple[int, int, bool, bool]]) -> None:
     """``files``: (idx, file_id, load its facts, keep its rejects) for every file of the batch."""
     temp_table(engine.con, "batch_file",
                [("idx", "INTEGER"), ("file_id", "BIGINT"), ("load", "BOOLEAN"), ("keep_rejects", "BOOLEAN")], files)
-    for sql in (_SALES, _ITEMS, _REJECTS, _PRODUCTS, _BRANCHES, _CUSTOMERS, _DATES):
+    for sql in (_SALES, _ITEMS, _REJECTS, _PRODUCTS, _BRANCHES, _CUSTOMERS, _DATES, *_AGGREGATES):
         engine.run(sql)

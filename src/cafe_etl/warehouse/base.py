@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from cafe_etl.errors import ResultTooLarge
 from cafe_etl.pipeline.engine import Engine, EnginePool
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: per-file aggregates, dim_customer.first_branch_key
 
 
 @dataclass(frozen=True)
@@ -116,10 +117,14 @@ class LoadSession(ABC):
 
 
 class Reader(ABC):
-    """The read gateway: parameterised queries only."""
+    """The read gateway: parameterised queries only.
+
+    ``max_rows`` bounds what one query may return (``ResultTooLarge`` beyond it); a
+    reader opened with a time limit cancels any query that runs longer
+    (``QueryTimeout``)."""
 
     @abstractmethod
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]: ...
+    def query(self, sql: str, params: Sequence[Any] = (), *, max_rows: int | None = None) -> list[tuple]: ...
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = self.query(sql, params)
@@ -133,10 +138,23 @@ class Warehouse(ABC):
     def load_session(self, pool: EnginePool) -> AbstractContextManager[LoadSession]: ...
 
     @abstractmethod
-    def reader(self) -> AbstractContextManager[Reader]: ...
+    def reader(self, time_limit: float | None = None, wait: float = 0.0) -> AbstractContextManager[Reader]:
+        """A short-lived read connection; ``time_limit`` seconds per query, if given.
+        Where loaders lock readers out (an embedded file), wait up to ``wait`` seconds
+        for them before ``WarehouseBusy``."""
 
     def describe(self) -> str:
         return self.url
+
+
+def fetch_limited(cursor: Any, max_rows: int | None) -> list[tuple]:
+    """All rows of an executed query, or ``ResultTooLarge`` past ``max_rows``."""
+    if max_rows is None:
+        return cursor.fetchall()
+    rows = cursor.fetchmany(max_rows + 1)
+    if len(rows) > max_rows:
+        raise ResultTooLarge(f"the answer has more than {max_rows:,} rows: narrow the dates or choose a branch")
+    return rows
 
 
 def cleanup(records: Sequence[FileRecord]) -> list[int]:

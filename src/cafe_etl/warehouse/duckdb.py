@@ -8,7 +8,9 @@ no rows cross into Python. Reads use short-lived read-only connections.
 from __future__ import annotations
 
 import os
+import random
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
@@ -18,7 +20,7 @@ from typing import Any
 import duckdb
 
 from cafe_etl import __version__
-from cafe_etl.errors import WarehouseBusy, WarehouseError, WarehouseMissing
+from cafe_etl.errors import QueryTimeout, WarehouseBusy, WarehouseError, WarehouseMissing
 from cafe_etl.pipeline.engine import Engine, EnginePool, temp_table
 from cafe_etl.warehouse.base import (
     SCHEMA_VERSION,
@@ -30,10 +32,14 @@ from cafe_etl.warehouse.base import (
     RunTotals,
     Warehouse,
     cleanup,
+    fetch_limited,
     split_statements,
 )
 
 _ALIAS = "wh"
+# Seconds a loader waits for other processes holding the file before "busy".
+WRITER_WAIT = 10.0
+NO_KEY = 2**63 - 1  # above every key: a customer without a first branch yet takes any
 
 _SEED = """
 INSERT INTO dim_time
@@ -61,11 +67,14 @@ UPDATE dim_branch SET first_seen = o.first_seen
 FROM out_branch o
 WHERE dim_branch.branch_key = o.branch_key AND (dim_branch.first_seen IS NULL OR o.first_seen < dim_branch.first_seen);
 INSERT INTO dim_product SELECT product_key, size, name, flavour FROM out_product ON CONFLICT DO NOTHING;
-UPDATE dim_customer SET first_seen = o.first_seen
+UPDATE dim_customer SET first_seen = o.first_seen, first_branch_key = o.first_branch_key
 FROM out_customer o
-WHERE dim_customer.customer_key = o.customer_key AND o.first_seen < dim_customer.first_seen;
-INSERT INTO dim_customer
-SELECT customer_key, first_seen FROM out_customer o
+WHERE dim_customer.customer_key = o.customer_key
+  AND (o.first_seen < dim_customer.first_seen
+       OR (o.first_seen = dim_customer.first_seen
+           AND o.first_branch_key < coalesce(dim_customer.first_branch_key, $no_key)));
+INSERT INTO dim_customer (customer_key, first_seen, first_branch_key)
+SELECT customer_key, first_seen, first_branch_key FROM out_customer o
 WHERE NOT EXISTS (SELECT 1 FROM dim_customer d WHERE d.customer_key = o.customer_key)
 """
 
@@ -76,6 +85,12 @@ _LOAD_FACTS = """
 DELETE FROM fact_sale_item WHERE file_id IN (SELECT file_id FROM load_cleanup);
 DELETE FROM fact_sale WHERE file_id IN (SELECT file_id FROM load_cleanup);
 DELETE FROM etl_reject WHERE file_id IN (SELECT file_id FROM load_cleanup);
+DELETE FROM agg_product_day WHERE file_id IN (SELECT file_id FROM load_cleanup);
+DELETE FROM agg_sale_hour WHERE file_id IN (SELECT file_id FROM load_cleanup);
+DELETE FROM agg_customer_day WHERE file_id IN (SELECT file_id FROM load_cleanup);
+INSERT INTO agg_product_day SELECT file_id, date_key, branch_key, product_key, quantity, revenue FROM out_product_day;
+INSERT INTO agg_sale_hour SELECT file_id, date_key, branch_key, hour, transactions, items, revenue FROM out_sale_hour;
+INSERT INTO agg_customer_day SELECT file_id, date_key, branch_key, customers FROM out_customer_day;
 INSERT INTO fact_sale
 SELECT file_id, source_row, date_key, time_key, branch_key, payment_key, customer_key, item_count, total
 FROM out_sale;
@@ -106,7 +121,7 @@ _RECORD_COLUMNS = [
 def _translate(exc: duckdb.Error, path: str) -> WarehouseError:
     """DuckDB's errors, said once, in the user's terms."""
     text = str(exc)
-    if "Could not set lock" in text or "Conflicting lock" in text:
+    if "Could not set lock" in text or "Conflicting lock" in text or "Unique file handle conflict" in text:
         return WarehouseBusy(f"warehouse {path} is in use by another process; try again when it has finished")
     if "not a valid DuckDB database file" in text:
         return WarehouseError(f"{path} is not a DuckDB warehouse file")
@@ -222,7 +237,7 @@ class DuckDBLoadSession(LoadSession):
         )
         # Rows to clear: an earlier load of these same versions, and the versions they replace.
         temp_table(con, "load_cleanup", [("file_id", "BIGINT")], [(file_id,) for file_id in cleanup(records)])
-        params = {"run_id": run_id, "now": datetime.now()}
+        params = {"run_id": run_id, "now": datetime.now(), "no_key": NO_KEY}
         with self._dimension_lock:
             self._transaction(con, _LOAD_DIMENSIONS, params)
         self._transaction(con, _LOAD_FACTS, params)
@@ -249,16 +264,118 @@ class DuckDBLoadSession(LoadSession):
             )
 
 
+class _FileAccess:
+    """Readers and the loader of one warehouse file inside this process.
+
+    DuckDB refuses to open a file that another connection of the same process has
+    attached, so ``serve --watch`` would see its own loader as an outage. Here the
+    loader waits for the readers in hand, and readers wait (boundedly) for the batch
+    being loaded; a waiting loader goes first, so a busy dashboard cannot starve it.
+    Between processes the operating system's file lock does the same job.
+
+    Opening a large file costs tens of milliseconds (its catalog is read), so after
+    the last reader an anchor connection keeps the database open for ``LINGER``
+    seconds: a page's burst of API calls opens it once. A loader in this process
+    closes the anchor at once; one in another process retries past it."""
+
+    LINGER = 0.5
+
+    _all: dict[str, _FileAccess] = {}
+    _all_lock = threading.Lock()
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+        self._anchor: duckdb.DuckDBPyConnection | None = None
+        self._closer: threading.Timer | None = None
+
+    @classmethod
+    def of(cls, path: str) -> _FileAccess:
+        real = os.path.realpath(path)
+        with cls._all_lock:
+            if real not in cls._all:
+                cls._all[real] = cls(path)
+            return cls._all[real]
+
+    @contextmanager
+    def reading(self, wait: float) -> Iterator[None]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: not self._writing and not self._writers_waiting, timeout=wait):
+                raise WarehouseBusy(f"warehouse {self.path} is being loaded; try again when the batch has finished")
+            self._readers += 1
+            if self._closer:
+                self._closer.cancel()
+                self._closer = None
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers and self._anchor is not None and not self._closer:
+                    self._closer = threading.Timer(self.LINGER, self._close_idle)
+                    self._closer.daemon = True
+                    self._closer.start()
+                self._cond.notify_all()
+
+    def anchor(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Keep the database open between readers (called by a reader holding ``con``)."""
+        with self._cond:
+            if self._anchor is None:
+                self._anchor = con.cursor()
+
+    def _close_idle(self) -> None:
+        with self._cond:
+            if not self._readers:
+                self._drop_anchor()
+
+    def _drop_anchor(self) -> None:
+        if self._closer:
+            self._closer.cancel()
+            self._closer = None
+        if self._anchor is not None:
+            with suppress(duckdb.Error):
+                self._anchor.close()
+            self._anchor = None
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            self._cond.wait_for(lambda: not self._writing and not self._readers)
+            self._writers_waiting -= 1
+            self._writing = True
+            self._drop_anchor()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
 class DuckDBReader(Reader):
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: str) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, time_limit: float | None = None) -> None:
         self.con = con
         self.path = path
+        self.time_limit = time_limit
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def query(self, sql: str, params: Sequence[Any] = (), *, max_rows: int | None = None) -> list[tuple]:
+        # DuckDB has no statement timeout: a timer interrupts the connection instead.
+        timer = threading.Timer(self.time_limit, self.con.interrupt) if self.time_limit else None
         try:
-            return self.con.execute(sql, list(params)).fetchall()
+            if timer:
+                timer.start()
+            return fetch_limited(self.con.execute(sql, list(params)), max_rows)
+        except duckdb.InterruptException:
+            raise QueryTimeout(f"a query ran past its {self.time_limit:g} s limit and was cancelled") from None
         except duckdb.Error as exc:
             raise _translate(exc, self.path) from None
+        finally:
+            if timer:
+                timer.cancel()
 
 
 class DuckDBWarehouse(Warehouse):
@@ -276,6 +393,10 @@ class DuckDBWarehouse(Warehouse):
         statements += list(split_statements((folder / "marts.sql").read_text()))
         return statements
 
+    @staticmethod
+    def _upgrade() -> list[str]:
+        return list(split_statements((resources.files("cafe_etl.warehouse") / "schema" / "upgrade.sql").read_text()))
+
     @contextmanager
     def load_session(self, pool: EnginePool) -> Iterator[DuckDBLoadSession]:
         folder = os.path.dirname(os.path.abspath(self.path))
@@ -283,9 +404,26 @@ class DuckDBWarehouse(Warehouse):
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
             raise WarehouseError(f"cannot create the folder for warehouse {self.path}: {exc.strerror}") from None
+        with _FileAccess.of(self.path).writing():
+            yield from self._attached(pool)
+
+    def _attach(self, control: duckdb.DuckDBPyConnection) -> None:
+        """Attach the file for writing. While another process reads or writes it (the
+        dashboard's short-lived reads, say), try again for up to ``WRITER_WAIT`` seconds."""
+        deadline = time.monotonic() + WRITER_WAIT
+        while True:
+            try:
+                control.execute(f"ATTACH ? AS {_ALIAS}", [os.path.abspath(self.path)]).fetchall()
+                return
+            except duckdb.Error as exc:
+                if not isinstance(_translate(exc, self.path), WarehouseBusy) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.1 + 0.2 * random.random())
+
+    def _attached(self, pool: EnginePool) -> Iterator[DuckDBLoadSession]:
         control = pool.cursor()
         try:
-            control.execute(f"ATTACH ? AS {_ALIAS}", [os.path.abspath(self.path)]).fetchall()
+            self._attach(control)
             for con in [control] + [engine.con for engine in pool.engines]:
                 con.execute(f"USE {_ALIAS}").fetchall()
             self._ensure_schema(control)
@@ -304,6 +442,8 @@ class DuckDBWarehouse(Warehouse):
         for statement in self._schema():
             con.execute(statement).fetchall()
         if not con.execute("SELECT 1 FROM etl_schema WHERE version = ?", [SCHEMA_VERSION]).fetchall():
+            for statement in self._upgrade():
+                con.execute(statement).fetchall()
             con.execute("INSERT INTO etl_schema VALUES (?, ?)", [SCHEMA_VERSION, datetime.now()]).fetchall()
         con.execute("COMMIT").fetchall()
 
@@ -317,19 +457,38 @@ class DuckDBWarehouse(Warehouse):
         control.close()
 
     @contextmanager
-    def reader(self) -> Iterator[DuckDBReader]:
+    def reader(self, time_limit: float | None = None, wait: float = 0.0) -> Iterator[DuckDBReader]:
         if not os.path.exists(self.path):
             raise WarehouseMissing(f"no warehouse at {self.path}: run `cafe-etl ingest` (or `cafe-etl demo`) first")
-        try:
-            con = duckdb.connect(self.path, read_only=True)
-            con.execute("SET enable_progress_bar = false").fetchall()
-            created = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'etl_file'").fetchone()[0]
-        except duckdb.Error as exc:
-            raise _translate(exc, self.path) from None
-        if not created:
-            con.close()
-            raise WarehouseMissing(f"no warehouse in {self.path} yet: run `cafe-etl ingest` first")
-        try:
-            yield DuckDBReader(con, self.path)
-        finally:
-            con.close()
+        deadline = time.monotonic() + wait
+        access = _FileAccess.of(self.path)
+        with access.reading(wait):
+            con = self._connect_read_only(deadline)
+            access.anchor(con)
+            try:
+                created = con.execute(
+                    "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'etl_file'").fetchone()[0]
+            except duckdb.Error as exc:
+                con.close()
+                raise _translate(exc, self.path) from None
+            if not created:
+                con.close()
+                raise WarehouseMissing(f"no warehouse in {self.path} yet: run `cafe-etl ingest` first")
+            try:
+                yield DuckDBReader(con, self.path, time_limit)
+            finally:
+                con.close()
+
+    def _connect_read_only(self, deadline: float) -> duckdb.DuckDBPyConnection:
+        """A read-only connection; while another process loads (and holds the file),
+        try again until ``deadline``."""
+        while True:
+            try:
+                con = duckdb.connect(self.path, read_only=True)
+                con.execute("SET enable_progress_bar = false").fetchall()
+                return con
+            except duckdb.Error as exc:
+                error = _translate(exc, self.path)
+                if not isinstance(error, WarehouseBusy) or time.monotonic() >= deadline:
+                    raise error from None
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))

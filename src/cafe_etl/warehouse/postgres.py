@@ -34,7 +34,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
 from cafe_etl import __version__
-from cafe_etl.errors import WarehouseError, WarehouseMissing
+from cafe_etl.errors import QueryTimeout, WarehouseError, WarehouseMissing
 from cafe_etl.pipeline.engine import Engine, EnginePool
 from cafe_etl.warehouse.base import (
     SCHEMA_VERSION,
@@ -46,6 +46,7 @@ from cafe_etl.warehouse.base import (
     RunTotals,
     Warehouse,
     cleanup,
+    fetch_limited,
     split_statements,
 )
 
@@ -65,13 +66,17 @@ _DIMENSIONS = {
     "out_branch": ("stg_branch", "branch_key, branch_id, name, first_seen"),
     "out_product": ("stg_product", "product_key, size, name, flavour"),
 }
-_CUSTOMERS = {"out_customer": ("stg_customer", "customer_key, first_seen")}
+_CUSTOMERS = {"out_customer": ("stg_customer", "customer_key, first_seen, first_branch_key")}
 _FACTS = {
     "out_sale": ("fact_sale", "file_id, source_row, date_key, time_key, branch_key, payment_key, customer_key, "
                               "item_count, total"),
     "out_item": ("fact_sale_item", "file_id, source_row, line_number, product_key, unit_price, date_key, branch_key"),
     "out_reject": ("etl_reject", "file_id, source_row, reason_code, detail, row_data, run_id"),
+    "out_product_day": ("agg_product_day", "file_id, date_key, branch_key, product_key, quantity, revenue"),
+    "out_sale_hour": ("agg_sale_hour", "file_id, date_key, branch_key, hour, transactions, items, revenue"),
+    "out_customer_day": ("agg_customer_day", "file_id, date_key, branch_key, customers"),
 }
+_FILE_TABLES = ("fact_sale_item", "fact_sale", "etl_reject", "agg_product_day", "agg_sale_hour", "agg_customer_day")
 
 _STAGING = """
 CREATE TEMP TABLE stg_date (date_key INTEGER, date DATE) ON COMMIT DROP;
@@ -103,10 +108,12 @@ FROM stg_product s WHERE NOT EXISTS (SELECT 1 FROM dim_product d WHERE d.product
 # each key settled by the primary key itself, in key order so that two loaders never
 # wait on each other crosswise.
 _MERGE_CUSTOMERS = """
-INSERT INTO dim_customer
-SELECT customer_key, first_seen FROM stg_customer ORDER BY customer_key
-ON CONFLICT (customer_key) DO UPDATE SET first_seen = excluded.first_seen
+INSERT INTO dim_customer (customer_key, first_seen, first_branch_key)
+SELECT customer_key, first_seen, first_branch_key FROM stg_customer ORDER BY customer_key
+ON CONFLICT (customer_key) DO UPDATE SET first_seen = excluded.first_seen, first_branch_key = excluded.first_branch_key
 WHERE excluded.first_seen < dim_customer.first_seen
+   OR (excluded.first_seen = dim_customer.first_seen
+       AND excluded.first_branch_key < coalesce(dim_customer.first_branch_key, 9223372036854775807))
 """
 
 _RECORD_TABLE = """
@@ -180,6 +187,7 @@ class PostgresWarehouse(Warehouse):
     def _schema(self) -> list[str]:
         folder = resources.files("cafe_etl.warehouse") / "schema"
         return [*split_statements((folder / "postgres.sql").read_text()),
+                *split_statements((folder / "upgrade.sql").read_text()),
                 *split_statements((folder / "marts.sql").read_text())]
 
     def ensure_schema(self, con: psycopg.Connection) -> None:
@@ -208,12 +216,16 @@ class PostgresWarehouse(Warehouse):
             shutil.rmtree(folder, ignore_errors=True)
 
     @contextmanager
-    def reader(self) -> Iterator[PostgresReader]:
+    def reader(self, time_limit: float | None = None, wait: float = 0.0) -> Iterator[PostgresReader]:
+        del wait  # loaders never lock readers out of PostgreSQL
         con = self.connect(read_only=True)
         try:
+            if time_limit:
+                # The server cancels a query past the limit; it never runs on unwatched.
+                con.execute("SELECT set_config('statement_timeout', %s, false)", [f"{int(time_limit * 1000)}ms"])
             if con.execute("SELECT to_regclass('etl_file')").fetchone()[0] is None:
                 raise WarehouseMissing(f"no warehouse at {self.describe()}: run `cafe-etl ingest` first")
-            yield PostgresReader(con, self)
+            yield PostgresReader(con, self, time_limit)
         finally:
             con.close()
 
@@ -224,13 +236,20 @@ def _translate(exc: psycopg.Error, warehouse: PostgresWarehouse) -> WarehouseErr
 
 
 class PostgresReader(Reader):
-    def __init__(self, con: psycopg.Connection, warehouse: PostgresWarehouse) -> None:
+    def __init__(self, con: psycopg.Connection, warehouse: PostgresWarehouse, time_limit: float | None = None) -> None:
         self.con = con
         self.warehouse = warehouse
+        self.time_limit = time_limit
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def query(self, sql: str, params: Sequence[Any] = (), *, max_rows: int | None = None) -> list[tuple]:
         try:
-            return self.con.execute(to_pyformat(sql), list(params) or None).fetchall()
+            with self.con.cursor() as cursor:
+                cursor.execute(to_pyformat(sql), list(params) or None)
+                return fetch_limited(cursor, max_rows)
+        except pg_errors.QueryCanceled as exc:
+            if self.time_limit:
+                raise QueryTimeout(f"a query ran past its {self.time_limit:g} s limit and was cancelled") from None
+            raise _translate(exc, self.warehouse) from None
         except psycopg.Error as exc:
             raise _translate(exc, self.warehouse) from None
 
@@ -389,7 +408,8 @@ class PostgresLoadSession(LoadSession):
 
     def _load_customers(self, con: psycopg.Connection, files: dict[str, str]) -> None:
         with con.transaction():
-            con.execute("CREATE TEMP TABLE stg_customer (customer_key BIGINT, first_seen DATE) ON COMMIT DROP")
+            con.execute("CREATE TEMP TABLE stg_customer "
+                        "(customer_key BIGINT, first_seen DATE, first_branch_key BIGINT) ON COMMIT DROP")
             for relation, (table, columns) in _CUSTOMERS.items():
                 self._copy_file(con, table, columns, files[relation])
             con.execute(_MERGE_CUSTOMERS)
@@ -399,7 +419,7 @@ class PostgresLoadSession(LoadSession):
         clear = cleanup(records)
         with con.transaction():
             if clear:
-                for table in ("fact_sale_item", "fact_sale", "etl_reject"):
+                for table in _FILE_TABLES:
                     con.execute(f"DELETE FROM {table} WHERE file_id = ANY(%s)", [clear])
             for relation, (table, columns) in _FACTS.items():
                 self._copy_file(con, table, columns, files[relation])

@@ -54,6 +54,8 @@ class Watcher:
         self.stop_event = threading.Event()
         self.polls = 0
         self.files_ingested = 0
+        self.outages = 0  # consecutive failed polls: non-zero while backing off an outage
+        self.last_poll_at: float | None = None  # Unix time of the last poll that completed
 
     # Signals ---------------------------------------------------------------------
 
@@ -76,7 +78,6 @@ class Watcher:
         options = self.options
         event(self.log, "watching", sources=[p.spec for p in self.pollers], warehouse=self._warehouse_name(),
               interval=options.interval, settle=options.settle, reconcile_every=options.reconcile_every)
-        outages = 0
         next_full = 0.0
         while not self.stop_event.is_set():
             full = time.monotonic() >= next_full
@@ -86,17 +87,24 @@ class Watcher:
                 settling = self.poll_once(full)
                 if full:
                     next_full = time.monotonic() + options.reconcile_every
-                if outages:
-                    event(self.log, "recovered", after_attempts=outages)
-                outages = 0
+                if self.outages:
+                    event(self.log, "recovered", after_attempts=self.outages)
+                self.outages = 0
+                self.last_poll_at = time.time()
                 delay = min(options.settle, options.interval) if settling else options.interval
             except CafeEtlError as exc:
-                outages += 1
-                delay = min(options.interval * 2 ** (outages - 1), MAX_BACKOFF)
-                event(self.log, "outage", logging.WARNING, error=str(exc), attempt=outages,
+                self.outages += 1
+                delay = min(options.interval * 2 ** (self.outages - 1), MAX_BACKOFF)
+                event(self.log, "outage", logging.WARNING, error=str(exc), attempt=self.outages,
                       retry_in_seconds=round(delay, 1))
             self.stop_event.wait(delay)
         event(self.log, "stopped", polls=self.polls, files_ingested=self.files_ingested)
+
+    def status(self) -> dict:
+        """The loop's state, for the dashboard and metrics of ``serve --watch``."""
+        return {"sources": [p.spec for p in self.pollers], "polls": self.polls,
+                "files_ingested": self.files_ingested, "outage": self.outages > 0,
+                "last_poll_at": self.last_poll_at, "interval": self.options.interval}
 
     def _reconcile(self) -> None:
         """What the ledger has settled, for every location: files whose tag still matches

@@ -54,8 +54,10 @@ CREATE TABLE IF NOT EXISTS dim_payment_method (
 -- anti-join that keeps keys unique (one writer at a time holds the file).
 CREATE TABLE IF NOT EXISTS dim_customer (
     customer_key BIGINT NOT NULL,          -- keyed hash of name and card: no personal data
-    first_seen DATE NOT NULL
+    first_seen DATE NOT NULL,
+    first_branch_key BIGINT                -- of the branches on the first day, the lowest key
 );
+ALTER TABLE dim_customer ADD COLUMN IF NOT EXISTS first_branch_key BIGINT;
 
 -- Facts ----------------------------------------------------------------------
 
@@ -80,6 +82,36 @@ CREATE TABLE IF NOT EXISTS fact_sale_item (
     unit_price DECIMAL(10, 2) NOT NULL,
     date_key INTEGER NOT NULL,             -- the sale's, so product questions need no join
     branch_key BIGINT NOT NULL
+);
+
+-- Aggregates, one set per loaded file (so a replaced file's leave with it): what the
+-- dashboard and the marts read instead of every line item. Exact, not sampled.
+
+CREATE TABLE IF NOT EXISTS agg_product_day (
+    file_id BIGINT NOT NULL,
+    date_key INTEGER NOT NULL,
+    branch_key BIGINT NOT NULL,
+    product_key BIGINT NOT NULL,
+    quantity INTEGER NOT NULL,
+    revenue DECIMAL(12, 2) NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS agg_sale_hour (
+    file_id BIGINT NOT NULL,
+    date_key INTEGER NOT NULL,
+    branch_key BIGINT NOT NULL,
+    hour SMALLINT NOT NULL,
+    transactions INTEGER NOT NULL,
+    items INTEGER NOT NULL,
+    revenue DECIMAL(12, 2) NOT NULL
+);
+
+-- Distinct customers (keyed hashes) per file, i.e. per branch and day.
+CREATE TABLE IF NOT EXISTS agg_customer_day (
+    file_id BIGINT NOT NULL,
+    date_key INTEGER NOT NULL,
+    branch_key BIGINT NOT NULL,
+    customers INTEGER NOT NULL
 );
 
 -- Operations -----------------------------------------------------------------

@@ -53,8 +53,10 @@ CREATE TABLE IF NOT EXISTS dim_payment_method (
 
 CREATE TABLE IF NOT EXISTS dim_customer (
     customer_key BIGINT PRIMARY KEY,       -- keyed hash of name and card: no personal data
-    first_seen DATE NOT NULL
+    first_seen DATE NOT NULL,
+    first_branch_key BIGINT                -- of the branches on the first day, the lowest key
 );
+ALTER TABLE dim_customer ADD COLUMN IF NOT EXISTS first_branch_key BIGINT;
 
 -- Facts: no unique index (uniqueness comes from the ledger), a BRIN index on the
 -- source file so a replaced file's rows are found without reading the whole table.
@@ -82,6 +84,39 @@ CREATE TABLE IF NOT EXISTS fact_sale_item (
     branch_key BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS fact_sale_item_file ON fact_sale_item USING brin (file_id);
+
+-- Aggregates, one set per loaded file (so a replaced file's leave with it): what the
+-- dashboard and the marts read instead of every line item. Exact, not sampled.
+
+CREATE TABLE IF NOT EXISTS agg_product_day (
+    file_id BIGINT NOT NULL,
+    date_key INTEGER NOT NULL,
+    branch_key BIGINT NOT NULL,
+    product_key BIGINT NOT NULL,
+    quantity INTEGER NOT NULL,
+    revenue NUMERIC(12, 2) NOT NULL
+);
+CREATE INDEX IF NOT EXISTS agg_product_day_file ON agg_product_day USING brin (file_id);
+
+CREATE TABLE IF NOT EXISTS agg_sale_hour (
+    file_id BIGINT NOT NULL,
+    date_key INTEGER NOT NULL,
+    branch_key BIGINT NOT NULL,
+    hour SMALLINT NOT NULL,
+    transactions INTEGER NOT NULL,
+    items INTEGER NOT NULL,
+    revenue NUMERIC(12, 2) NOT NULL
+);
+CREATE INDEX IF NOT EXISTS agg_sale_hour_file ON agg_sale_hour USING brin (file_id);
+
+-- Distinct customers (keyed hashes) per file, i.e. per branch and day.
+CREATE TABLE IF NOT EXISTS agg_customer_day (
+    file_id BIGINT NOT NULL,
+    date_key INTEGER NOT NULL,
+    branch_key BIGINT NOT NULL,
+    customers INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS agg_customer_day_file ON agg_customer_day USING brin (file_id);
 
 -- Operations -----------------------------------------------------------------
 

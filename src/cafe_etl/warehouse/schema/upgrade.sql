@@ -1,0 +1,29 @@
+-- Upgrades of an existing warehouse, run after the tables exist, by every backend.
+-- Portable SQL, run once per schema version (when its etl_schema row is missing).
+
+-- Schema 2: the per-file aggregates, filled from facts loaded before they existed.
+INSERT INTO agg_product_day
+SELECT file_id, date_key, branch_key, product_key, count(*), sum(unit_price)
+FROM fact_sale_item
+WHERE NOT EXISTS (SELECT 1 FROM agg_product_day)
+GROUP BY file_id, date_key, branch_key, product_key;
+
+INSERT INTO agg_sale_hour
+SELECT f.file_id, f.date_key, f.branch_key, t.hour, count(*), sum(f.item_count), sum(f.total)
+FROM fact_sale f JOIN dim_time t ON t.time_key = f.time_key
+WHERE NOT EXISTS (SELECT 1 FROM agg_sale_hour)
+GROUP BY f.file_id, f.date_key, f.branch_key, t.hour;
+
+INSERT INTO agg_customer_day
+SELECT file_id, date_key, branch_key, count(DISTINCT customer_key)
+FROM fact_sale
+WHERE customer_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM agg_customer_day)
+GROUP BY file_id, date_key, branch_key;
+
+UPDATE dim_customer SET first_branch_key = m.branch_key
+FROM (SELECT f.customer_key, d.date, min(f.branch_key) AS branch_key
+      FROM fact_sale f JOIN dim_date d ON d.date_key = f.date_key
+      WHERE f.customer_key IS NOT NULL
+      GROUP BY f.customer_key, d.date) m
+WHERE dim_customer.first_branch_key IS NULL
+  AND m.customer_key = dim_customer.customer_key AND m.date = dim_customer.first_seen;

@@ -1,0 +1,1 @@
+"""The dashboard, JSON API and monitoring endpoints (`cafe-etl serve`)."""

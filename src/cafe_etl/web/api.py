@@ -1,0 +1,267 @@
+"""The JSON API: one endpoint behind every chart and table of the dashboard.
+
+Business endpoints take the same filters (``from``, ``to``, ``branch``) and answer
+``{"period": {...}, "branch": ..., "data": ...}``; money is a number with two
+decimals. Errors are ``{"error": "..."}`` with 400 (a bad filter), 503 (warehouse
+missing or busy) or 504 (a query past its time limit): never a trace or SQL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from cafe_etl import __version__
+from cafe_etl.analytics import business, operations
+from cafe_etl.analytics.report import Scope
+from cafe_etl.web import filters as web_filters
+from cafe_etl.web.gateway import Gateway
+from cafe_etl.web.responses import MoneyJSON
+
+router = APIRouter(prefix="/api", default_response_class=MoneyJSON)
+
+From = Annotated[str | None, Query(alias="from", description="First day, YYYY-MM-DD [the latest 28 days with sales]",
+                                   examples=["2024-03-01"])]
+To = Annotated[str | None, Query(description="Last day, YYYY-MM-DD [the last day with sales]")]
+Branch = Annotated[str | None, Query(description="One branch by name, any case [all branches]")]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "A filter or parameter is not valid: the message says which and why"},
+    503: {"description": "The warehouse is missing, unreachable or busy loading"},
+    504: {"description": "A query ran past the time limit"},
+}
+
+
+def _gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+def _answer(request: Request, key: tuple | None, compute: Callable) -> MoneyJSON:
+    answer = _gateway(request).read(compute, key=key)
+    headers = {"X-Cafe-Etl-Stale": "1"} if answer.stale else {}
+    return MoneyJSON(answer.value, headers=headers)
+
+
+def _business(request: Request, first: str | None, to: str | None, branch: str | None,
+              chart: Callable[..., Any], **params: Any) -> MoneyJSON:
+    """Filters resolved to a scope, then ``chart(reader, scope, **params)`` as the data."""
+    wanted = web_filters.parse(first, to, branch)
+
+    def compute(reader):
+        scope: Scope = web_filters.scope(reader, wanted)
+        data = chart(reader, scope, **params) if not scope.empty else None
+        return {"period": {"from": scope.first.isoformat() if scope.first else None,
+                           "to": scope.last.isoformat() if scope.last else None},
+                "branch": wanted.branch, "data": data}
+
+    return _answer(request, (chart.__name__, wanted.cache_key(), tuple(sorted(params.items()))), compute)
+
+
+Limit = Annotated[int, Query(ge=1, le=100, description="How many to list")]
+Top = Annotated[int, Query(ge=1, le=50, description="How many branches to draw")]
+
+
+def _get(path: str, summary: str):
+    return router.get(path, summary=summary, tags=[path.split("/")[1]], responses=_ERRORS)
+
+
+@_get("/overview/figures", "Headline figures against the previous period")
+def overview_figures(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """Revenue, transactions, items, average basket value and size, each with the value of the
+    previous period of the same length and the change in percent."""
+    return _business(request, first, to, branch, business.overview)
+
+
+@_get("/overview/daily", "Revenue per day with its 7-day average")
+def overview_daily(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """Every day of the period (zero where nothing sold) with the trailing 7-day average."""
+    return _business(request, first, to, branch, business.daily_revenue)
+
+
+@_get("/what/products", "Top and bottom products by quantity and by revenue")
+def what_products(request: Request, first: From = None, to: To = None, branch: Branch = None,
+                  limit: Limit = 10) -> MoneyJSON:
+    """Products (size, name and flavour, as the till writes them) ranked both ways."""
+    return _business(request, first, to, branch, business.product_ranking, limit=limit)
+
+
+@_get("/what/sizes", "Items and revenue by size")
+def what_sizes(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """Items sold and revenue per cup size."""
+    return _business(request, first, to, branch, business.sizes)
+
+
+@_get("/what/flavours", "Items and revenue by flavour")
+def what_flavours(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """Flavoured items sold and revenue per flavour."""
+    return _business(request, first, to, branch, business.flavours)
+
+
+@_get("/what/mix", "Product mix per branch")
+def what_mix(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """Items per product name for the branches selling most; the chain's top names, the rest as Other."""
+    return _business(request, first, to, branch, business.product_mix)
+
+
+@_get("/where/ranking", "Branches ranked by revenue")
+def where_ranking(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """Every branch with revenue, transactions, items and average basket, ranked by revenue."""
+    return _business(request, first, to, branch, business.branch_ranking)
+
+
+@_get("/where/trend", "Daily revenue of the leading branches")
+def where_trend(request: Request, first: From = None, to: To = None, branch: Branch = None,
+                top: Top = 10) -> MoneyJSON:
+    """Revenue per day for the period's leading branches by revenue (or the one chosen)."""
+    return _business(request, first, to, branch, business.branch_trend, top=top)
+
+
+@_get("/where/best-sellers", "Each branch's best-selling item")
+def where_best_sellers(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """Per branch, the item sold most often (ties: more revenue, then name)."""
+    return _business(request, first, to, branch, business.best_sellers)
+
+
+@_get("/when/heatmap", "Transactions by weekday and hour")
+def when_heatmap(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """Transactions and revenue for each ISO weekday (1 = Monday) and hour of day."""
+    return _business(request, first, to, branch, business.heatmap)
+
+
+@_get("/when/peak-hours", "Each branch's busiest hour")
+def when_peak_hours(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """Per branch, the hour with most transactions and its share of the branch's day."""
+    return _business(request, first, to, branch, business.peak_hours)
+
+
+@_get("/when/hours", "Revenue and transactions by hour of day")
+def when_hours(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """Transactions and revenue per hour of the day, over the period."""
+    return _business(request, first, to, branch, business.revenue_by_hour)
+
+
+@_get("/customers/daily", "New and returning customers per day")
+def customers_daily(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """Distinct customers per day (by keyed hash, no personal data): new to the chain that day, or returning."""
+    return _business(request, first, to, branch, business.customers_over_time)
+
+
+@_get("/customers/repeat", "Repeat rate per branch")
+def customers_repeat(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """Per branch, distinct customers in the period and the share who came on two or more days."""
+    return _business(request, first, to, branch, business.repeat_rate)
+
+
+@router.get("/meta", summary="Branches and the period the warehouse holds", tags=["meta"], responses=_ERRORS)
+def meta(request: Request) -> MoneyJSON:
+    """What the filters can choose from: every branch, and the first and last day with sales."""
+
+    def compute(reader):
+        counts = operations.warehouse_counts(reader)
+        names = [row[0] for row in reader.query("SELECT name FROM dim_branch ORDER BY name")]
+        return {"branches": names, "first_day": counts["first_sale"], "last_day": counts["last_sale"],
+                "version": __version__}
+
+    return _answer(request, ("meta",), compute)
+
+
+# Operations ------------------------------------------------------------------
+
+
+def _ops_period(reader, first: str | None, to: str | None):
+    """The operations page's period: as asked, or the latest 28 days the ledger knows."""
+    wanted = web_filters.parse(first, to, None)
+    low, high = operations.ledger_window(reader)
+    last = wanted.last or high
+    start = wanted.first or (max(low, last - web_filters.timedelta(days=web_filters.DEFAULT_DAYS - 1))
+                             if low and last else None)
+    if start and last and start > last:
+        raise web_filters.BadFilter(f"from ({start}) is after to ({last})")
+    return start, last
+
+
+@router.get("/ops/files", summary="Files per business day by ledger status", tags=["ops"], responses=_ERRORS)
+def ops_files(request: Request, first: From = None, to: To = None) -> MoneyJSON:
+    """Files per business day (the day of their sales, or of processing when unreadable) by status."""
+    web_filters.parse(first, to, None)
+
+    def compute(reader):
+        start, last = _ops_period(reader, first, to)
+        data = operations.files_per_day(reader, start, last) if start else []
+        return {"period": {"from": start and start.isoformat(), "to": last and last.isoformat()}, "data": data}
+
+    return _answer(request, ("ops/files", first, to), compute)
+
+
+@router.get("/ops/arrivals", summary="Branches whose file is late or missing", tags=["ops"], responses=_ERRORS)
+def ops_arrivals(request: Request) -> MoneyJSON:
+    """Late: no file yet for the newest business day. Missing: an earlier day without a loaded file."""
+    return _answer(request, ("ops/arrivals",), lambda reader: {"data": operations.arrivals(reader)})
+
+
+@router.get("/ops/rejects", summary="Rejected rows per business day by reason", tags=["ops"], responses=_ERRORS)
+def ops_rejects(request: Request, first: From = None, to: To = None) -> MoneyJSON:
+    """Quarantined rows per business day, by reason code, with the totals by reason."""
+    web_filters.parse(first, to, None)
+
+    def compute(reader):
+        start, last = _ops_period(reader, first, to)
+        return {"period": {"from": start and start.isoformat(), "to": last and last.isoformat()},
+                "data": {"days": operations.rejects_per_day(reader, start, last) if start else [],
+                         "by_reason": operations.rejects_by_reason(reader)}}
+
+    return _answer(request, ("ops/rejects", first, to), compute)
+
+
+Reason = Annotated[str | None, Query(max_length=40, pattern=r"^[A-Za-z_]+$", description="A reason code")]
+FileFilter = Annotated[str | None, Query(max_length=300, description="A ledger file id, or part of a location")]
+
+
+@router.get("/ops/reject-rows", summary="The quarantined rows themselves (no personal data)", tags=["ops"],
+            responses=_ERRORS)
+def ops_reject_rows(request: Request, reason: Reason = None, file: FileFilter = None,
+                    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> MoneyJSON:
+    """Rejected rows, newest files first: file, row number, reason, detail, and the row with
+    its customer name and card number removed."""
+
+    def compute(reader):
+        total, rows = operations.rejects(reader, file=file, reason=reason, limit=limit, offset=offset)
+        return {"total": total, "offset": offset,
+                "data": [{"file_id": r.file_id, "location": r.location, "row": r.source_row, "reason": r.reason,
+                          "detail": r.detail, "row_data": r.row_data} for r in rows]}
+
+    return _answer(request, ("ops/reject-rows", reason, file, limit, offset), compute)
+
+
+@router.get("/ops/failed", summary="Files that failed, with their error", tags=["ops"], responses=_ERRORS)
+def ops_failed(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> MoneyJSON:
+    """The latest failed files (location, business day if known, when, why)."""
+    return _answer(request, ("ops/failed", limit), lambda reader: {"data": operations.failed_files(reader, limit)})
+
+
+@router.get("/ops/runs", summary="Ingest runs and their throughput", tags=["ops"], responses=_ERRORS)
+def ops_runs(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> MoneyJSON:
+    """The latest runs, oldest first: files, rows, seconds and rows per second."""
+    return _answer(request, ("ops/runs", limit), lambda reader: {"data": operations.runs(reader, limit)})
+
+
+@router.get("/ops/service", summary="Service state: last ingest, uptime, version", tags=["ops"], responses=_ERRORS)
+def ops_service(request: Request) -> MoneyJSON:
+    """The last successful ingest, the ledger's files by status, this service's uptime and version,
+    and the watcher's state when the service runs one."""
+    state = request.app.state
+
+    def compute(reader):
+        last = operations.last_success(reader)
+        return {"last_success": last.isoformat(timespec="seconds") if last else None,
+                "files": operations.files_by_status(reader)}
+
+    data = _gateway(request).read(compute).value
+    data.update({"version": __version__, "warehouse": state.gateway.warehouse.describe(),
+                 "started_at": state.started_at_iso, "uptime_seconds": round(time.time() - state.started_at, 1),
+                 "watch": state.watch_status()})
+    return MoneyJSON({"data": data})

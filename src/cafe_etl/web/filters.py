@@ -1,0 +1,73 @@
+"""The dashboard's filters: a date range and a branch, checked before any query runs.
+
+A bad value is the caller's mistake, answered with 400 and a sentence saying what
+is wrong; it never reaches SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from cafe_etl.analytics import report
+from cafe_etl.errors import CafeEtlError
+from cafe_etl.warehouse.base import Reader
+
+DEFAULT_DAYS = 28  # the period shown when none is asked for: the latest four weeks with data
+MAX_DAYS = 3 * 366  # a longer range is almost surely a typing mistake
+MAX_BRANCH_NAME = 200
+
+
+class BadFilter(CafeEtlError):
+    """A filter value the dashboard cannot use."""
+
+
+@dataclass(frozen=True)
+class PeriodFilters:
+    first: date | None = None
+    last: date | None = None
+    branch: str | None = None
+
+    def cache_key(self) -> tuple:
+        return (self.first, self.last, report.branch_identity(self.branch) if self.branch else None)
+
+
+def parse_day(value: str | None, name: str) -> date | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise BadFilter(f"{name} must be a date written YYYY-MM-DD, not {value[:40]!r}") from None
+
+
+def parse(first: str | None, last: str | None, branch: str | None) -> PeriodFilters:
+    first_day, last_day = parse_day(first, "from"), parse_day(last, "to")
+    if first_day and last_day:
+        if first_day > last_day:
+            raise BadFilter(f"from ({first_day}) is after to ({last_day})")
+        if (last_day - first_day).days + 1 > MAX_DAYS:
+            raise BadFilter(f"the period is longer than {MAX_DAYS} days: choose a shorter one")
+    name = branch.strip() if branch else None
+    if name and len(name) > MAX_BRANCH_NAME:
+        raise BadFilter("the branch name is too long")
+    return PeriodFilters(first_day, last_day, name or None)
+
+
+def scope(reader: Reader, filters: PeriodFilters) -> report.Scope:
+    """The filters resolved against the warehouse. Without dates: the latest
+    ``DEFAULT_DAYS`` days that have sales. An unknown branch raises ``BadFilter``."""
+    try:
+        resolved = report.resolve(reader, report.Filters(filters.first, filters.last, filters.branch))
+    except (report.UnknownBranch, report.BadPeriod) as exc:
+        raise BadFilter(str(exc)) from None
+    if resolved.empty:
+        return resolved
+    first = resolved.first
+    if filters.first is None:
+        first = max(first, resolved.last - timedelta(days=DEFAULT_DAYS - 1))
+    if first > resolved.last:
+        # One end given, the other taken from the data, and they cross.
+        raise BadFilter(f"from ({first}) is after to ({resolved.last}); the sales run "
+                        f"from {resolved.first} to {resolved.last} unless you give both ends")
+    return report.Scope(first, resolved.last, resolved.branch_key)

@@ -1,0 +1,95 @@
+"""The dashboard's HTML pages: a frame with filters; the charts fill themselves from the API.
+
+A page resolves its filters once, so the form shows the period actually drawn, and
+says plainly what is wrong with a bad filter (400) or a missing warehouse (503).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from cafe_etl import __version__
+from cafe_etl.analytics import operations
+from cafe_etl.errors import CafeEtlError, WarehouseMissing
+from cafe_etl.web import filters as web_filters
+
+router = APIRouter(default_response_class=HTMLResponse, include_in_schema=False)
+
+PAGES = (("", "Overview"), ("what", "What sells"), ("where", "Where"), ("when", "When"),
+         ("customers", "Customers"), ("operations", "Operations"))
+
+
+def _meta(reader) -> dict:
+    counts = operations.warehouse_counts(reader)
+    return {"branches": [r[0] for r in reader.query("SELECT name FROM dim_branch ORDER BY name")],
+            "first_day": counts["first_sale"], "last_day": counts["last_sale"]}
+
+
+def _page(request: Request, page: str, slug: str, title: str, *, branch_filter: bool = True,
+          operations_period: bool = False) -> HTMLResponse:
+    params = request.query_params
+    kept = [(k, v) for k, v in params.multi_items() if k in ("from", "to", "branch") and v]
+    context = {"request": request, "page": page, "slug": slug, "title": title, "pages": PAGES,
+               "query": f"?{urlencode(kept)}" if kept else "", "filters": True, "branch_filter": branch_filter,
+               "period": {"from": params.get("from"), "to": params.get("to")}, "branch": params.get("branch"),
+               "meta": {"branches": [], "first_day": None, "last_day": None}, "problem": None,
+               "version": __version__, "warehouse": request.app.state.gateway.warehouse.describe()}
+    status = 200
+    try:
+        wanted = web_filters.parse(params.get("from"), params.get("to"), params.get("branch"))
+
+        def resolve(reader):
+            meta = _meta(reader)
+            if operations_period:
+                low, high = operations.ledger_window(reader)
+                last = wanted.last or high
+                first = wanted.first or (max(low, last - web_filters.timedelta(days=web_filters.DEFAULT_DAYS - 1))
+                                         if low and last else None)
+                return meta, first, last
+            scope = web_filters.scope(reader, wanted)
+            return meta, scope.first, scope.last
+
+        meta, first, last = request.app.state.gateway.read(resolve, key=("page", operations_period,
+                                                                           wanted.cache_key())).value
+        context["meta"] = meta
+        context["period"] = {"from": first.isoformat() if first else None, "to": last.isoformat() if last else None}
+    except web_filters.BadFilter as exc:
+        status, context["problem"] = 400, str(exc)
+    except WarehouseMissing as exc:
+        status, context["problem"] = 503, f"{exc}. The pages fill in once data has been loaded."
+    except CafeEtlError as exc:
+        status, context["problem"] = 503, str(exc)
+    return request.app.state.templates.TemplateResponse(request, f"{page}.html", context, status_code=status)
+
+
+@router.get("/")
+def overview(request: Request):
+    return _page(request, "overview", "", "Overview")
+
+
+@router.get("/what")
+def what(request: Request):
+    return _page(request, "what", "what", "What sells")
+
+
+@router.get("/where")
+def where(request: Request):
+    return _page(request, "where", "where", "Where")
+
+
+@router.get("/when")
+def when(request: Request):
+    return _page(request, "when", "when", "When")
+
+
+@router.get("/customers")
+def customers(request: Request):
+    return _page(request, "customers", "customers", "Customers")
+
+
+@router.get("/operations")
+def operations_page(request: Request):
+    return _page(request, "operations", "operations", "Operations", branch_filter=False, operations_period=True)

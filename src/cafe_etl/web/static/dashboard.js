@@ -1,0 +1,339 @@
+// cafe-etl dashboard: every element with data-api is filled from the JSON API.
+// Charts are drawn with the bundled Apache ECharts; tables and figures with plain DOM
+// (text only, never HTML from data). Each element ends with data-state ready, empty or
+// error, so a reader (or a test) knows when the page is complete.
+"use strict";
+
+(function () {
+  const money = new Intl.NumberFormat("en-GB", { style: "currency", currency: "GBP" });
+  const whole = new Intl.NumberFormat("en-GB", { maximumFractionDigits: 0 });
+  const decimal = new Intl.NumberFormat("en-GB", { maximumFractionDigits: 2 });
+  const palette = ["#8c5a3c", "#d08c60", "#c9a66b", "#5b8e7d", "#3f6c8c", "#a7506b", "#7b6fa6", "#6f9b4f",
+                   "#b86b3e", "#4f7f9b", "#999999"];
+  const statusColours = { loaded: "#5b8e7d", failed: "#c0392b", skipped: "#c9a66b", replaced: "#7b6fa6",
+                          loading: "#3f6c8c" };
+
+  const state = { charts: {}, data: {} };
+  window.cafeEtl = state;
+
+  const filters = new URLSearchParams(window.location.search);
+  filters.delete("token");
+  const fetched = new Map();
+
+  function apiUrl(el, extra) {
+    const params = el.dataset.scope === "none" ? new URLSearchParams() : new URLSearchParams(filters);
+    for (const [key, value] of Object.entries(extra || {})) {
+      if (value === null || value === undefined || value === "") params.delete(key);
+      else params.set(key, value);
+    }
+    const query = params.toString();
+    return el.dataset.api + (query ? "?" + query : "");
+  }
+
+  function getJson(url) {
+    if (!fetched.has(url)) {
+      fetched.set(url, fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+        .then(async (response) => {
+          const body = await response.json().catch(() => ({}));
+          if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
+          return body;
+        }));
+    }
+    return fetched.get(url);
+  }
+
+  function say(el, message, kind) {
+    el.dataset.state = kind;
+    const note = document.createElement("p");
+    note.className = kind === "error" ? "problem" : "empty";
+    note.textContent = message;
+    if (el.tagName === "TABLE") {
+      el.querySelector("tbody").replaceChildren(row([note.textContent], el.querySelectorAll("th").length));
+    } else {
+      el.replaceChildren(note);
+    }
+  }
+
+  function row(cells, span, numeric) {
+    const tr = document.createElement("tr");
+    cells.forEach((value, i) => {
+      const td = document.createElement("td");
+      if (span) td.colSpan = span;
+      td.textContent = value === null || value === undefined ? "–" : String(value);
+      if (numeric && numeric[i]) td.className = "num";
+      tr.append(td);
+    });
+    return tr;
+  }
+
+  function chart(el, option) {
+    const instance = echarts.init(el, null, { renderer: "canvas" });
+    instance.setOption(Object.assign({ color: palette, animation: false, textStyle: { fontFamily: "inherit" } },
+                                     option));
+    state.charts[el.dataset.chart] = instance;
+    window.addEventListener("resize", () => instance.resize());
+    return instance;
+  }
+
+  const tooltipAxis = { trigger: "axis", axisPointer: { type: "shadow" } };
+  const grid = { left: 8, right: 24, top: 36, bottom: 8, containLabel: true };
+
+  function horizontalBars(el, labels, values, name, format) {
+    return chart(el, {
+      tooltip: tooltipAxis, grid,
+      xAxis: { type: "value", axisLabel: { formatter: format } },
+      yAxis: { type: "category", data: labels, inverse: true, axisLabel: { width: 220, overflow: "truncate" } },
+      series: [{ type: "bar", name, data: values }],
+    });
+  }
+
+  const money2 = (v) => money.format(v);
+
+  // Renderers: one per data-chart, data-table or data-render name --------------------------
+
+  const charts = {
+    "daily-revenue": (el, body) => chart(el, {
+      tooltip: { trigger: "axis" }, legend: { top: 0 }, grid,
+      xAxis: { type: "category", data: body.data.map((d) => d.date) },
+      yAxis: { type: "value", axisLabel: { formatter: money2 } },
+      series: [
+        { type: "bar", name: "Revenue", data: body.data.map((d) => d.revenue) },
+        { type: "line", name: "7-day average", data: body.data.map((d) => d.average_7d), smooth: true,
+          symbol: "none", lineStyle: { width: 3 } },
+      ],
+    }),
+    "top-quantity": (el, body) => horizontalBars(el, body.data.top_by_quantity.map((p) => p.product),
+      body.data.top_by_quantity.map((p) => p.quantity), "Items sold"),
+    "top-revenue": (el, body) => horizontalBars(el, body.data.top_by_revenue.map((p) => p.product),
+      body.data.top_by_revenue.map((p) => p.revenue), "Revenue", money2),
+    "bottom-quantity": (el, body) => horizontalBars(el, body.data.bottom_by_quantity.map((p) => p.product),
+      body.data.bottom_by_quantity.map((p) => p.quantity), "Items sold"),
+    sizes: (el, body) => chart(el, {
+      tooltip: { trigger: "item" }, legend: { bottom: 0 },
+      series: [{ type: "pie", radius: ["40%", "70%"], name: "Items sold",
+                 data: body.data.map((s) => ({ name: s.size, value: s.quantity })) }],
+    }),
+    flavours: (el, body) => horizontalBars(el, body.data.map((f) => f.flavour), body.data.map((f) => f.quantity),
+      "Items sold"),
+    mix: (el, body) => chart(el, {
+      tooltip: tooltipAxis, legend: { top: 0, type: "scroll" }, grid: Object.assign({}, grid, { top: 48 }),
+      xAxis: { type: "value" },
+      yAxis: { type: "category", inverse: true, data: body.data.branches.map((b) => b.branch) },
+      series: body.data.products.map((product, i) => ({
+        type: "bar", stack: "mix", name: product, data: body.data.branches.map((b) => b.quantities[i]),
+      })),
+    }),
+    ranking: (el, body) => horizontalBars(el, body.data.slice(0, 25).map((b) => b.branch),
+      body.data.slice(0, 25).map((b) => b.revenue), "Revenue", money2),
+    "branch-trend": (el, body) => chart(el, {
+      tooltip: { trigger: "axis" }, legend: { top: 0, type: "scroll" }, grid: Object.assign({}, grid, { top: 48 }),
+      xAxis: { type: "category", data: body.data.dates },
+      yAxis: { type: "value", axisLabel: { formatter: money2 } },
+      series: body.data.series.map((s) => ({ type: "line", name: s.branch, data: s.revenue, symbol: "none" })),
+    }),
+    heatmap: (el, body) => {
+      const cells = body.data.cells;
+      const hours = [...new Set(cells.map((c) => c.hour))].sort((a, b) => a - b);
+      const max = Math.max(1, ...cells.map((c) => c.transactions));
+      return chart(el, {
+        tooltip: { position: "top" }, grid: Object.assign({}, grid, { bottom: 56 }),
+        xAxis: { type: "category", data: hours.map((h) => `${String(h).padStart(2, "0")}:00`), splitArea: { show: true } },
+        yAxis: { type: "category", data: body.data.weekdays, inverse: true, splitArea: { show: true } },
+        visualMap: { min: 0, max, calculable: true, orient: "horizontal", left: "center", bottom: 0,
+                     inRange: { color: ["#fbf3ea", "#d08c60", "#6b3a1e"] } },
+        series: [{ type: "heatmap", name: "Transactions",
+                   data: cells.map((c) => [hours.indexOf(c.hour), c.weekday - 1, c.transactions]) }],
+      });
+    },
+    hours: (el, body) => chart(el, {
+      tooltip: tooltipAxis, legend: { top: 0 }, grid,
+      xAxis: { type: "category", data: body.data.map((h) => `${String(h.hour).padStart(2, "0")}:00`) },
+      yAxis: [{ type: "value", axisLabel: { formatter: money2 } }, { type: "value", splitLine: { show: false } }],
+      series: [
+        { type: "bar", name: "Revenue", data: body.data.map((h) => h.revenue) },
+        { type: "line", name: "Transactions", yAxisIndex: 1, data: body.data.map((h) => h.transactions) },
+      ],
+    }),
+    customers: (el, body) => chart(el, {
+      tooltip: tooltipAxis, legend: { top: 0 }, grid,
+      xAxis: { type: "category", data: body.data.map((d) => d.date) },
+      yAxis: { type: "value" },
+      series: [
+        { type: "bar", stack: "c", name: "Returning", data: body.data.map((d) => d.returning) },
+        { type: "bar", stack: "c", name: "New", data: body.data.map((d) => d.new) },
+      ],
+    }),
+    repeat: (el, body) => horizontalBars(el, body.data.slice(0, 25).map((b) => b.branch),
+      body.data.slice(0, 25).map((b) => b.repeat_rate_pct), "Repeat rate %", (v) => `${v}%`),
+    files: (el, body) => {
+      const statuses = ["loaded", "failed", "skipped", "replaced", "loading"]
+        .filter((s) => body.data.some((d) => d[s]));
+      return chart(el, {
+        tooltip: tooltipAxis, legend: { top: 0 }, grid,
+        xAxis: { type: "category", data: body.data.map((d) => d.date) },
+        yAxis: { type: "value" },
+        series: statuses.map((s) => ({ type: "bar", stack: "files", name: s, color: statusColours[s],
+                                       data: body.data.map((d) => d[s] || 0) })),
+      });
+    },
+    runs: (el, body) => chart(el, {
+      tooltip: tooltipAxis, grid,
+      xAxis: { type: "category", data: body.data.map((r) => `#${r.run_id}`) },
+      yAxis: { type: "value" },
+      series: [{ type: "bar", name: "Rows per second", data: body.data.map((r) => r.rows_per_second || 0) }],
+    }),
+    rejects: (el, body) => {
+      const reasons = Object.keys(body.data.by_reason).sort();
+      const instance = chart(el, {
+        tooltip: tooltipAxis, legend: { top: 0, type: "scroll" }, grid: Object.assign({}, grid, { top: 48 }),
+        xAxis: { type: "category", data: body.data.days.map((d) => d.date) },
+        yAxis: { type: "value" },
+        series: reasons.map((r) => ({ type: "bar", stack: "rejects", name: r,
+                                      data: body.data.days.map((d) => d.reasons[r] || 0) })),
+      });
+      instance.on("click", (event) => showRejectRows(event.seriesName));
+      return instance;
+    },
+  };
+
+  const tables = {
+    ranking: (body) => body.data.map((b) => [b.rank, b.branch, money.format(b.revenue),
+                                             whole.format(b.transactions), money.format(b.average_basket)]),
+    "best-sellers": (body) => body.data.map((b) => [b.branch, b.product, whole.format(b.quantity),
+                                                    money.format(b.revenue)]),
+    "peak-hours": (body) => body.data.map((b) => [b.branch, `${String(b.peak_hour).padStart(2, "0")}:00`,
+                                                  whole.format(b.transactions), `${b.share_pct}%`]),
+    "reject-rows": (body) => body.data.map((r) => [r.file_id, r.location, r.row, r.reason, r.detail, r.row_data]),
+    failed: (body) => body.data.map((f) => [f.file_id, f.location, f.business_date, f.processed_at, f.error]),
+  };
+
+  function changeText(change) {
+    if (change === null || change === undefined) return ["no earlier period", "flat"];
+    const sign = change > 0 ? "+" : change < 0 ? "−" : "±";
+    return [`${sign}${Math.abs(change).toFixed(1)}% vs previous`, change > 0 ? "up" : change < 0 ? "down" : "flat"];
+  }
+
+  function duration(seconds) {
+    const d = Math.floor(seconds / 86400), h = Math.floor((seconds % 86400) / 3600);
+    const m = Math.floor((seconds % 3600) / 60);
+    return d ? `${d} d ${h} h` : h ? `${h} h ${m} min` : `${m} min ${Math.floor(seconds % 60)} s`;
+  }
+
+  function setFigure(el, key, text, change) {
+    const tile = el.querySelector(`[data-figure="${key}"]`);
+    tile.querySelector(".value").textContent = text;
+    const changeEl = tile.querySelector(".change");
+    if (changeEl && change !== undefined) {
+      const [label, direction] = changeText(change);
+      changeEl.textContent = label;
+      changeEl.dataset.direction = direction;
+    }
+  }
+
+  const renders = {
+    figures: (el, body) => {
+      const f = body.data.figures;
+      setFigure(el, "revenue", money.format(f.revenue.value), f.revenue.change_pct);
+      setFigure(el, "transactions", whole.format(f.transactions.value), f.transactions.change_pct);
+      setFigure(el, "items", whole.format(f.items.value), f.items.change_pct);
+      setFigure(el, "average_basket_value", f.average_basket_value.value === null ? "–"
+        : money.format(f.average_basket_value.value), f.average_basket_value.change_pct);
+      setFigure(el, "average_basket_size", f.average_basket_size.value === null ? "–"
+        : decimal.format(f.average_basket_size.value), f.average_basket_size.change_pct);
+    },
+    service: (el, body) => {
+      const s = body.data;
+      setFigure(el, "last_success", s.last_success ? s.last_success.replace("T", " ") : "never");
+      setFigure(el, "loaded", whole.format(s.files.loaded || 0));
+      setFigure(el, "failed", whole.format(s.files.failed || 0));
+      setFigure(el, "uptime", duration(s.uptime_seconds));
+      setFigure(el, "version", s.version);
+    },
+    arrivals: (el, body) => {
+      const a = body.data;
+      const parts = [];
+      const head = document.createElement("p");
+      head.className = "arrivals-summary";
+      head.textContent = a.latest_business_day
+        ? `${a.latest_business_day}: ${a.delivered} of ${a.branches} branches delivered`
+        : "No file loaded yet";
+      parts.push(head);
+      const list = (title, items) => {
+        const h = document.createElement("h3");
+        h.textContent = `${title} (${items.length})`;
+        const ul = document.createElement("ul");
+        ul.dataset.list = title.toLowerCase();
+        items.slice(0, 50).forEach((text) => {
+          const li = document.createElement("li");
+          li.textContent = text;
+          ul.append(li);
+        });
+        if (items.length > 50) {
+          const li = document.createElement("li");
+          li.textContent = `… and ${items.length - 50} more`;
+          ul.append(li);
+        }
+        parts.push(h, ul);
+      };
+      list("Late", a.late);
+      list("Missing", a.missing.map((m) => `${m.date} · ${m.branch}`));
+      el.replaceChildren(...parts);
+    },
+  };
+
+  function isEmpty(body) {
+    const data = body.data;
+    if (data === null || data === undefined) return true;
+    if (Array.isArray(data)) return data.length === 0;
+    if (data.cells) return data.cells.length === 0;
+    if (data.series) return data.series.length === 0;
+    if (data.branches && Array.isArray(data.branches)) return data.branches.length === 0;
+    if (data.days) return data.days.length === 0 && Object.keys(data.by_reason).length === 0;
+    return false;
+  }
+
+  async function fill(el, extra) {
+    el.dataset.state = "loading";
+    try {
+      const body = await getJson(apiUrl(el, extra));
+      const name = el.dataset.chart || el.dataset.table || el.dataset.render;
+      state.data[name] = body;
+      if (el.dataset.render) {
+        renders[el.dataset.render](el, body);
+      } else if (isEmpty(body)) {
+        say(el, "Nothing in this period.", "empty");
+        return;
+      } else if (el.dataset.chart) {
+        charts[el.dataset.chart](el, body);
+      } else {
+        const numeric = [...el.querySelectorAll("thead th")].map((th) => th.classList.contains("num"));
+        el.querySelector("tbody").replaceChildren(...tables[el.dataset.table](body)
+          .map((cells) => row(cells, 0, numeric)));
+      }
+      el.dataset.state = "ready";
+    } catch (error) {
+      say(el, `Could not load: ${error.message}`, "error");
+    }
+  }
+
+  function showRejectRows(reason) {
+    const table = document.querySelector('[data-table="reject-rows"]');
+    if (!table) return;
+    document.querySelector('[data-role="reject-filter"]').textContent = reason || "all reasons";
+    fill(table, { reason });
+    table.scrollIntoView({ behavior: "smooth", block: "nearest" });
+  }
+  state.showRejectRows = showRejectRows;
+
+  // Branch select applies at once; dates wait for the Apply button.
+  const form = document.getElementById("filters");
+  if (form) {
+    const select = form.querySelector("select[name=branch]");
+    if (select) select.addEventListener("change", () => form.requestSubmit());
+    form.addEventListener("submit", () => {
+      for (const input of form.querySelectorAll("input, select")) if (!input.value) input.disabled = true;
+    });
+  }
+
+  document.querySelectorAll("[data-api]").forEach((el) => fill(el));
+})();
