@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean lambda-package
+.PHONY: demo test bench lint clean lambda-package chromium
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# Generates a month, loads it, prints the report, then serves the dashboard (Ctrl-C stops it).
 demo: $(STAMP)
-	$(VENV)/bin/cafe-etl demo --no-serve
+	$(VENV)/bin/cafe-etl demo
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -25,6 +26,14 @@ bench: $(STAMP)
 # The AWS Lambda function's zip (deploy/aws/template.yaml): build/lambda.zip
 lambda-package: $(STAMP)
 	$(PY) deploy/aws/package.py --out build/lambda.zip
+
+# Chromium for the browser tests (Debian packages chromium, chromium-driver), when missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }; }
+	@chromium --version
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests bench deploy
