@@ -320,11 +320,14 @@ class _FileAccess:
                     self._closer.start()
                 self._cond.notify_all()
 
-    def anchor(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Keep the database open between readers (called by a reader holding ``con``)."""
+    def anchor(self) -> None:
+        """Keep the database open between readers (called by a reader, so opening it
+        again only joins the instance already open). Not a cursor of the reader's
+        connection: closing a connection closes its cursors."""
         with self._cond:
             if self._anchor is None:
-                self._anchor = con.cursor()
+                with suppress(duckdb.Error):
+                    self._anchor = duckdb.connect(self.path, read_only=True)
 
     def _close_idle(self) -> None:
         with self._cond:
@@ -464,7 +467,7 @@ class DuckDBWarehouse(Warehouse):
         access = _FileAccess.of(self.path)
         with access.reading(wait):
             con = self._connect_read_only(deadline)
-            access.anchor(con)
+            access.anchor()
             try:
                 created = con.execute(
                     "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'etl_file'").fetchone()[0]
