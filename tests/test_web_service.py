@@ -162,3 +162,34 @@ def test_serve_with_watch_ingests_files_as_they_land(generated, tmp_path):
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=60)
     assert code == 0, process.stdout.read()
+
+
+def test_the_dashboard_keeps_answering_while_another_process_ingests(generated, tmp_path):
+    days = by_day(generated)
+    dates = list(days)
+    warehouse = tmp_path / "w.duckdb"
+    assert run_cli("ingest", *days[dates[0]], "--warehouse", warehouse).code == 0
+    rest = [path for day in dates[1:] for path in days[day]]
+    app = create_app(Settings(warehouse=str(warehouse)))
+    with TestClient(app) as client:
+        before = client.get("/api/where/ranking", params={"from": dates[0], "to": dates[-1]})
+        assert before.status_code == 200
+        loader = subprocess.Popen([sys.executable, "-m", "cafe_etl.cli", "ingest", *map(str, rest),
+                                   "--warehouse", str(warehouse)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        answers = []
+        while loader.poll() is None:
+            response = client.get("/api/where/ranking", params={"from": dates[0], "to": dates[-1]})
+            answers.append(response.status_code)
+            assert response.status_code in (200, 503), response.text
+            if response.status_code == 503:
+                assert response.headers["Retry-After"]
+        out, err = loader.communicate()
+        assert loader.returncode == 0, err  # the loader waited out the dashboard's reads
+        after = client.get("/api/where/ranking", params={"from": dates[0], "to": dates[-1]})
+    assert answers and answers.count(200) >= 1
+    total = sum(b["transactions"] for b in after.json()["data"])
+    from tests.conftest import query
+
+    assert total == query(warehouse, "SELECT count(*) FROM fact_sale")[0][0] > \
+        sum(b["transactions"] for b in before.json()["data"])

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -37,6 +38,22 @@ from cafe_etl.warehouse.base import (
 )
 
 _ALIAS = "wh"
+def _load_wanted_marker(path: str) -> str:
+    return f"{os.path.abspath(path)}.load-wanted"
+
+
+# A marker older than this was left by a loader that died: ignored.
+_MARKER_FRESH = 30.0
+
+
+def _load_wanted(path: str) -> bool:
+    """Whether a loader in some process is waiting for this warehouse file."""
+    try:
+        return time.time() - os.stat(_load_wanted_marker(path)).st_mtime < _MARKER_FRESH
+    except OSError:
+        return False
+
+
 # Seconds a loader waits for other processes holding the file before "busy".
 WRITER_WAIT = 10.0
 NO_KEY = 2**63 - 1  # above every key: a customer without a first branch yet takes any
@@ -329,6 +346,11 @@ class _FileAccess:
                 with suppress(duckdb.Error):
                     self._anchor = duckdb.connect(self.path, read_only=True)
 
+    def release_anchor(self) -> None:
+        """Close the anchor now (readers in hand keep their own connections)."""
+        with self._cond:
+            self._drop_anchor()
+
     def _close_idle(self) -> None:
         with self._cond:
             if not self._readers:
@@ -412,16 +434,24 @@ class DuckDBWarehouse(Warehouse):
 
     def _attach(self, control: duckdb.DuckDBPyConnection) -> None:
         """Attach the file for writing. While another process reads or writes it (the
-        dashboard's short-lived reads, say), try again for up to ``WRITER_WAIT`` seconds."""
+        dashboard's short-lived reads, say), try again for up to ``WRITER_WAIT`` seconds,
+        announcing the wait in a marker file so that readers step aside."""
         deadline = time.monotonic() + WRITER_WAIT
-        while True:
-            try:
-                control.execute(f"ATTACH ? AS {_ALIAS}", [os.path.abspath(self.path)]).fetchall()
-                return
-            except duckdb.Error as exc:
-                if not isinstance(_translate(exc, self.path), WarehouseBusy) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(0.1 + 0.2 * random.random())
+        marker = _load_wanted_marker(self.path)
+        try:
+            while True:
+                try:
+                    control.execute(f"ATTACH ? AS {_ALIAS}", [os.path.abspath(self.path)]).fetchall()
+                    return
+                except duckdb.Error as exc:
+                    if not isinstance(_translate(exc, self.path), WarehouseBusy) or time.monotonic() >= deadline:
+                        raise
+                with suppress(OSError):
+                    Path(marker).touch()
+                time.sleep(0.1 + 0.2 * random.random())
+        finally:
+            with suppress(OSError):
+                os.unlink(marker)
 
     def _attached(self, pool: EnginePool) -> Iterator[DuckDBLoadSession]:
         control = pool.cursor()
@@ -466,6 +496,7 @@ class DuckDBWarehouse(Warehouse):
         deadline = time.monotonic() + wait
         access = _FileAccess.of(self.path)
         with access.reading(wait):
+            self._step_aside_for_a_loader(access, deadline)
             con = self._connect_read_only(deadline)
             access.anchor()
             try:
@@ -481,6 +512,16 @@ class DuckDBWarehouse(Warehouse):
                 yield DuckDBReader(con, self.path, time_limit)
             finally:
                 con.close()
+
+    def _step_aside_for_a_loader(self, access: _FileAccess, deadline: float) -> None:
+        """A loader in another process waits for the file: let it go (close the anchor,
+        open nothing) until it has it, or until ``deadline`` ("busy")."""
+        while _load_wanted(self.path):
+            access.release_anchor()
+            if time.monotonic() >= deadline:
+                raise WarehouseBusy(f"warehouse {self.path} is in use by another process (a load is starting); "
+                                    "try again when it has finished")
+            time.sleep(0.05)
 
     def _connect_read_only(self, deadline: float) -> duckdb.DuckDBPyConnection:
         """A read-only connection; while another process loads (and holds the file),
