@@ -65,6 +65,7 @@ def _encoding(data: bytes) -> tuple[str, str | None]:
         return "utf-16", data.decode("utf-16")
     if data.startswith(_GZIP_MAGIC):
         raise UndecodableFile("the file is gzip-compressed, not a CSV export: decompress it first")
+    _check_control_bytes(data)
     if data.isascii():
         return "ascii", None
     try:
@@ -72,6 +73,20 @@ def _encoding(data: bytes) -> tuple[str, str | None]:
     except UnicodeDecodeError:
         # Older tills and spreadsheets on Windows write cp1252 (e.g. £ as 0xA3).
         return "cp1252", data.decode("cp1252", errors="replace")
+
+
+# Bytes a text export never holds (tab, LF, CR and the stray NUL handled below aside).
+_CONTROL = bytes(b for b in range(32) if b not in (0, 9, 10, 13))
+_SAMPLE = 1 << 20
+
+
+def _check_control_bytes(data: bytes) -> None:
+    """Binary content (an image, a spreadsheet, a database) is refused whole: its
+    "rows" would only fill the quarantine with noise. A sample decides."""
+    sample = data[:_SAMPLE]
+    control = len(sample) - len(sample.translate(None, _CONTROL))
+    if control and control * 100 > len(sample):
+        raise UndecodableFile("the file holds control bytes: it is binary, not a CSV export")
 
 
 def _check_nul(data: bytes | str) -> bool:

@@ -37,6 +37,8 @@ CREATE OR REPLACE TEMP MACRO payment_word(x) AS
     CASE WHEN x IN ('CASH', 'CARD') THEN x WHEN length(x) >= 4 THEN upper(trim(x)) END;
 CREATE OR REPLACE TEMP MACRO mask_numbers(x) AS
     regexp_replace(x, '[0-9][0-9 -]{{10,}}[0-9]', '<number removed>', 'g');
+CREATE OR REPLACE TEMP MACRO clip(x, n) AS
+    CASE WHEN length(x) > n THEN left(x, n - 1) || '…' ELSE x END;
 CREATE OR REPLACE TEMP MACRO quote_field(x) AS
     CASE WHEN contains(x, ',') AND NOT starts_with(x, '"') THEN '"' || x || '"' ELSE x END;
 CREATE OR REPLACE TEMP MACRO keep_if_plain(x) AS

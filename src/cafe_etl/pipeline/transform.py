@@ -80,6 +80,8 @@ SELECT legacy, item_text, size, name, flavour, price,
            WHEN NOT legacy AND NOT contains(t, ' - ') THEN 'BAD_ITEM'
            WHEN legacy AND v0_size <> '' AND size IS NULL THEN 'BAD_ITEM'
            WHEN name = '' THEN 'BAD_ITEM'
+           WHEN regexp_matches(head, '[0-9]([ -]?[0-9]){{11,}}') THEN 'BAD_ITEM'
+           WHEN regexp_matches(head, '(^|- )[=+@]') OR regexp_matches(head, '[[:cntrl:]]') THEN 'BAD_ITEM'
            WHEN is_missing(price_text) THEN 'BAD_PRICE'
            WHEN price IS NULL THEN 'BAD_PRICE'
            WHEN price < 0 THEN 'BAD_PRICE'
@@ -91,6 +93,11 @@ SELECT legacy, item_text, size, name, flavour, price,
                THEN format('item ''{{}}'' is not written SIZE NAME - PRICE', t)
            WHEN legacy AND v0_size <> '' AND size IS NULL THEN format('item ''{{}}'' has an unknown size', t)
            WHEN name = '' THEN format('item ''{{}}'' has no product name', t)
+           -- A product name never holds a card-like number; the detail does not repeat it.
+           WHEN regexp_matches(head, '[0-9]([ -]?[0-9]){{11,}}') THEN 'item name holds a long number (not shown)'
+           WHEN regexp_matches(head, '(^|- )[=+@]') OR regexp_matches(head, '[[:cntrl:]]')
+               THEN format('item ''{{}}'' is not a product name (formula or control characters)',
+                           regexp_replace(t, '[[:cntrl:]]', '?', 'g'))
            WHEN is_missing(price_text) THEN format('item ''{{}}'' has no price', t)
            WHEN price IS NULL THEN format('price ''{{}}'' of item ''{{}}'' is not an amount', price_text, name)
            WHEN price < 0 THEN format('price {{}} of item ''{{}}'' is negative', price_text, name)

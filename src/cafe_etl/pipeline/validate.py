@@ -80,7 +80,8 @@ SELECT idx, line_no, sold_at, total, payment, branch_key, basket_no, n_items, cu
        CASE WHEN blank THEN 'blank' WHEN header THEN 'header' WHEN failure IS NOT NULL THEN 'reject'
             ELSE 'sale' END AS outcome,
        CASE WHEN NOT blank AND NOT header THEN failure END AS reason,
-       CASE WHEN blank OR header THEN NULL
+       -- Quarantine text is clipped: a 10 MB "row" keeps its reason, not its bulk.
+       clip(CASE WHEN blank OR header THEN NULL
             WHEN failure = 'DUPLICATE_ROW' THEN format('same bytes as line {{}}', duplicate_of)
             WHEN failure = 'BAD_FIELD_COUNT' THEN format('{EXPECTED_FIELDS} fields expected, found {{}}', n_fields)
             WHEN failure = 'BAD_TIMESTAMP' AND is_missing(f_when) THEN 'timestamp is missing'
@@ -108,13 +109,14 @@ SELECT idx, line_no, sold_at, total, payment, branch_key, basket_no, n_items, cu
                 THEN format('payment method ''{{}}'' is not CASH or CARD', payment_text)
             WHEN failure = 'BRANCH_MISMATCH'
                 THEN format('branch ''{{}}'' differs from the file''s branch ''{{}}''', f_branch, file_branch_id)
-        END AS detail,
+        END, $max_detail) AS detail,
         -- The rejected row as written, without its personal data (DESIGN §3).
-        CASE WHEN blank OR header OR failure IS NULL THEN NULL
+        clip(CASE WHEN blank OR header OR failure IS NULL THEN NULL
              WHEN n_fields = {EXPECTED_FIELDS}
                  THEN mask_numbers(concat_ws(',', f_when, f_branch, '', quote_field(basket), f5, f6, ''))
-             ELSE array_to_string(list_transform(csv_fields(odd_raw), lambda x: keep_if_plain(x)), ',')
-        END AS row_data
+             ELSE array_to_string(list_transform(csv_fields(left(odd_raw, $max_row_data * 4)),
+                                                 lambda x: keep_if_plain(x)), ',')
+        END, $max_row_data) AS row_data
 FROM judged
 """
 
@@ -136,6 +138,10 @@ LEFT JOIN stg_file_branch fb USING (idx)
 GROUP BY ALL
 ORDER BY s.idx
 """
+
+# Characters of a reject's detail and of its row kept in the quarantine.
+MAX_DETAIL = 500
+MAX_ROW_DATA = 2000
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,8 @@ def validate(engine: Engine, rules: Rules, now: datetime) -> dict[int, FileCount
             "earliest": datetime.combine(rules.earliest_date, datetime.min.time()),
             "latest": now + timedelta(days=rules.future_days),
             "max_items": rules.max_items_per_sale,
+            "max_detail": MAX_DETAIL,
+            "max_row_data": MAX_ROW_DATA,
         },
     )
     rows = engine.rows(_COUNTS)

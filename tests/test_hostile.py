@@ -1,0 +1,128 @@
+"""The hostile corpus (tests/fixtures/hostile): every file has its expected outcome,
+none produces a traceback, memory stays bounded, and the good files of the same
+batch load exactly as they would alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from tests.conftest import query, run_cli
+
+from cafe_etl.config import Settings
+from cafe_etl.errors import SourceError
+from cafe_etl.pipeline.run import ingest
+from cafe_etl.sources.base import LandingFile
+from cafe_etl.sources.local import discover
+
+HOSTILE = Path(__file__).resolve().parent / "fixtures" / "hostile"
+EXPECTED = json.loads((HOSTILE / "expected.json").read_text())
+sys.path.insert(0, str(HOSTILE))
+import build  # noqa: E402 - the corpus's own writer, for the files too large to keep
+
+GIB = 1024 * 1024 * 1024
+
+
+def test_the_corpus_on_disk_is_the_one_the_builder_writes():
+    written = build.small_files()
+    on_disk = {p.name: p.read_bytes() for p in HOSTILE.glob("*.csv")}
+    assert on_disk == written
+    assert set(EXPECTED) == set(written)
+    assert len(written) + 3 >= 30  # with the three large files build.large_files writes
+
+
+@pytest.fixture(scope="module")
+def batch(generated, tmp_path_factory):
+    """Every hostile file, the large ones, a directory symlink loop and a good chain, in one run."""
+    folder = tmp_path_factory.mktemp("hostile")
+    landing = folder / "landing"
+    shutil.copytree(generated, landing)
+    for path in HOSTILE.glob("*.csv"):
+        shutil.copy(path, landing / path.name)
+    build.large_files(landing / "large")
+    os.symlink(landing, landing / "loop")  # a directory that contains itself
+    warehouse = folder / "w.duckdb"
+    result = run_cli("ingest", landing, "--warehouse", warehouse, "--json", timeout=600)
+    return result, warehouse
+
+
+def test_every_hostile_file_has_its_expected_outcome(batch):
+    result, _ = batch
+    assert result.code == 1  # some files failed, and said so
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    outcomes = {Path(f["location"]).name: f for f in result.json()["file_results"]}
+    for name, expected in EXPECTED.items():
+        got = outcomes[name]
+        assert got["outcome"] == expected["outcome"], name
+        assert got["rows_loaded"] == expected["rows_loaded"], name
+        assert got["rejects_by_reason"] == expected["rejects"], name
+        assert got["error"] == expected.get("error"), name
+        assert got["rows_read"] == got["rows_loaded"] + got["rows_rejected"] + got["rows_ignored"], name
+
+
+def test_the_large_files_load_within_bounded_memory(batch):
+    result, warehouse = batch
+    outcomes = {Path(f["location"]).name: f for f in result.json()["file_results"]}
+    assert outcomes["million_rows.csv"]["rows_loaded"] == 1_000_000
+    line = outcomes["ten_mb_single_line.csv"]
+    assert line["rows_loaded"] == 2 and line["rejects_by_reason"] == {"BAD_ITEM": 1}
+    fields = outcomes["hundred_thousand_fields.csv"]
+    assert fields["rows_loaded"] == 2 and fields["rejects_by_reason"] == {"BAD_FIELD_COUNT": 1}
+    longest = query(warehouse, "SELECT max(length(row_data)), max(length(detail)) FROM etl_reject")[0]
+    assert longest[0] <= 2000 and longest[1] <= 500  # the quarantine keeps the reason, not 10 MB
+    # The peak of every child process of this test session so far, the ingest above included.
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 < GIB
+
+
+def test_the_good_files_of_the_batch_load_exactly(batch, expected):
+    _, warehouse = batch
+    chain = run_cli("report", "--warehouse", warehouse, "--format", "json").json()
+    good = [b for b in chain["branches"] if b["branch"] != "Hostile Town"]
+    assert good == expected["report"]["branches"]
+    # The directory loop was not followed: nothing was found, or loaded, twice.
+    assert query(warehouse, "SELECT count(*) FROM etl_file WHERE location LIKE '%/loop/%'")[0][0] == 0
+
+
+def test_nothing_hostile_reaches_the_dimensions(batch):
+    _, warehouse = batch
+    names = [n for (n,) in query(warehouse, "SELECT name FROM dim_product")]
+    assert not [n for n in names if n[:1] in "=+@" or any(ch.isdigit() for ch in n)]
+    branches = [n for (n,) in query(warehouse, "SELECT name FROM dim_branch")]
+    assert not [b for b in branches if "'" in b or ";" in b]
+    assert query(warehouse, "SELECT count(*) FROM etl_file")[0][0] > 0  # the SQL in the fields did nothing
+
+
+def test_a_file_deleted_after_listing_and_an_unreadable_one_fail_alone(generated, tmp_path):
+    landing = tmp_path / "landing"
+    shutil.copytree(generated, landing)
+    files = list(discover(str(landing)))
+    gone, locked = files[0], files[1]
+    os.unlink(gone.location)
+
+    def denied() -> bytes:
+        raise SourceError(f"cannot read {locked.location}: Permission denied")
+
+    if os.geteuid() != 0:  # a real permission problem where the test user can have one
+        os.chmod(locked.location, 0)
+    else:  # root reads everything: the source's own failure, as a chmod 000 file raises it
+        files[1] = LandingFile(locked.location, locked.size, locked.modified, denied, None, locked.etag)
+    warehouse = tmp_path / "w.duckdb"
+    summary = ingest([], Settings(warehouse=str(warehouse)), files=files)
+    by_location = {f.location: f for f in summary.files}
+    assert by_location[gone.location].outcome == "failed" and by_location[gone.location].unreadable
+    assert "disappeared before it could be read" in by_location[gone.location].error
+    assert by_location[locked.location].outcome == "failed"
+    assert "Permission denied" in by_location[locked.location].error
+    assert sum(f.outcome == "loaded" for f in summary.files) == len(files) - 2
+    status = dict(query(warehouse, "SELECT location, status FROM etl_file"))
+    assert status.get(gone.location, "failed") == "failed"
+    # Once readable again, the next run loads it.
+    if os.geteuid() != 0:
+        os.chmod(locked.location, 0o644)
+    again = ingest([str(landing)], Settings(warehouse=str(warehouse)))
+    assert [f.outcome for f in again.files if f.location == locked.location] == ["loaded"]
