@@ -35,7 +35,7 @@ def _documented_commands() -> dict[str, set[str]]:
 def test_every_documented_command_and_option_exists():
     commands = _documented_commands()
     assert set(commands) == {"demo", "generate", "ingest", "validate", "report", "status", "rejects", "replay",
-                             "watch", "serve"}
+                             "watch", "serve", "audit"}
     for command, options in commands.items():
         help_text = run_cli(command, "--help").stdout
         for option in options:

@@ -298,6 +298,33 @@ def replay(file, branch, day, as_json, warehouse, key_file, customer_keys, s3_en
 
 
 @main.command()
+@click.option("--file", "files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Also scan this text file (a log, an export); repeatable")
+@click.option("--json", "as_json", is_flag=True)
+@warehouse_option
+@handle_errors
+def audit(files, as_json, warehouse) -> None:
+    """Search every text column of the warehouse (quarantine included), and any --file,
+    for card numbers (Luhn-valid runs of 13-19 digits). Exit 1 when any is found."""
+    from cafe_etl.analytics import audit as audits
+    from cafe_etl.warehouse import open_warehouse
+
+    with open_warehouse(_settings(warehouse).warehouse).reader() as reader:
+        columns, findings = audits.scan_warehouse(reader)
+    findings += audits.scan_files(files)
+    if as_json:
+        _json({"columns_scanned": columns, "files_scanned": len(files),
+               "findings": [{"where": f.where, "last4": f.last4} for f in findings]})
+    else:
+        for finding in findings:
+            out.print(finding.describe())
+        verdict = f"{len(findings)} card-like number(s) found" if findings else "no card-like number found"
+        out.print(f"audit: {columns} text columns and {len(files)} file(s) scanned; {verdict}")
+    if findings:
+        sys.exit(EXIT_FILE_FAILED)
+
+
+@main.command()
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--interval", type=click.FloatRange(0.1, 86400), default=30.0, show_default=True,
               help="Seconds between polls")

@@ -126,6 +126,11 @@ class Reader(ABC):
     @abstractmethod
     def query(self, sql: str, params: Sequence[Any] = (), *, max_rows: int | None = None) -> list[tuple]: ...
 
+    def regex_match(self, expression: str) -> str:
+        """A condition true when ``expression`` matches the regular expression given as
+        the next bound parameter (the dialects spell it differently)."""
+        return f"regexp_matches({expression}, ?)"
+
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = self.query(sql, params)
         return rows[0][0] if rows else None

@@ -241,6 +241,9 @@ class PostgresReader(Reader):
         self.warehouse = warehouse
         self.time_limit = time_limit
 
+    def regex_match(self, expression: str) -> str:
+        return f"{expression} ~ ?"
+
     def query(self, sql: str, params: Sequence[Any] = (), *, max_rows: int | None = None) -> list[tuple]:
         try:
             with self.con.cursor() as cursor:

@@ -51,6 +51,9 @@ class LimitedReader(Reader):
     def query(self, sql: str, params=(), *, max_rows: int | None = None) -> list[tuple]:
         return self.inner.query(sql, params, max_rows=min(max_rows or self.max_rows, self.max_rows))
 
+    def regex_match(self, expression: str) -> str:
+        return self.inner.regex_match(expression)
+
 
 class Gateway:
     def __init__(self, warehouse: Warehouse, limits: Limits | None = None) -> None:
