@@ -131,7 +131,8 @@ SELECT s.idx, s.lines, s.layout, s.rows, s.rows_expected_width,
        list(c.reason ORDER BY c.reason) FILTER (WHERE c.outcome = 'reject') AS reasons,
        min(c.sold_at) FILTER (WHERE c.outcome = 'sale') AS first_sale,
        max(c.sold_at) FILTER (WHERE c.outcome = 'sale') AS last_sale,
-       any_value(fb.branch_id) AS branch_id
+       any_value(fb.branch_id) AS branch_id,
+       coalesce(sum(c.n_items) FILTER (WHERE c.outcome = 'sale'), 0) AS items
 FROM stg_shape s
 LEFT JOIN stg_check c USING (idx)
 LEFT JOIN stg_file_branch fb USING (idx)
@@ -160,6 +161,7 @@ class FileCounts:
     first_sale: datetime | None
     last_sale: datetime | None
     branch_id: str | None
+    items: int = 0  # line items of the loaded sales
 
     @property
     def ignored(self) -> int:
@@ -185,12 +187,13 @@ def validate(engine: Engine, rules: Rules, now: datetime) -> dict[int, FileCount
         engine.run(f"DROP TABLE IF EXISTS {table}")
     out = {}
     for row in rows:
-        idx, lines, layout, rows, wide, usual, loaded, rejected, headers, blanks, reasons, first, last, branch = row
+        (idx, lines, layout, rows, wide, usual, loaded, rejected, headers, blanks, reasons, first, last, branch,
+         items) = row
         tally: dict[str, int] = {}
         for reason in reasons or ():
             tally[reason] = tally.get(reason, 0) + 1
         out[idx] = FileCounts(idx, lines, layout, rows, wide, usual, loaded, rejected, headers, blanks, tally,
-                              first, last, branch)
+                              first, last, branch, int(items))
     return out
 
 

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -50,8 +50,9 @@ from cafe_etl.warehouse.base import (
     split_statements,
 )
 
-# A claim older than this belongs to a loader that died: another may take it over.
-CLAIM_LEASE = timedelta(minutes=15)
+# Each run holds the advisory lock (_RUN_LOCK_CLASS, run_id) while it lives; a claim
+# whose run holds no such lock belongs to a loader that died, and is taken over.
+_RUN_LOCK_CLASS = 7163
 RETRIES = 6
 _SCHEMA_LOCK = 7_163_320_001  # pg_advisory_lock key: one process creates or upgrades the schema
 _TRANSIENT = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable,
@@ -284,6 +285,9 @@ class PostgresLoadSession(LoadSession):
 
     def start_run(self, command: str) -> int:
         (run_id,) = self.con.execute("SELECT nextval('etl_run_id_seq')").fetchone()
+        # Held by this connection while the run lives: the server lets go of it when the
+        # loader dies, however it dies, so its claims are known dead at once.
+        self.con.execute("SELECT pg_advisory_lock(%s, %s)", [_RUN_LOCK_CLASS, run_id])
         self.con.execute(
             "INSERT INTO etl_run (run_id, command, started_at, status, version) VALUES (%s, %s, %s, 'running', %s)",
             [run_id, command, datetime.now(), __version__],
@@ -313,11 +317,16 @@ class PostgresLoadSession(LoadSession):
             return []
         rows = self.con.execute(
             """SELECT file_id, location, content_sha256, status, run_id,
-                      status = 'loading' AND claimed_at > localtimestamp - %s AS claim_live
+                      status = 'loading' AND EXISTS (
+                          SELECT 1 FROM pg_locks l
+                          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                            AND l.classid = %s AND l.objid::bigint = etl_file.run_id
+                            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                      ) AS claim_live
                FROM etl_file
                WHERE location = ANY(%s) OR content_sha256 = ANY(%s)
                ORDER BY file_id""",
-            [CLAIM_LEASE, [f.location for f in files], [f.sha256 for f in files if f.sha256]],
+            [_RUN_LOCK_CLASS, [f.location for f in files], [f.sha256 for f in files if f.sha256]],
         ).fetchall()
         return [LedgerEntry(*row) for row in rows]
 
