@@ -135,11 +135,21 @@ _RECORD_COLUMNS = [
 ]
 
 
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back what can be; a failed COMMIT (a full disk, say) has already ended the
+    transaction, and its error, not the rollback's, is the one to report."""
+    with suppress(duckdb.Error):
+        con.execute("ROLLBACK").fetchall()
+
+
 def _translate(exc: duckdb.Error, path: str) -> WarehouseError:
     """DuckDB's errors, said once, in the user's terms."""
     text = str(exc)
     if "Could not set lock" in text or "Conflicting lock" in text or "Unique file handle conflict" in text:
         return WarehouseBusy(f"warehouse {path} is in use by another process; try again when it has finished")
+    if "File too large" in text or "No space left" in text or "Disk quota" in text:
+        return WarehouseError(f"cannot write warehouse {path}: the disk (or the file size limit) is full; "
+                              "free some space and run again: what was loaded is kept, the rest is retried")
     if "not a valid DuckDB database file" in text:
         return WarehouseError(f"{path} is not a DuckDB warehouse file")
     if isinstance(exc, duckdb.SerializationException | duckdb.IOException):
@@ -184,7 +194,7 @@ class DuckDBLoadSession(LoadSession):
             yield
             self._run("COMMIT")
         except BaseException:
-            self._run("ROLLBACK")
+            _rollback(self.con)
             raise
 
     def lookup(self, files: Sequence[NewFile]) -> list[LedgerEntry]:
@@ -268,7 +278,7 @@ class DuckDBLoadSession(LoadSession):
                 con.execute(statement, used or None).fetchall()
             con.execute("COMMIT").fetchall()
         except BaseException:
-            con.execute("ROLLBACK").fetchall()
+            _rollback(con)
             raise
 
     def record_load_seconds(self, seconds: Sequence[tuple[int, float]]) -> None:
