@@ -58,10 +58,40 @@ def test_gzip_is_refused_with_a_reason():
 
 
 def test_binary_is_refused_with_a_reason():
-    with pytest.raises(UndecodableFile, match="NUL bytes"):
+    with pytest.raises(UndecodableFile, match="binary, not a CSV export"):
         decode(b"\x00\x01\x02" * 100, engine_can_read=True)
 
 
 def test_a_stray_nul_keeps_the_file():
     d = decode(f"{ROW}\n{ROW}\x00\n".encode() + f"{ROW}\n".encode() * 200, engine_can_read=True)
     assert d.text is not None and "\x00" not in d.text and d.lines == 202
+
+
+def test_scanning_a_large_file_in_chunks_agrees_with_decoding_it_whole(tmp_path, monkeypatch):
+    import random
+
+    from cafe_etl.pipeline import decode as decoding
+
+    monkeypatch.setattr(decoding, "CHUNK", 7)  # tiny chunks: a CR, a CRLF or a character cut at every boundary
+    rng = random.Random(3)
+    pieces = [b"a", b"\r", b"\n", b"\r\n", b",", "é".encode(), "£".encode(), b"x" * 9, b"\xa3", b"b"]
+    checked = 0
+    for n in range(1500):
+        body = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
+        data = (b"\xef\xbb\xbf" if n % 10 == 0 else b"") + body
+        path = tmp_path / f"{n}.csv"
+        path.write_bytes(data)
+        scanned = decoding.scan_file(str(path))
+        try:
+            whole = decoding.decode(data, engine_can_read=True)
+        except UndecodableFile:
+            assert scanned is None  # read whole, it is refused the same way
+            continue
+        if scanned is None:
+            assert whole.text is not None  # it needs decoding into text: read whole instead
+            continue
+        sha, size, found = scanned
+        assert (sha, size) == (decoding.fingerprint(data), len(data))
+        assert (found.encoding, found.line_endings, found.lines) == (whole.encoding, whole.line_endings, whole.lines)
+        checked += 1
+    assert checked > 300

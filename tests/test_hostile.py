@@ -126,3 +126,15 @@ def test_a_file_deleted_after_listing_and_an_unreadable_one_fail_alone(generated
         os.chmod(locked.location, 0o644)
     again = ingest([str(landing)], Settings(warehouse=str(warehouse)))
     assert [f.outcome for f in again.files if f.location == locked.location] == ["loaded"]
+
+
+def test_rows_differing_by_the_same_swap_twice_are_not_duplicates(tmp_path):
+    # A weak 64-bit string hash makes these two rows collide; they are two customers.
+    rows = ['05/03/2024 15:55,Big Branch,Customer 1195,"Large Latte - 2.45, Regular Flavoured iced latte - Hazelnut'
+            ' - 2.75",5.20,CARD,4000000000001195',
+            '05/03/2024 15:55,Big Branch,Customer 1915,"Large Latte - 2.45, Regular Flavoured iced latte - Hazelnut'
+            ' - 2.75",5.20,CARD,4000000000001915']
+    path = tmp_path / "big_branch_05-03-2024_09-00-00.csv"
+    path.write_text("\n".join(rows) + "\n")
+    result = run_cli("ingest", path, "--warehouse", tmp_path / "w.duckdb", "--json")
+    assert result.json()["file_results"][0]["rows_loaded"] == 2

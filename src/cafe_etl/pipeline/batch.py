@@ -12,7 +12,7 @@ from datetime import datetime
 
 from cafe_etl.config import Settings
 from cafe_etl.pipeline import clean, extract, stage, transform, validate
-from cafe_etl.pipeline.decode import Decoded, UndecodableFile, decode, fingerprint
+from cafe_etl.pipeline.decode import Decoded, UndecodableFile, decode, fingerprint, scan_file
 from cafe_etl.pipeline.engine import Engine
 from cafe_etl.pipeline.validate import FileCounts
 from cafe_etl.sources import LandingFile
@@ -56,9 +56,33 @@ class Judged:
         return self.idx is not None and validate.structural_failure(self.counts, lines) is None
 
 
+# A local file this large is fingerprinted in chunks and read by the engine from disk,
+# so memory does not grow with it.
+STREAM_FROM = 32 << 20
+
+
 def read_file(source: LandingFile) -> ReadFile:
     started = time.perf_counter()
     out = ReadFile(source)
+    if source.local_path is not None and source.size >= STREAM_FROM:
+        try:
+            scanned = scan_file(source.local_path)
+        except UndecodableFile as exc:
+            out.error = str(exc)
+            out.seconds = time.perf_counter() - started
+            return out
+        except FileNotFoundError:
+            out.error, out.unreadable = f"{source.local_path} disappeared before it could be read", True
+            out.seconds = time.perf_counter() - started
+            return out
+        except OSError as exc:
+            out.error, out.unreadable = f"cannot read {source.local_path}: {exc.strerror}", True
+            out.seconds = time.perf_counter() - started
+            return out
+        if scanned is not None:
+            out.sha256, out.size, out.decoded = scanned
+            out.seconds = time.perf_counter() - started
+            return out
     try:
         data = source.read()
     except Exception as exc:  # noqa: BLE001 - any read failure is this file's outcome, not the run's

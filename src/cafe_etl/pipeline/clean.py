@@ -65,7 +65,7 @@ FROM (SELECT who, any_value(identity) AS identity FROM stg_line WHERE identity I
 
 _NO_CUSTOMERS = """
 CREATE OR REPLACE TEMP TABLE stg_customer AS
-SELECT NULL::UBIGINT AS who, NULL::BIGINT AS customer_key
+SELECT NULL::UHUGEINT AS who, NULL::BIGINT AS customer_key
 WHERE false
 """
 

@@ -126,3 +126,58 @@ def decode(data: bytes, *, engine_can_read: bool) -> Decoded:
         lines=count_lines(counted),
         text=None if direct else _normalise(text),
     )
+
+
+CHUNK = 8 << 20
+
+
+def scan_file(path: str) -> tuple[str, int, Decoded] | None:
+    """Fingerprint and describe a large local file without holding it in memory:
+    (sha256, size, what it holds), the engine to read it by path. None when the file
+    needs decoding into text first (not UTF-8, or stray NULs): the caller reads it whole."""
+    digest = hashlib.sha256()
+    size = lf = cr = crlf = nul = 0
+    encoding = "ascii"
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    ended_cr = False
+    last = b""
+    with open(path, "rb") as handle:
+        first = True
+        while chunk := handle.read(CHUNK):
+            if first:
+                first = False
+                if chunk.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                    return None
+                if chunk.startswith(_GZIP_MAGIC):
+                    raise UndecodableFile("the file is gzip-compressed, not a CSV export: decompress it first")
+                _check_control_bytes(chunk)
+                if chunk.startswith(codecs.BOM_UTF8):
+                    encoding = "utf-8-bom"
+            digest.update(chunk)
+            size += len(chunk)
+            if not chunk.isascii():
+                try:
+                    utf8.decode(chunk)
+                except UnicodeDecodeError:
+                    return None  # cp1252 or another single-byte code page: decoded whole
+                if encoding == "ascii":
+                    encoding = "utf-8"
+            nul += chunk.count(b"\x00")
+            lf += chunk.count(b"\n")
+            cr += chunk.count(b"\r")
+            crlf += chunk.count(b"\r\n") + (1 if ended_cr and chunk.startswith(b"\n") else 0)
+            ended_cr = chunk.endswith(b"\r")
+            last = chunk[-1:]
+    try:
+        utf8.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return None  # cut off inside a character
+    if nul:
+        if nul * 100 > size:
+            raise UndecodableFile("the file holds NUL bytes: it is binary, not a CSV export")
+        return None
+    counts = (lf - crlf, cr - crlf, crlf)
+    kinds = [name for name, n in (("crlf", counts[2]), ("cr", counts[1]), ("lf", counts[0])) if n]
+    endings = kinds[0] if len(kinds) == 1 else ("mixed" if kinds else "none")
+    lines = sum(counts) + (1 if size and last not in (b"\n", b"\r") else 0)
+    return digest.hexdigest(), size, Decoded(encoding=encoding, line_endings=endings, lines=lines, text=None)

@@ -29,6 +29,10 @@ SELECT unnest($text_idx::INTEGER[]) AS idx, NULL::BIGINT AS bytes, unnest($texts
 # whitespace collapsed, a NUL, and the card's digits for a card payment. It lives only
 # in memory until the customer key (its keyed hash) is made from it; ``who``, its hash,
 # finds a row's customer again. ``basket_hash`` and ``basket_bytes`` find its basket.
+# These fingerprints are MD5 (128 bits), not DuckDB's fast ``hash()``: that one
+# collides on rows differing by the same swap in two places (two customers' rows
+# "Customer 1195 … 1195" and "Customer 1915 … 1915"), which would make one of them a
+# false DUPLICATE_ROW.
 _LINES = f"""
 CREATE OR REPLACE TEMP TABLE stg_line AS
 WITH doc AS (
@@ -85,7 +89,7 @@ WITH doc AS (
     FROM named
 )
 SELECT idx, line_no, bytes AS doc_bytes,
-       hash(raw) AS raw_hash, strlen(raw) AS raw_bytes,
+       md5_number(raw) AS raw_hash, strlen(raw) AS raw_bytes,
        CASE WHEN raw = '' THEN true
             WHEN starts_with(raw, ' ') OR starts_with(raw, chr(9)) THEN trim(raw) = ''
             ELSE false END AS blank,
@@ -93,7 +97,7 @@ SELECT idx, line_no, bytes AS doc_bytes,
        c1 AS f_when,
        c2 AS f_branch,
        basket,
-       hash(basket) AS basket_hash,
+       md5_number(basket) AS basket_hash,
        strlen(basket) AS basket_bytes,
        c5 AS f5,
        c6 AS f6,
@@ -103,7 +107,7 @@ SELECT idx, line_no, bytes AS doc_bytes,
                       WHEN regexp_full_match(c7, '[0-9]+') THEN c7
                       ELSE regexp_replace(c7, '[^0-9]', '', 'g') END
        END AS identity,
-       hash(identity) AS who,
+       md5_number(identity) AS who,
        CASE WHEN n_fields <> {EXPECTED_FIELDS} THEN raw END AS odd_raw,
        parse_when(c1) AS sold_at
 FROM based

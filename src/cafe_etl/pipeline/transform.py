@@ -21,8 +21,8 @@ from cafe_etl.pipeline.rules import EXPECTED_FIELDS, SIZES, Layout
 _SIZE_CASE = "CASE lower({x}) " + " ".join(f"WHEN '{s.lower()}' THEN '{s}'" for s in SIZES) + " END"
 
 # stg_basket_text: each distinct basket spelling of the batch (regulars order the
-# same things every day), numbered, and found again by its hash and length (a false
-# match is astronomically unlikely: below 1e-12 for 100,000 baskets); stg_item: its
+# same things every day), numbered, and found again by its MD5 and length (a false
+# match is astronomically unlikely: below 1e-25 for a million baskets); stg_item: its
 # items (V1) or size/name/price triples (V0).
 _BASKETS = f"""
 CREATE OR REPLACE TEMP TABLE stg_basket_text AS

@@ -15,8 +15,8 @@ from cafe_etl.pipeline.engine import Engine
 from cafe_etl.pipeline.rules import EXPECTED_FIELDS, Layout
 
 # Lines sharing a (hash, length) with an earlier line of the same file: byte-for-byte
-# repeats, name and card included. 64-bit hash plus length: a false match is
-# astronomically unlikely (below 1e-12 for a 10,000-line file).
+# repeats, name and card included. MD5 plus length: a false match is astronomically
+# unlikely (below 1e-25 for a million-line file).
 _DUPLICATES = """
 CREATE OR REPLACE TEMP TABLE stg_duplicate AS
 SELECT idx, raw_hash, raw_bytes, min(line_no) AS first_line
