@@ -138,3 +138,55 @@ def test_rows_differing_by_the_same_swap_twice_are_not_duplicates(tmp_path):
     path.write_text("\n".join(rows) + "\n")
     result = run_cli("ingest", path, "--warehouse", tmp_path / "w.duckdb", "--json")
     assert result.json()["file_results"][0]["rows_loaded"] == 2
+
+
+def _big_file(path: Path, ending: str = "\n", count: int = 260_000) -> None:
+    """A file past the streaming threshold (32 MiB) with bad rows at known lines."""
+    rows = []
+    for n in range(count):
+        rows.append(build.row(n % 60, name=f"Customer {n}").replace(" 09:", f" {8 + n // 60 % 12:02d}:"))
+    rows[0] = "Date,Branch,Customer,Basket,Total,Payment,Card"
+    rows[1000] = rows[999]  # a repeat: DUPLICATE_ROW at line 1001
+    rows[5000] = ""  # a blank line
+    rows[77_777] = rows[77_777].replace("5.20", "5.21")  # TOTAL_MISMATCH at line 77,778
+    rows[-1] = rows[-1].replace("CARD", "BITCOIN")  # BAD_PAYMENT on the last line
+    path.write_text(ending.join(rows) + ending, newline="")
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+def test_a_large_file_read_line_by_line_gives_what_a_whole_read_gives(tmp_path, monkeypatch, ending):
+    from cafe_etl.pipeline import batch as batches
+
+    path = tmp_path / "hostile_town_05-03-2024_09-00-00.csv"
+    _big_file(path, ending)
+    assert path.stat().st_size > batches.STREAM_FROM
+
+    def run(name: str):
+        warehouse = tmp_path / f"{name}.duckdb"
+        summary = ingest([str(path)], Settings(warehouse=str(warehouse), customer_keys=False))
+        rejects = query(warehouse, "SELECT source_row, reason_code FROM etl_reject ORDER BY source_row")
+        return summary.files[0], rejects
+
+    streamed, streamed_rejects = run("streamed")
+    monkeypatch.setattr(batches, "STREAM_FROM", 1 << 40)  # the same file, read whole
+    whole, whole_rejects = run("whole")
+    assert streamed.format != whole.format or streamed.format.endswith("lf")  # both describe the same file
+    for field in ("rows_read", "rows_loaded", "rows_rejected", "rows_ignored", "items_loaded", "rejects_by_reason"):
+        assert getattr(streamed, field) == getattr(whole, field), field
+    assert streamed_rejects == whole_rejects == [(1001, "DUPLICATE_ROW"), (77_778, "TOTAL_MISMATCH"),
+                                                 (260_000, "BAD_PAYMENT")]
+    assert streamed.rows_ignored == 2  # the header and the blank line
+
+
+def test_a_file_too_large_for_the_memory_limit_fails_alone(tmp_path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    _big_file(landing / "hostile_town_05-03-2024_09-00-00.csv", count=700_000)  # about 95 MB
+    shutil.copy(HOSTILE / "bom.csv", landing / "bom.csv")
+    result = run_cli("ingest", landing, "--warehouse", tmp_path / "w.duckdb", "--json",
+                     env={"CAFE_ETL_MEMORY_LIMIT": "128MB"})
+    assert result.code == 1 and "Traceback" not in result.stderr
+    outcomes = {Path(f["location"]).name: f for f in result.json()["file_results"]}
+    assert outcomes["bom.csv"]["outcome"] == "loaded"
+    big = outcomes["hostile_town_05-03-2024_09-00-00.csv"]
+    assert big["outcome"] == "failed" and "too large to process within the engine's memory limit (128MB)" in big["error"]

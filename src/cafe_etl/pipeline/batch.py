@@ -6,6 +6,7 @@ file keeps its own verdict: a bad file never stops the others.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -99,13 +100,29 @@ def read_file(source: LandingFile) -> ReadFile:
     return out
 
 
+def _line_ending(decoded: Decoded) -> str | None:
+    if not decoded.streamable:
+        return None
+    return "\r\n" if decoded.line_endings == "crlf" else "\n"
+
+
+def _size_now(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1
+
+
 def judge(engine: Engine, files: list[ReadFile], settings: Settings, secret: bytes | None) -> list[Judged]:
     """Run the engine stages over the decodable ``files``; every file gets a verdict."""
     inside = [f for f in files if f.decoded is not None]
     idx_of = {id(f): i for i, f in enumerate(inside, start=1)}
     # Every stage runs even for an empty batch, so the staged tables always exist.
-    sizes = extract.extract(engine, [extract.Document(f.decoded.text, f.source.local_path) for f in inside])
+    sizes = extract.extract(engine, [extract.Document(f.decoded.text, f.source.local_path, _line_ending(f.decoded))
+                                     for f in inside])
     for idx, f in enumerate(inside, start=1):
+        if f.decoded.streamable:
+            sizes[idx] = _size_now(f.source.local_path)
         if f.decoded.text is None and sizes.get(idx, 0) != f.size:
             # The file changed between hashing and reading: this version cannot be trusted.
             f.error = "the file changed while it was being read; it will be read again"

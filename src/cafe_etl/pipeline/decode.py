@@ -28,6 +28,9 @@ class Decoded:
     # The content with line endings normalised to \n and no byte order mark, when
     # the engine cannot read the file itself (not UTF-8, or not on local disk).
     text: str | None = None
+    # A large local file the engine reads line by line from disk (LF or CRLF endings,
+    # no unit-separator byte), instead of as one value.
+    streamable: bool = False
 
 
 def fingerprint(data: bytes) -> str:
@@ -129,6 +132,7 @@ def decode(data: bytes, *, engine_can_read: bool) -> Decoded:
 
 
 CHUNK = 8 << 20
+UNIT_SEPARATOR = b"\x1f"  # the engine's field delimiter when it reads whole lines
 
 
 def scan_file(path: str) -> tuple[str, int, Decoded] | None:
@@ -136,7 +140,7 @@ def scan_file(path: str) -> tuple[str, int, Decoded] | None:
     (sha256, size, what it holds), the engine to read it by path. None when the file
     needs decoding into text first (not UTF-8, or stray NULs): the caller reads it whole."""
     digest = hashlib.sha256()
-    size = lf = cr = crlf = nul = 0
+    size = lf = cr = crlf = nul = separators = 0
     encoding = "ascii"
     utf8 = codecs.getincrementaldecoder("utf-8")()
     ended_cr = False
@@ -163,6 +167,7 @@ def scan_file(path: str) -> tuple[str, int, Decoded] | None:
                 if encoding == "ascii":
                     encoding = "utf-8"
             nul += chunk.count(b"\x00")
+            separators += chunk.count(UNIT_SEPARATOR)
             lf += chunk.count(b"\n")
             cr += chunk.count(b"\r")
             crlf += chunk.count(b"\r\n") + (1 if ended_cr and chunk.startswith(b"\n") else 0)
@@ -180,4 +185,6 @@ def scan_file(path: str) -> tuple[str, int, Decoded] | None:
     kinds = [name for name, n in (("crlf", counts[2]), ("cr", counts[1]), ("lf", counts[0])) if n]
     endings = kinds[0] if len(kinds) == 1 else ("mixed" if kinds else "none")
     lines = sum(counts) + (1 if size and last not in (b"\n", b"\r") else 0)
-    return digest.hexdigest(), size, Decoded(encoding=encoding, line_endings=endings, lines=lines, text=None)
+    streamable = endings in ("lf", "crlf", "none") and not separators
+    return digest.hexdigest(), size, Decoded(encoding=encoding, line_endings=endings, lines=lines, text=None,
+                                             streamable=streamable)

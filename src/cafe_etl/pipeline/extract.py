@@ -19,6 +19,16 @@ SELECT ($disk_idx::INTEGER[])[file_index::BIGINT + 1] AS idx, size AS bytes, con
 _DOCS_FROM_MEMORY = """
 SELECT unnest($text_idx::INTEGER[]) AS idx, NULL::BIGINT AS bytes, unnest($texts::VARCHAR[]) AS content
 """
+# A large file is read line by line, never as one value: the engine's CSV reader with
+# a delimiter the file does not hold and no quoting gives each line whole, in order.
+# A blank line reads as NULL. One reader thread keeps the lines in file order for
+# their numbers. No "remainder after the last newline" (n = 0) to drop.
+_LINES_STREAMED = """
+SELECT {idx}::INTEGER AS idx, NULL::BIGINT AS bytes, row_number() OVER ()::INTEGER AS line_no,
+       coalesce(raw, '') AS raw, 0 AS n
+FROM read_csv({path}, columns = {{'raw': 'VARCHAR'}}, header = false, auto_detect = false, delim = chr(31),
+              quote = '', escape = '', new_line = {new_line}, max_line_size = 16777216, parallel = false)
+"""
 
 # stg_line: one row per line of every file, with its fields as written (padding is
 # trimmed where a value is parsed). Lines are cut with plain string functions; the
@@ -44,6 +54,7 @@ WITH doc AS (
 ), line AS (
     SELECT idx, bytes, generate_subscripts(lines, 1)::INTEGER AS line_no, unnest(lines) AS raw, len(lines) AS n
     FROM (SELECT idx, bytes, string_split(content, chr(10)) AS lines FROM doc)
+    {{streamed}}
 ), cut AS (
     -- The last "line" of a file that ends with a newline is the empty remainder after it;
     -- a byte order mark before the first line is not part of it.
@@ -137,16 +148,20 @@ GROUP BY idx
 
 @dataclass(frozen=True)
 class Document:
-    """One file for the engine: its text, or the local path the engine reads it from."""
+    """One file for the engine: its text, or the local path the engine reads it from
+    (whole, or line by line when ``line_ending`` is given)."""
 
     text: str | None
     path: str | None
+    line_ending: str | None = None  # "\n" or "\r\n": stream the file's lines
 
 
-def _documents(docs: list[Document]) -> tuple[str, dict]:
-    """The batch's documents as a subquery: read from disk by the engine, or given as text."""
-    on_disk = [(i, d.path) for i, d in enumerate(docs, start=1) if d.text is None]
+def _documents(docs: list[Document]) -> tuple[str, str, dict]:
+    """The batch's documents as a subquery (read from disk by the engine, or given as
+    text), and the lines of the streamed ones as UNION ALL branches of the line CTE."""
+    on_disk = [(i, d.path) for i, d in enumerate(docs, start=1) if d.text is None and d.line_ending is None]
     in_memory = [(i, d.text) for i, d in enumerate(docs, start=1) if d.text is not None]
+    streamed = [(i, d) for i, d in enumerate(docs, start=1) if d.text is None and d.line_ending is not None]
     parts, params = [], {}
     if on_disk:
         parts.append(_DOCS_FROM_DISK)
@@ -154,7 +169,12 @@ def _documents(docs: list[Document]) -> tuple[str, dict]:
     if in_memory or not parts:
         parts.append(_DOCS_FROM_MEMORY)
         params |= {"text_idx": [i for i, _ in in_memory], "texts": [t for _, t in in_memory]}
-    return " UNION ALL ".join(parts), params
+    lines = []
+    for i, d in streamed:
+        params |= {f"stream_path_{i}": d.path, f"stream_nl_{i}": "\\r\\n" if d.line_ending == "\r\n" else "\\n"}
+        lines.append("UNION ALL " + _LINES_STREAMED.format(idx=i, path=f"$stream_path_{i}",
+                                                          new_line=f"$stream_nl_{i}"))
+    return " UNION ALL ".join(parts), "\n".join(lines), params
 
 
 def extract(engine: Engine, docs: list[Document]) -> dict[int, int]:
@@ -163,7 +183,7 @@ def extract(engine: Engine, docs: list[Document]) -> dict[int, int]:
     Returns the size of each document the engine read from disk, so the caller can
     check it is still the version it fingerprinted.
     """
-    documents, params = _documents(docs)
-    engine.run(_LINES.replace("{documents}", documents), params)
+    documents, streamed, params = _documents(docs)
+    engine.run(_LINES.replace("{documents}", documents).replace("{streamed}", streamed), params)
     engine.run(_SHAPE)
     return dict(engine.rows("SELECT idx, doc_bytes FROM stg_shape WHERE doc_bytes IS NOT NULL"))

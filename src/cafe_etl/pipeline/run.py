@@ -17,6 +17,8 @@ from contextlib import closing
 from dataclasses import dataclass
 from queue import Queue
 
+import duckdb
+
 from cafe_etl import keys
 from cafe_etl.config import Settings
 from cafe_etl.pipeline import ledger
@@ -213,11 +215,30 @@ def _claim_unreadable(session: LoadSession, files: list[ReadFile], known: list[L
     return [(f, existing.get(f.source.location) or ids[f.source.location]) for f in files]
 
 
+def _too_big(size: int, settings: Settings) -> str:
+    return (f"the file ({size / 2**20:,.0f} MiB) is too large to process within the engine's memory limit "
+            f"({settings.memory_limit}): raise CAFE_ETL_MEMORY_LIMIT or split the file")
+
+
 def _process(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, work: _Work, settings: Settings,
              secret: bytes | None, run_id: int) -> list[FileOutcome]:
     """Transform one planned batch on ``engine``, then load it."""
     started = time.perf_counter()
-    judged = judge(engine, [p.read for p in work.process], settings, secret)
+    try:
+        judged = judge(engine, [p.read for p in work.process], settings, secret)
+    except duckdb.OutOfMemoryException:
+        engine.reset()
+        if len(work.process) > 1:  # one file too many for memory: each file alone, then
+            outcomes = []
+            for one in work.process:
+                outcomes += _process(engine, session, ledger_lock, _Work([one], []), settings, secret, run_id)
+            if work.unreadable:
+                outcomes += _process(engine, session, ledger_lock, _Work([], work.unreadable), settings, secret,
+                                     run_id)
+            return outcomes
+        judge(engine, [], settings, secret)  # empty staged tables for the load below
+        (only,) = work.process
+        judged = [Judged(only.read, None, None, _too_big(only.read.size, settings))]
     stage_batch(engine, judged, {i: p.file_id for i, p in enumerate(work.process)})
     transform = time.perf_counter() - started
     pairs = [(j, p.file_id, p.replaces, p.clear) for j, p in zip(judged, work.process, strict=True)]
