@@ -11,6 +11,7 @@ process's wall time and peak resident set size (getrusage of the child).
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import subprocess
 import sys
@@ -68,14 +69,19 @@ def measure(label: str, source: Path, out: Path, rows: int) -> float:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "cafe_etl.cli", "ingest", str(source), "--warehouse",
-                           str(warehouse)], capture_output=True, text=True)
+                           str(warehouse), "--json"], capture_output=True, text=True)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if done.returncode != 0:
+    if done.returncode not in (0, 1):
         sys.exit(f"{label}: ingest failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    summary = json.loads(done.stdout)
+    failed = [f for f in summary["file_results"] if f["outcome"] == "failed"]
+    if failed:
+        print(f"  {len(failed)} file(s) failed, e.g. {failed[0]['error']}")
+    rows = summary["rows"]["loaded"]
     if peak <= before:
         print(f"  (the peak of this run is below an earlier run's {before / 1024:.0f} MiB)")
-    print(f"{label:12} {rows:>12,} rows {seconds:8.1f} s {rows / seconds:>10,.0f} rows/s  "
+    print(f"{label:12} {rows:>12,} rows loaded {seconds:8.1f} s {rows / seconds:>10,.0f} rows/s  "
           f"peak RSS {peak / 1024:6.0f} MiB")
     return peak / 1024
 
