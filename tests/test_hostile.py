@@ -189,4 +189,5 @@ def test_a_file_too_large_for_the_memory_limit_fails_alone(tmp_path):
     outcomes = {Path(f["location"]).name: f for f in result.json()["file_results"]}
     assert outcomes["bom.csv"]["outcome"] == "loaded"
     big = outcomes["hostile_town_05-03-2024_09-00-00.csv"]
-    assert big["outcome"] == "failed" and "too large to process within the engine's memory limit (128MB)" in big["error"]
+    assert big["outcome"] == "failed"
+    assert "too large to process within the engine's memory limit (128MB)" in big["error"]
