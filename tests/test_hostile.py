@@ -191,3 +191,15 @@ def test_a_file_too_large_for_the_memory_limit_fails_alone(tmp_path):
     big = outcomes["hostile_town_05-03-2024_09-00-00.csv"]
     assert big["outcome"] == "failed"
     assert "too large to process within the engine's memory limit (128MB)" in big["error"]
+
+
+def test_validate_also_fails_a_file_too_large_for_memory_alone(tmp_path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    _big_file(landing / "hostile_town_05-03-2024_09-00-00.csv", count=700_000)
+    shutil.copy(HOSTILE / "bom.csv", landing / "bom.csv")
+    result = run_cli("validate", landing, "--json", env={"CAFE_ETL_MEMORY_LIMIT": "128MB"})
+    assert result.code == 1 and "Traceback" not in result.stderr
+    problems = result.json()["problems"]
+    assert [p["reason"] for p in problems if p["location"].endswith("09-00-00.csv")] == ["FILE_FAILED"]
+    assert not [p for p in problems if p["location"].endswith("bom.csv")]

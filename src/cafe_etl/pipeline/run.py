@@ -383,7 +383,16 @@ def validate_files(
     secret = _secret(settings)
 
     def check(engine: Engine, batch: list[ReadFile]) -> None:
-        judged = judge(engine, batch, settings, secret)
+        try:
+            judged = judge(engine, batch, settings, secret)
+        except duckdb.OutOfMemoryException:
+            engine.reset()
+            if len(batch) > 1:  # as ingest does: each file alone
+                for one in batch:
+                    check(engine, [one])
+                return
+            judge(engine, [], settings, secret)
+            judged = [Judged(batch[0], None, None, _too_big(batch[0].size, settings))]
         location = {j.idx: j.read.source.location for j in judged if j.idx is not None}
         rows = engine.rows("SELECT idx, line_no, reason, detail FROM stg_check WHERE outcome = 'reject'")
         problems.extend(Problem(location[idx], line, reason, detail) for idx, line, reason, detail in rows)
