@@ -396,8 +396,7 @@ def _serve(settings, host, port, auth_token, no_auth, *, watch_sources=(), inter
            access_log=False) -> None:
     import socket
 
-    import uvicorn
-
+    from cafe_etl.web import server
     from cafe_etl.web.app import ServeOptions, create_app
     from cafe_etl.web.gateway import Limits
     from cafe_etl.web.security import required_token
@@ -415,35 +414,7 @@ def _serve(settings, host, port, auth_token, no_auth, *, watch_sources=(), inter
               f"metrics: http://{shown}:{port}/metrics  (Ctrl-C to stop)")
     if token:
         out.print("an access token is required: open the dashboard once with ?token=<token>")
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=access_log,
-                            server_header=False)
-    _GracefulServer(config).run()
-
-
-def _graceful_server_class():
-    import signal
-    from contextlib import contextmanager
-
-    import uvicorn
-
-    class GracefulServer(uvicorn.Server):
-        """SIGINT/SIGTERM shut down gracefully (requests in hand, then the watcher's batch)
-        and the process exits 0, as a service manager expects of a requested stop."""
-
-        @contextmanager
-        def capture_signals(self):
-            previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for number, handler in previous.items():
-                    signal.signal(number, handler)
-
-    return GracefulServer
-
-
-def _GracefulServer(config):  # noqa: N802 - a class made on demand, so uvicorn loads only for serve
-    return _graceful_server_class()(config)
+    server.run(app, host, port, access_log=access_log)
 
 
 @main.command()
