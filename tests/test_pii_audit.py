@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
 import signal
 import subprocess
@@ -102,7 +103,8 @@ def test_the_log_of_a_watch_service_holds_no_personal_data(generated, tmp_path):
     warehouse = tmp_path / "w.duckdb"
     process = subprocess.Popen([sys.executable, "-m", "cafe_etl.cli", "watch", str(landing), "--warehouse",
                                 str(warehouse), "--interval", "0.5", "--settle", "0", "--log-format", "json"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     deadline = time.monotonic() + 120
     lines = []
     while time.monotonic() < deadline:
@@ -111,7 +113,12 @@ def test_the_log_of_a_watch_service_holds_no_personal_data(generated, tmp_path):
         if '"event":"ingested"' in line:
             break
     process.send_signal(signal.SIGTERM)
-    rest, _ = process.communicate(timeout=60)
+    try:
+        rest, _ = process.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # every thread's stack, for the failure report
+        rest, _ = process.communicate(timeout=30)
+        pytest.fail(f"watch did not stop on SIGTERM:\n{rest}")
     log = tmp_path / "watch.log"
     log.write_text("".join(lines) + rest)
     assert '"event":"file"' in log.read_text()
