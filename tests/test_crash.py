@@ -7,7 +7,7 @@ so every phase recurs), sometimes twice, then ingests to completion and checks: 
 same `report --format json` as a clean run; no duplicate key in any fact, dimension
 or aggregate; every loaded file holding exactly its rows; no claim left behind.
 
-CI runs CAFE_ETL_CRASH_TRIALS (default 5) trials per backend; the full soak is
+CI runs CAFE_ETL_CRASH_TRIALS (default 3) trials per backend; the full soak is
     CAFE_ETL_CRASH_TRIALS=20 python -m pytest tests/test_crash.py
 """
 
@@ -23,7 +23,7 @@ import time
 import pytest
 from tests.conftest import BACKENDS, new_warehouse, query, run_cli
 
-TRIALS = int(os.environ.get("CAFE_ETL_CRASH_TRIALS", "5"))
+TRIALS = int(os.environ.get("CAFE_ETL_CRASH_TRIALS", "3"))
 SMALL_BATCHES = {"CAFE_ETL_BATCH_BYTES": "150000"}  # two or three files per batch: many commits per run
 
 UNIQUE_KEYS = {

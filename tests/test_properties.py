@@ -18,7 +18,7 @@ from cafe_etl.pipeline.engine import EnginePool
 from cafe_etl.pipeline.rules import PLACEHOLDERS, SIZES, Reason
 from cafe_etl.sources.base import LandingFile
 
-EXAMPLES = int(os.environ.get("CAFE_ETL_PROPERTY_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("CAFE_ETL_PROPERTY_EXAMPLES", "40"))
 PROPERTY = settings(max_examples=EXAMPLES, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 OUTCOMES = {"sale", "reject", "header", "blank"}
