@@ -51,13 +51,18 @@ def last_success(reader: Reader):
 
 
 def warehouse_counts(reader: Reader) -> dict:
-    sales, first, last = reader.query(
-        """SELECT count(*), min(d.date), max(d.date)
-           FROM fact_sale f JOIN dim_date d ON d.date_key = f.date_key""")[0]
-    items = reader.scalar("SELECT count(*) FROM fact_sale_item")
+    # From the per-file aggregates (exact, and far smaller than the facts).
+    sales, low, high = reader.query(
+        "SELECT coalesce(sum(transactions), 0), min(date_key), max(date_key) FROM agg_sale_hour")[0]
+    first, last = (_from_key(low), _from_key(high)) if low else (None, None)
+    items = reader.scalar("SELECT coalesce(sum(quantity), 0) FROM agg_product_day")
     branches = reader.scalar("SELECT count(*) FROM dim_branch")
     return {"sales": sales, "items": items, "branches": branches,
             "first_sale": first.isoformat() if first else None, "last_sale": last.isoformat() if last else None}
+
+
+def _from_key(key: int) -> date:
+    return date(key // 10000, key // 100 % 100, key % 100)
 
 
 @dataclass(frozen=True)
