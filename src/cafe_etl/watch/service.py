@@ -51,7 +51,11 @@ class Watcher:
         self.pollers = [poller(spec, options.settle, settings.s3_endpoint_url) for spec in specs]
         self.known: dict[str, str] = {}  # location → the version tag last settled
         self.retry_at: dict[str, tuple[float, int]] = {}  # unreadable files: (when, attempts so far)
-        self.stop_event = threading.Event()
+        self.stop_event = threading.Event()  # set by stop(), from another thread
+        # Set by the signal handler: a plain attribute, because a handler that takes a
+        # lock (Event.set does) deadlocks when the signal lands while this same thread
+        # holds that lock, e.g. inside Event.wait before it starts waiting.
+        self._signalled: str | None = None
         self.polls = 0
         self.files_ingested = 0
         self.outages = 0  # consecutive failed polls: non-zero while backing off an outage
@@ -61,16 +65,25 @@ class Watcher:
 
     def install_signal_handlers(self) -> None:
         def on_signal(number: int, _frame) -> None:
-            if self.stop_event.is_set():
+            if self._signalled:
                 raise KeyboardInterrupt  # a second signal: stop now
-            event(self.log, "stopping", signal=signal.Signals(number).name)
-            self.stop_event.set()
+            self._signalled = signal.Signals(number).name
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def stop_requested(self) -> bool:
+        """Lock-free, so a signal handler and the loop never wait on each other."""
+        return self._signalled is not None or self.stop_event.is_set()
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep between polls, waking within a fifth of a second of a stop."""
+        deadline = time.monotonic() + seconds
+        while not self.stop_requested() and (left := deadline - time.monotonic()) > 0:
+            self.stop_event.wait(min(left, 0.2))
 
     # The loop --------------------------------------------------------------------
 
@@ -79,7 +92,7 @@ class Watcher:
         event(self.log, "watching", sources=[p.spec for p in self.pollers], warehouse=self._warehouse_name(),
               interval=options.interval, settle=options.settle, reconcile_every=options.reconcile_every)
         next_full = 0.0
-        while not self.stop_event.is_set():
+        while not self.stop_requested():
             full = time.monotonic() >= next_full
             try:
                 if full:
@@ -97,7 +110,9 @@ class Watcher:
                 delay = min(options.interval * 2 ** (self.outages - 1), MAX_BACKOFF)
                 event(self.log, "outage", logging.WARNING, error=str(exc), attempt=self.outages,
                       retry_in_seconds=round(delay, 1))
-            self.stop_event.wait(delay)
+            self._pause(delay)
+        if self._signalled:
+            event(self.log, "stopping", signal=self._signalled)
         event(self.log, "stopped", polls=self.polls, files_ingested=self.files_ingested)
 
     def status(self) -> dict:
@@ -138,7 +153,7 @@ class Watcher:
         from cafe_etl.pipeline.run import ingest
 
         event(self.log, "ingesting", files=len(files), bytes=sum(f.size for f in files))
-        summary = ingest([], self.settings, command="watch", files=files, stop_requested=self.stop_event.is_set,
+        summary = ingest([], self.settings, command="watch", files=files, stop_requested=self.stop_requested,
                          batch_done=partial(file_outcomes, self.log))
         self._settle(summary, {f.location: f for f in files})
         event(self.log, "ingested", run_id=summary.run_id, files=len(summary.files),
