@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from cafe_etl.analytics.report import from_key
 from cafe_etl.warehouse.base import Reader
 
 _NAME_DATE = re.compile(r"(\d{2})-(\d{2})-(\d{4})")
@@ -54,15 +55,11 @@ def warehouse_counts(reader: Reader) -> dict:
     # From the per-file aggregates (exact, and far smaller than the facts).
     sales, low, high = reader.query(
         "SELECT coalesce(sum(transactions), 0), min(date_key), max(date_key) FROM agg_sale_hour")[0]
-    first, last = (_from_key(low), _from_key(high)) if low else (None, None)
+    first, last = (from_key(low), from_key(high)) if low else (None, None)
     items = reader.scalar("SELECT coalesce(sum(quantity), 0) FROM agg_product_day")
     branches = reader.scalar("SELECT count(*) FROM dim_branch")
     return {"sales": sales, "items": items, "branches": branches,
             "first_sale": first.isoformat() if first else None, "last_sale": last.isoformat() if last else None}
-
-
-def _from_key(key: int) -> date:
-    return date(key // 10000, key // 100 % 100, key % 100)
 
 
 @dataclass(frozen=True)

@@ -78,14 +78,15 @@ def resolve(reader: Reader, filters: Filters) -> Scope:
     # The per-file aggregates hold exactly the facts' days, in a table a thousandth the
     # size: PostgreSQL has no zone maps and would read every sale for these two values.
     low, high = reader.query("SELECT min(date_key), max(date_key) FROM agg_sale_hour")[0]
-    first = filters.first or (_from_key(low) if low else None)
-    last = filters.last or (_from_key(high) if high else None)
+    first = filters.first or (from_key(low) if low else None)
+    last = filters.last or (from_key(high) if high else None)
     if first is None or last is None:
         return Scope(None, None, branch_key)  # an empty warehouse and no period asked for
     return Scope(first, last, branch_key)
 
 
-def _from_key(key: int) -> date:
+def from_key(key: int) -> date:
+    """The day of a ``YYYYMMDD`` date key."""
     return date(key // 10000, key // 100 % 100, key % 100)
 
 

@@ -172,15 +172,7 @@ def meta(request: Request) -> MoneyJSON:
 
 
 def _ops_period(reader, first: str | None, to: str | None):
-    """The operations page's period: as asked, or the latest 28 days the ledger knows."""
-    wanted = web_filters.parse(first, to, None)
-    low, high = operations.ledger_window(reader)
-    last = wanted.last or high
-    start = wanted.first or (max(low, last - web_filters.timedelta(days=web_filters.DEFAULT_DAYS - 1))
-                             if low and last else None)
-    if start and last and start > last:
-        raise web_filters.BadFilter(f"from ({start}) is after to ({last})")
-    return start, last
+    return web_filters.operations_period(reader, web_filters.parse(first, to, None))
 
 
 @router.get("/ops/files", summary="Files per business day by ledger status", tags=["ops"], responses=_ERRORS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from cafe_etl.analytics import report
+from cafe_etl.analytics import operations, report
 from cafe_etl.errors import CafeEtlError
 from cafe_etl.warehouse.base import Reader
 
@@ -71,3 +71,14 @@ def scope(reader: Reader, filters: PeriodFilters) -> report.Scope:
         raise BadFilter(f"from ({first}) is after to ({resolved.last}); the sales run "
                         f"from {resolved.first} to {resolved.last} unless you give both ends")
     return report.Scope(first, resolved.last, resolved.branch_key)
+
+
+def operations_period(reader: Reader, wanted: PeriodFilters) -> tuple[date | None, date | None]:
+    """The operations page's period: as asked, or the latest ``DEFAULT_DAYS`` business
+    days the ledger knows."""
+    low, high = operations.ledger_window(reader)
+    last = wanted.last or high
+    first = wanted.first or (max(low, last - timedelta(days=DEFAULT_DAYS - 1)) if low and last else None)
+    if first and last and first > last:
+        raise BadFilter(f"from ({first}) is after to ({last})")
+    return first, last

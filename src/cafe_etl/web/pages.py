@@ -44,11 +44,7 @@ def _page(request: Request, page: str, slug: str, title: str, *, branch_filter: 
         def resolve(reader):
             meta = _meta(reader)
             if operations_period:
-                low, high = operations.ledger_window(reader)
-                last = wanted.last or high
-                first = wanted.first or (max(low, last - web_filters.timedelta(days=web_filters.DEFAULT_DAYS - 1))
-                                         if low and last else None)
-                return meta, first, last
+                return meta, *web_filters.operations_period(reader, wanted)
             scope = web_filters.scope(reader, wanted)
             return meta, scope.first, scope.last
 
