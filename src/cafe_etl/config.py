@@ -20,6 +20,7 @@ ENV_CUSTOMER_KEYS = "CAFE_ETL_CUSTOMER_KEYS"
 ENV_MEMORY_LIMIT = "CAFE_ETL_MEMORY_LIMIT"
 ENV_THREADS = "CAFE_ETL_THREADS"
 ENV_BATCH_BYTES = "CAFE_ETL_BATCH_BYTES"
+ENV_LARGE_FILE_BYTES = "CAFE_ETL_LARGE_FILE_BYTES"
 ENV_AUTH_TOKEN = "CAFE_ETL_AUTH_TOKEN"  # the dashboard's access token (`serve`)
 # The standard variables of the AWS SDKs for an S3-compatible store (MinIO, Ceph, ...).
 ENV_S3_ENDPOINT = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
@@ -76,6 +77,8 @@ class Settings:
     memory_limit: str = "768MB"
     threads: int = 2
     batch_bytes: int = 40 * 1024 * 1024
+    # A local file at least this large is processed in slices of ``batch_bytes``.
+    large_file_bytes: int = 128 * 1024 * 1024
     s3_endpoint_url: str | None = None
     rules: Rules = field(default_factory=Rules)
 
@@ -94,6 +97,8 @@ def load_settings(**overrides) -> Settings:
         memory_limit=env.get(ENV_MEMORY_LIMIT) or "768MB",
         threads=_positive_int(ENV_THREADS, env.get(ENV_THREADS), min(os.cpu_count() or 1, 4)),
         batch_bytes=_positive_int(ENV_BATCH_BYTES, env.get(ENV_BATCH_BYTES), Settings.batch_bytes),
+        large_file_bytes=_positive_int(ENV_LARGE_FILE_BYTES, env.get(ENV_LARGE_FILE_BYTES),
+                                       Settings.large_file_bytes),
         s3_endpoint_url=next((env[name] for name in ENV_S3_ENDPOINT if env.get(name)), None),
     )
     return settings.with_overrides(**overrides)

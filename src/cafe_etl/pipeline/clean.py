@@ -79,8 +79,21 @@ def hmac_pads(secret: bytes) -> tuple[bytes, bytes]:
 
 def clean(engine: Engine, secret: bytes | None) -> None:
     engine.run(_BRANCHES)
+    file_branches(engine)
+    customers(engine, secret)
+
+
+def file_branches(engine: Engine) -> None:
+    """Each file's branch and each branch's display name, from ``stg_branch``."""
     engine.run(_FILE_BRANCH)
     engine.run(_DISPLAY_NAMES)
+
+
+def row_branches(engine: Engine) -> None:
+    engine.run(_BRANCHES)
+
+
+def customers(engine: Engine, secret: bytes | None) -> None:
     if secret is None:
         engine.run(_NO_CUSTOMERS)
     else:

@@ -71,10 +71,13 @@ class Engine:
     def rows(self, sql: str, params: dict[str, Any] | Sequence[Any] | None = None) -> list[tuple]:
         return self.con.execute(sql, params).fetchall()
 
-    def reset(self) -> None:
-        """Drop the batch's staged tables, so their memory is free before the next batch."""
+    def reset(self, keep: str | None = None) -> None:
+        """Drop the batch's staged tables, so their memory is free before the next batch;
+        those whose name starts with ``keep`` stay."""
         names = self.rows("SELECT table_name, table_type FROM information_schema.tables WHERE table_catalog = 'temp'")
         for name, kind in names:
+            if keep and name.startswith(keep):
+                continue
             self.run(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} IF EXISTS temp.main.{name}")
 
 

@@ -14,17 +14,19 @@ from cafe_etl.pipeline.engine import Engine
 from cafe_etl.pipeline.rules import EXPECTED_FIELDS, Layout
 
 _DOCS_FROM_DISK = """
-SELECT ($disk_idx::INTEGER[])[file_index::BIGINT + 1] AS idx, size AS bytes, content FROM read_text($paths)
+SELECT ($disk_idx::INTEGER[])[file_index::BIGINT + 1] AS idx, size AS bytes, 0 AS base, content
+FROM read_text($paths)
 """
 _DOCS_FROM_MEMORY = """
-SELECT unnest($text_idx::INTEGER[]) AS idx, NULL::BIGINT AS bytes, unnest($texts::VARCHAR[]) AS content
+SELECT unnest($text_idx::INTEGER[]) AS idx, NULL::BIGINT AS bytes, unnest($text_base::INTEGER[]) AS base,
+       unnest($texts::VARCHAR[]) AS content
 """
 # A large file is read line by line, never as one value: the engine's CSV reader with
 # a delimiter the file does not hold and no quoting gives each line whole, in order.
 # A blank line reads as NULL. One reader thread keeps the lines in file order for
 # their numbers. No "remainder after the last newline" (n = 0) to drop.
 _LINES_STREAMED = """
-SELECT {idx}::INTEGER AS idx, NULL::BIGINT AS bytes, row_number() OVER ()::INTEGER AS line_no,
+SELECT {idx}::INTEGER AS idx, NULL::BIGINT AS bytes, 0 AS base, row_number() OVER ()::INTEGER AS sub,
        coalesce(raw, '') AS raw, 0 AS n
 FROM read_csv({path}, columns = {{'raw': 'VARCHAR'}}, header = false, auto_detect = false, delim = chr(31),
               quote = '', escape = '', new_line = {new_line}, max_line_size = 16777216, parallel = false)
@@ -46,24 +48,25 @@ FROM read_csv({path}, columns = {{'raw': 'VARCHAR'}}, header = false, auto_detec
 _LINES = f"""
 CREATE OR REPLACE TEMP TABLE stg_line AS
 WITH doc AS (
-    SELECT idx, bytes,
+    SELECT idx, bytes, base,
            CASE WHEN contains(content, chr(13))
                 THEN replace(replace(content, chr(13) || chr(10), chr(10)), chr(13), chr(10))
                 ELSE content END AS content
     FROM ({{documents}})
 ), line AS (
-    SELECT idx, bytes, generate_subscripts(lines, 1)::INTEGER AS line_no, unnest(lines) AS raw, len(lines) AS n
-    FROM (SELECT idx, bytes, string_split(content, chr(10)) AS lines FROM doc)
+    SELECT idx, bytes, base, generate_subscripts(lines, 1)::INTEGER AS sub, unnest(lines) AS raw, len(lines) AS n
+    FROM (SELECT idx, bytes, base, string_split(content, chr(10)) AS lines FROM doc)
     {{streamed}}
 ), cut AS (
     -- The last "line" of a file that ends with a newline is the empty remainder after it;
-    -- a byte order mark before the first line is not part of it.
-    SELECT idx, bytes, line_no, raw, string_split(raw, ',') AS cells,
+    -- a byte order mark before the first line is not part of it. A document that is a
+    -- slice of a file starts after ``base`` lines of it.
+    SELECT idx, bytes, (sub + base)::INTEGER AS line_no, raw, string_split(raw, ',') AS cells,
            CASE WHEN instr(raw, '"') = 0 THEN 0 ELSE strlen(raw) - strlen(replace(raw, '"', '')) END AS quotes
-    FROM (SELECT idx, bytes, line_no, n,
-                 CASE WHEN line_no = 1 AND starts_with(raw, chr(65279)) THEN substr(raw, 2) ELSE raw END AS raw
+    FROM (SELECT idx, bytes, base, sub, n,
+                 CASE WHEN sub + base = 1 AND starts_with(raw, chr(65279)) THEN substr(raw, 2) ELSE raw END AS raw
           FROM line)
-    WHERE NOT (line_no = n AND raw = '')
+    WHERE NOT (sub = n AND raw = '')
 ), cellwise AS (
     -- Everything taken from the cells is taken here, so the list goes no further.
     SELECT idx, bytes, line_no, raw,
@@ -136,9 +139,9 @@ SELECT
     count(*) FILTER (WHERE blank) AS blank_lines,
     count(*) FILTER (WHERE NOT blank) AS rows,
     count(*) FILTER (WHERE NOT blank AND n_fields = {EXPECTED_FIELDS}) AS rows_expected_width,
-    CASE WHEN count(*) FILTER (WHERE n_fields = {EXPECTED_FIELDS} AND payment_word(f5) IN ('CASH', 'CARD'))
-            > count(*) FILTER (WHERE n_fields = {EXPECTED_FIELDS} AND payment_word(f6) IN ('CASH', 'CARD'))
-         THEN '{Layout.V0}' ELSE '{Layout.V1}' END AS layout,
+    count(*) FILTER (WHERE n_fields = {EXPECTED_FIELDS} AND payment_word(f5) IN ('CASH', 'CARD')) AS v0_votes,
+    count(*) FILTER (WHERE n_fields = {EXPECTED_FIELDS} AND payment_word(f6) IN ('CASH', 'CARD')) AS v1_votes,
+    CASE WHEN v0_votes > v1_votes THEN '{Layout.V0}' ELSE '{Layout.V1}' END AS layout,
     min(line_no) FILTER (WHERE NOT blank) AS first_row_line,
     min(line_no) FILTER (WHERE sold_at IS NOT NULL) AS first_data_line
 FROM stg_line
@@ -154,13 +157,14 @@ class Document:
     text: str | None
     path: str | None
     line_ending: str | None = None  # "\n" or "\r\n": stream the file's lines
+    first_line: int = 0  # lines of the file before ``text``, when it is a slice of one
 
 
 def _documents(docs: list[Document]) -> tuple[str, str, dict]:
     """The batch's documents as a subquery (read from disk by the engine, or given as
     text), and the lines of the streamed ones as UNION ALL branches of the line CTE."""
     on_disk = [(i, d.path) for i, d in enumerate(docs, start=1) if d.text is None and d.line_ending is None]
-    in_memory = [(i, d.text) for i, d in enumerate(docs, start=1) if d.text is not None]
+    in_memory = [(i, d.text, d.first_line) for i, d in enumerate(docs, start=1) if d.text is not None]
     streamed = [(i, d) for i, d in enumerate(docs, start=1) if d.text is None and d.line_ending is not None]
     parts, params = [], {}
     if on_disk:
@@ -168,7 +172,8 @@ def _documents(docs: list[Document]) -> tuple[str, str, dict]:
         params |= {"disk_idx": [i for i, _ in on_disk], "paths": [p for _, p in on_disk]}
     if in_memory or not parts:
         parts.append(_DOCS_FROM_MEMORY)
-        params |= {"text_idx": [i for i, _ in in_memory], "texts": [t for _, t in in_memory]}
+        params |= {"text_idx": [i for i, _, _ in in_memory], "texts": [t for _, t, _ in in_memory],
+                   "text_base": [b for _, _, b in in_memory]}
     lines = []
     for i, d in streamed:
         params |= {f"stream_path_{i}": d.path, f"stream_nl_{i}": "\\r\\n" if d.line_ending == "\r\n" else "\\n"}

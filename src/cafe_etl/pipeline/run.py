@@ -21,13 +21,13 @@ import duckdb
 
 from cafe_etl import keys
 from cafe_etl.config import Settings
-from cafe_etl.pipeline import ledger
+from cafe_etl.pipeline import large, ledger, stage
 from cafe_etl.pipeline.batch import Judged, ReadFile, judge, read_file, stage_batch
 from cafe_etl.pipeline.engine import Engine, EnginePool
 from cafe_etl.pipeline.results import FileOutcome, RunSummary
 from cafe_etl.sources import LandingFile, discover
 from cafe_etl.warehouse import open_warehouse
-from cafe_etl.warehouse.base import FileRecord, LedgerEntry, LoadSession, NewFile
+from cafe_etl.warehouse.base import FileRecord, LedgerEntry, LoadSession, NewFile, PartLoad
 
 MAX_FILES_PER_BATCH = 2000
 Progress = Callable[[int, int], None]  # (files done, bytes done) since the last call
@@ -222,7 +222,14 @@ def _too_big(size: int, settings: Settings) -> str:
 
 def _process(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, work: _Work, settings: Settings,
              secret: bytes | None, run_id: int) -> list[FileOutcome]:
-    """Transform one planned batch on ``engine``, then load it."""
+    """Transform one planned batch on ``engine``, then load it; a large file goes alone, in slices."""
+    sliced = [p for p in work.process if large.can_slice(p.read, settings)]
+    if sliced:
+        rest = _Work([p for p in work.process if p not in sliced], work.unreadable)
+        outcomes = [_process_sliced(engine, session, ledger_lock, p, settings, secret, run_id) for p in sliced]
+        if rest.process or rest.unreadable:
+            outcomes += _process(engine, session, ledger_lock, rest, settings, secret, run_id)
+        return outcomes
     started = time.perf_counter()
     try:
         judged = judge(engine, [p.read for p in work.process], settings, secret)
@@ -253,6 +260,36 @@ def _process(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, 
         session.record_load_seconds([(r.file_id, load * j.read.size / total)
                                      for r, (j, *_) in zip(records, pairs, strict=True)])
     return [_outcome(j, r) for r, (j, *_) in zip(records, pairs, strict=True)]
+
+
+def _process_sliced(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, planned: ledger.Planned,
+                    settings: Settings, secret: bytes | None, run_id: int) -> FileOutcome:
+    """One large file, judged and loaded slice by slice in one warehouse transaction."""
+    started = time.perf_counter()
+    read = planned.read
+    with session.load_parts(engine, planned.file_id, run_id, clear_first=planned.clear) as parts:
+        try:
+            sliced = large.judge(engine, read, settings, secret, each_slice=lambda: _load_slice(
+                engine, parts, planned.file_id))
+        except duckdb.OutOfMemoryException:
+            engine.reset()
+            sliced = large.Sliced(None, _too_big(read.size, settings))
+        judged = Judged(read, 1 if sliced.counts else None, sliced.counts, sliced.failure)
+        record = _record(judged, planned.file_id, planned.replaces, time.perf_counter() - started, planned.clear)
+        if judged.failure is None or judged.keeps_rejects:
+            parts.finish(record)
+            return _outcome(judged, record)
+    # Nothing of it is kept: its failure is recorded like a batch's failed file.
+    judge(engine, [], settings, secret)
+    stage_batch(engine, [], {})
+    session.load(engine, [record], run_id)
+    engine.reset()
+    return _outcome(judged, record)
+
+
+def _load_slice(engine: Engine, parts: PartLoad, file_id: int) -> None:
+    stage.stage(engine, [(1, file_id, True, True)])
+    parts.add(engine)
 
 
 def ingest(
@@ -382,7 +419,29 @@ def validate_files(
     problems: list[Problem] = []
     secret = _secret(settings)
 
+    def check_sliced(engine: Engine, read: ReadFile) -> None:
+        location = read.source.location
+
+        def collect() -> None:
+            rows = engine.rows("SELECT line_no, reason, detail FROM stg_check WHERE outcome = 'reject'")
+            problems.extend(Problem(location, line, reason, detail) for line, reason, detail in rows)
+
+        try:
+            sliced = large.judge(engine, read, settings, secret, each_slice=collect)
+        except duckdb.OutOfMemoryException:
+            engine.reset()
+            sliced = large.Sliced(None, _too_big(read.size, settings))
+        j = Judged(read, 1 if sliced.counts else None, sliced.counts, sliced.failure)
+        summary.files.append(_outcome(j, _record(j, None, None, 0.0), loaded_as="valid"))
+        if j.failure:
+            problems.append(Problem(location, None, "FILE_FAILED", j.failure))
+
     def check(engine: Engine, batch: list[ReadFile]) -> None:
+        for read in [f for f in batch if large.can_slice(f, settings)]:
+            check_sliced(engine, read)
+        batch = [f for f in batch if not large.can_slice(f, settings)]
+        if not batch:
+            return
         try:
             judged = judge(engine, batch, settings, secret)
         except duckdb.OutOfMemoryException:

@@ -168,8 +168,10 @@ class FileCounts:
         return self.header_lines + self.blank_lines
 
 
-def validate(engine: Engine, rules: Rules, now: datetime) -> dict[int, FileCounts]:
-    engine.run(_DUPLICATES)
+def validate(engine: Engine, rules: Rules, now: datetime, duplicates: str = _DUPLICATES) -> dict[int, FileCounts]:
+    """Judge every staged line; ``duplicates`` stages ``stg_duplicate`` (a slice of a
+    large file finds its repeats with the earlier slices' help)."""
+    engine.run(duplicates)
     engine.run(
         _CHECK,
         {

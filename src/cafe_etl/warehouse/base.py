@@ -115,6 +115,29 @@ class LoadSession(ABC):
     def record_load_seconds(self, seconds: Sequence[tuple[int, float]]) -> None:
         """Each file's share of its batch's load time, known only once the load has committed."""
 
+    @abstractmethod
+    def load_parts(self, engine: Engine, file_id: int, run_id: int,
+                   clear_first: bool) -> AbstractContextManager[PartLoad]:
+        """Load one file part by part, all in one transaction (see ``PartLoad``);
+        ``clear_first``: rows of an earlier load of this version are deleted first.
+        Leaving the context without ``finish`` rolls everything back."""
+
+
+class PartLoad(ABC):
+    """One file loaded in parts (a large file's slices) and committed once.
+
+    Each part's facts and rejects join the file's open transaction; its dimension rows
+    are committed at once, as a batch's are. ``finish`` adds the per-file aggregates,
+    computed from the file's facts, removes the version it replaces and writes the
+    ledger, then commits: readers see all of the file or none of it."""
+
+    @abstractmethod
+    def add(self, engine: Engine) -> None:
+        """The engine's staged ``out_*`` tables of one part (their aggregates are not read)."""
+
+    @abstractmethod
+    def finish(self, record: FileRecord) -> None: ...
+
 
 class Reader(ABC):
     """The read gateway: parameterised queries only.

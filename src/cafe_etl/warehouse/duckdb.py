@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -29,6 +31,7 @@ from cafe_etl.warehouse.base import (
     LedgerEntry,
     LoadSession,
     NewFile,
+    PartLoad,
     Reader,
     RunTotals,
     Warehouse,
@@ -113,7 +116,11 @@ SELECT file_id, source_row, date_key, time_key, branch_key, payment_key, custome
 FROM out_sale;
 INSERT INTO fact_sale_item
 SELECT file_id, source_row, line_number, product_key, unit_price, date_key, branch_key FROM out_item;
-INSERT INTO etl_reject SELECT file_id, source_row, reason_code, detail, row_data, $run_id FROM out_reject;
+INSERT INTO etl_reject SELECT file_id, source_row, reason_code, detail, row_data, $run_id FROM out_reject
+"""
+
+# The ledger, in the same transaction as the rows it describes.
+_LEDGER = """
 UPDATE etl_file SET status = 'replaced', replaced_by = r.file_id, processed_at = $now
 FROM load_record r
 WHERE etl_file.file_id = r.replaces AND r.status = 'loaded';
@@ -126,6 +133,46 @@ UPDATE etl_file SET
 FROM load_record r
 WHERE etl_file.file_id = r.file_id
 """
+
+_FILE_TABLES = ("fact_sale_item", "fact_sale", "etl_reject", "agg_product_day", "agg_sale_hour", "agg_customer_day")
+
+# A file loaded in parts: each part's facts and rejects leave the engine as Parquet
+# (the part's transaction is on another connection, which cannot see the engine's
+# temp tables); they hold no personal data.
+_PART_ROWS = {
+    "fact_sale": "SELECT file_id, source_row, date_key, time_key, branch_key, payment_key, customer_key, item_count, "
+                 "total FROM out_sale",
+    "fact_sale_item": "SELECT file_id, source_row, line_number, product_key, unit_price, date_key, branch_key "
+                      "FROM out_item",
+    "etl_reject": "SELECT file_id, source_row, reason_code, detail, row_data, {run_id}::BIGINT FROM out_reject",
+}
+
+# Its aggregates, from its facts. Distinct customers are counted a share of the
+# customer keys at a time (the shares are disjoint, so their counts add up), so the
+# set being counted stays small however large the file.
+_PART_AGGREGATES = """
+INSERT INTO agg_product_day
+SELECT file_id, date_key, branch_key, product_key, count(*)::INTEGER, sum(unit_price)
+FROM fact_sale_item WHERE file_id = $file_id
+GROUP BY file_id, date_key, branch_key, product_key;
+INSERT INTO agg_sale_hour
+SELECT file_id, date_key, branch_key, (time_key // 100)::SMALLINT, count(*)::INTEGER, sum(item_count)::INTEGER,
+       sum(total)
+FROM fact_sale WHERE file_id = $file_id
+GROUP BY file_id, date_key, branch_key, time_key // 100;
+CREATE OR REPLACE TEMP TABLE part_customer_day (date_key INTEGER, branch_key BIGINT, customers BIGINT)
+"""
+_PART_CUSTOMERS = """
+INSERT INTO part_customer_day
+SELECT date_key, branch_key, count(DISTINCT customer_key) FROM fact_sale
+WHERE file_id = $file_id AND customer_key IS NOT NULL AND (customer_key % $shares + $shares) % $shares = $share
+GROUP BY date_key, branch_key
+"""
+_PART_CUSTOMER_DAYS = """
+INSERT INTO agg_customer_day
+SELECT $file_id, date_key, branch_key, sum(customers)::INTEGER FROM part_customer_day GROUP BY date_key, branch_key
+"""
+CUSTOMERS_PER_SHARE = 2_000_000
 
 _RECORD_COLUMNS = [
     ("file_id", "BIGINT"), ("status", "VARCHAR"), ("format", "VARCHAR"), ("branch_id", "VARCHAR"),
@@ -253,29 +300,40 @@ class DuckDBLoadSession(LoadSession):
 
     def load(self, engine: Engine, records: Sequence[FileRecord], run_id: int) -> None:
         con = engine.con  # the connection that holds the batch's staged tables
-        temp_table(
-            con, "load_record", _RECORD_COLUMNS,
-            [
-                (r.file_id, r.status, r.format, r.branch_id, r.business_date, r.rows_read, r.rows_loaded,
-                 r.rows_rejected, r.rows_ignored, r.items_loaded, r.seconds_read, r.seconds_transform,
-                 r.seconds_load, r.error, r.replaces)
-                for r in records
-            ],
-        )
+        _stage_records(con, records)
         # Rows to clear: an earlier load of these same versions, and the versions they replace.
         temp_table(con, "load_cleanup", [("file_id", "BIGINT")], [(file_id,) for file_id in cleanup(records)])
         params = {"run_id": run_id, "now": datetime.now(), "no_key": NO_KEY}
+        self.load_dimensions(engine, params)
+        self._transaction(con, _LOAD_FACTS + ";\n" + _LEDGER, params)
+
+    def load_dimensions(self, engine: Engine, params: dict[str, Any]) -> None:
         with self._dimension_lock:
-            self._transaction(con, _LOAD_DIMENSIONS, params)
-        self._transaction(con, _LOAD_FACTS, params)
+            self._transaction(engine.con, _LOAD_DIMENSIONS, params)
+
+    @contextmanager
+    def load_parts(self, engine: Engine, file_id: int, run_id: int, clear_first: bool) -> Iterator[PartLoad]:
+        con = self.con.cursor()
+        folder = tempfile.mkdtemp(prefix="cafe-etl-")  # 0700: private to this user
+        parts = DuckDBPartLoad(self, con, folder, file_id, run_id)
+        try:
+            con.execute(f"USE {_ALIAS}").fetchall()
+            con.execute("BEGIN TRANSACTION").fetchall()
+            if clear_first:
+                for table in _FILE_TABLES:
+                    con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id]).fetchall()
+            yield parts
+        finally:
+            if not parts.committed:
+                _rollback(con)
+            con.close()
+            shutil.rmtree(folder, ignore_errors=True)
 
     @staticmethod
     def _transaction(con: duckdb.DuckDBPyConnection, script: str, params: dict[str, Any]) -> None:
         con.execute("BEGIN TRANSACTION").fetchall()
         try:
-            for statement in split_statements(script):
-                used = {k: v for k, v in params.items() if f"${k}" in statement}
-                con.execute(statement, used or None).fetchall()
+            _statements(con, script, params)
             con.execute("COMMIT").fetchall()
         except BaseException:
             _rollback(con)
@@ -289,6 +347,59 @@ class DuckDBLoadSession(LoadSession):
                    WHERE etl_file.file_id = t.file_id""",
                 [[f for f, _ in seconds], [s for _, s in seconds]],
             )
+
+
+def _statements(con: duckdb.DuckDBPyConnection, script: str, params: dict[str, Any]) -> None:
+    for statement in split_statements(script):
+        used = {k: v for k, v in params.items() if f"${k}" in statement}
+        con.execute(statement, used or None).fetchall()
+
+
+def _stage_records(con: duckdb.DuckDBPyConnection, records: Sequence[FileRecord]) -> None:
+    temp_table(
+        con, "load_record", _RECORD_COLUMNS,
+        [
+            (r.file_id, r.status, r.format, r.branch_id, r.business_date, r.rows_read, r.rows_loaded,
+             r.rows_rejected, r.rows_ignored, r.items_loaded, r.seconds_read, r.seconds_transform,
+             r.seconds_load, r.error, r.replaces)
+            for r in records
+        ],
+    )
+
+
+class DuckDBPartLoad(PartLoad):
+    def __init__(self, session: DuckDBLoadSession, con: duckdb.DuckDBPyConnection, folder: str, file_id: int,
+                 run_id: int) -> None:
+        self.session = session
+        self.con = con  # holds the file's transaction
+        self.folder = folder
+        self.file_id = file_id
+        self.run_id = run_id
+        self.committed = False
+
+    def add(self, engine: Engine) -> None:
+        self.session.load_dimensions(engine, {"no_key": NO_KEY})
+        for table, select in _PART_ROWS.items():
+            path = os.path.join(self.folder, f"{table}.parquet")
+            engine.run(f"COPY ({select.format(run_id=int(self.run_id))}) TO '{path}' (FORMAT parquet)")
+            self.con.execute(f"INSERT INTO {table} SELECT * FROM read_parquet(?)", [path]).fetchall()
+            os.unlink(path)
+
+    def finish(self, record: FileRecord) -> None:
+        con, file_id = self.con, self.file_id
+        if record.status == "loaded" and record.replaces is not None:
+            for table in _FILE_TABLES:
+                con.execute(f"DELETE FROM {table} WHERE file_id = ?", [record.replaces]).fetchall()
+        _statements(con, _PART_AGGREGATES, {"file_id": file_id})
+        shares = record.rows_loaded // CUSTOMERS_PER_SHARE + 1
+        for share in range(shares):
+            _statements(con, _PART_CUSTOMERS, {"file_id": file_id, "shares": shares, "share": share})
+        _statements(con, _PART_CUSTOMER_DAYS, {"file_id": file_id})
+        _stage_records(con, [record])
+        _statements(con, _LEDGER, {"run_id": self.run_id, "now": datetime.now()})
+        con.execute("COMMIT").fetchall()
+        self.committed = True
+
 
 
 class _FileAccess:

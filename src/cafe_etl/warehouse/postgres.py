@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from importlib import resources
 from typing import Any, TypeVar
@@ -42,6 +42,7 @@ from cafe_etl.warehouse.base import (
     LedgerEntry,
     LoadSession,
     NewFile,
+    PartLoad,
     Reader,
     RunTotals,
     Warehouse,
@@ -138,6 +139,24 @@ UPDATE etl_file SET
     run_id = %(run_id)s, processed_at = %(now)s
 FROM load_record r
 WHERE etl_file.file_id = r.file_id
+"""
+
+
+# A file loaded in parts: its aggregates, from its facts, in its own transaction.
+_PART_FACTS = {k: _FACTS[k] for k in ("out_sale", "out_item", "out_reject")}
+_PART_AGGREGATES = """
+INSERT INTO agg_product_day
+SELECT file_id, date_key, branch_key, product_key, count(*), sum(unit_price)
+FROM fact_sale_item WHERE file_id = %(file_id)s
+GROUP BY file_id, date_key, branch_key, product_key;
+INSERT INTO agg_sale_hour
+SELECT file_id, date_key, branch_key, time_key / 100, count(*), sum(item_count), sum(total)
+FROM fact_sale WHERE file_id = %(file_id)s
+GROUP BY file_id, date_key, branch_key, time_key / 100;
+INSERT INTO agg_customer_day
+SELECT file_id, date_key, branch_key, count(DISTINCT customer_key)
+FROM fact_sale WHERE file_id = %(file_id)s AND customer_key IS NOT NULL
+GROUP BY file_id, date_key, branch_key
 """
 
 
@@ -378,20 +397,39 @@ class PostgresLoadSession(LoadSession):
     def load(self, engine: Engine, records: Sequence[FileRecord], run_id: int) -> None:
         files = self._export(engine, run_id)
         try:
-            _retrying(lambda: self._load_dimensions(self._loader(engine), files),
-                      on_retry=lambda: self._loader(engine, fresh=True))
-            _retrying(lambda: self._load_customers(self._loader(engine), files),
-                      on_retry=lambda: self._loader(engine, fresh=True))
+            self.load_dimensions(engine, files)
             _retrying(lambda: self._load_batch(self._loader(engine), files, records, run_id),
                       on_retry=lambda: self._loader(engine, fresh=True))
         finally:
             for path in files.values():
                 os.unlink(path)
 
-    def _export(self, engine: Engine, run_id: int) -> dict[str, str]:
+    @contextmanager
+    def load_parts(self, engine: Engine, file_id: int, run_id: int, clear_first: bool) -> Iterator[PartLoad]:
+        con = self.warehouse.connect()  # holds the file's transaction from the first part to the last
+        parts = PostgresPartLoad(self, con, file_id, run_id)
+        try:
+            con.execute("BEGIN")
+            if clear_first:
+                for table in _FILE_TABLES:
+                    con.execute(f"DELETE FROM {table} WHERE file_id = %s", [file_id])
+            yield parts
+        finally:
+            if not parts.committed and not con.closed:
+                with suppress(psycopg.Error):
+                    con.execute("ROLLBACK")
+            con.close()
+
+    def load_dimensions(self, engine: Engine, files: dict[str, str]) -> None:
+        _retrying(lambda: self._load_dimensions(self._loader(engine), files),
+                  on_retry=lambda: self._loader(engine, fresh=True))
+        _retrying(lambda: self._load_customers(self._loader(engine), files),
+                  on_retry=lambda: self._loader(engine, fresh=True))
+
+    def _export(self, engine: Engine, run_id: int, relations: dict | None = None) -> dict[str, str]:
         """The staged relations as CSV files written by the engine itself."""
         files = {}
-        relations = _DIMENSIONS | _CUSTOMERS | _FACTS
+        relations = relations or (_DIMENSIONS | _CUSTOMERS | _FACTS)
         for relation, (_, columns) in relations.items():
             select = columns.replace("run_id", f"{int(run_id)} AS run_id")
             path = os.path.join(self.folder, f"{relation}-{id(engine)}.csv")
@@ -435,12 +473,46 @@ class PostgresLoadSession(LoadSession):
                     con.execute(f"DELETE FROM {table} WHERE file_id = ANY(%s)", [clear])
             for relation, (table, columns) in _FACTS.items():
                 self._copy_file(con, table, columns, files[relation])
-            con.execute(_RECORD_TABLE)
-            with con.cursor().copy("COPY load_record FROM STDIN") as copy:
-                for r in records:
-                    copy.write_row((r.file_id, r.status, r.format, r.branch_id, r.business_date, r.rows_read,
-                                    r.rows_loaded, r.rows_rejected, r.rows_ignored, r.items_loaded, r.seconds_read,
-                                    r.seconds_transform, r.seconds_load, r.error, r.replaces))
             # The ledger last: its row locks are held for the shortest time.
-            for statement in split_statements(_LEDGER_UPDATE):
-                con.execute(statement, {"now": datetime.now(), "run_id": run_id})
+            _write_ledger(con, records, run_id)
+
+
+def _write_ledger(con: psycopg.Connection, records: Sequence[FileRecord], run_id: int) -> None:
+    con.execute(_RECORD_TABLE)
+    with con.cursor().copy("COPY load_record FROM STDIN") as copy:
+        for r in records:
+            copy.write_row((r.file_id, r.status, r.format, r.branch_id, r.business_date, r.rows_read,
+                            r.rows_loaded, r.rows_rejected, r.rows_ignored, r.items_loaded, r.seconds_read,
+                            r.seconds_transform, r.seconds_load, r.error, r.replaces))
+    for statement in split_statements(_LEDGER_UPDATE):
+        con.execute(statement, {"now": datetime.now(), "run_id": run_id})
+
+
+class PostgresPartLoad(PartLoad):
+    def __init__(self, session: PostgresLoadSession, con: psycopg.Connection, file_id: int, run_id: int) -> None:
+        self.session = session
+        self.con = con
+        self.file_id = file_id
+        self.run_id = run_id
+        self.committed = False
+
+    def add(self, engine: Engine) -> None:
+        files = self.session._export(engine, self.run_id, _DIMENSIONS | _CUSTOMERS | _PART_FACTS)
+        try:
+            self.session.load_dimensions(engine, files)
+            for relation, (table, columns) in _PART_FACTS.items():
+                self.session._copy_file(self.con, table, columns, files[relation])
+        finally:
+            for path in files.values():
+                os.unlink(path)
+
+    def finish(self, record: FileRecord) -> None:
+        con = self.con
+        if record.status == "loaded" and record.replaces is not None:
+            for table in _FILE_TABLES:
+                con.execute(f"DELETE FROM {table} WHERE file_id = %s", [record.replaces])
+        for statement in split_statements(_PART_AGGREGATES):
+            con.execute(statement, {"file_id": self.file_id})
+        _write_ledger(con, [record], self.run_id)
+        con.execute("COMMIT")
+        self.committed = True
