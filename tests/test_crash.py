@@ -7,7 +7,10 @@ so every phase recurs), sometimes twice, then ingests to completion and checks: 
 same `report --format json` as a clean run; no duplicate key in any fact, dimension
 or aggregate; every loaded file holding exactly its rows; no claim left behind.
 
-CI runs CAFE_ETL_CRASH_TRIALS (default 3) trials per backend; the full soak is
+The same again with every file processed in slices (the large-file path, whose one
+transaction per file spans many slices): half as many trials.
+
+CI runs CAFE_ETL_CRASH_TRIALS (default 3) trials per backend, plus one sliced; the full soak is
     CAFE_ETL_CRASH_TRIALS=20 python -m pytest tests/test_crash.py
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +29,8 @@ from tests.conftest import BACKENDS, new_warehouse, query, run_cli
 
 TRIALS = int(os.environ.get("CAFE_ETL_CRASH_TRIALS", "3"))
 SMALL_BATCHES = {"CAFE_ETL_BATCH_BYTES": "150000"}  # two or three files per batch: many commits per run
+SLICED_TRIALS = max(1, TRIALS // 2)
+SLICES = {"CAFE_ETL_LARGE_FILE_BYTES": "1", "CAFE_ETL_BATCH_BYTES": "16384"}  # every file in 3-4 slices
 
 UNIQUE_KEYS = {
     "fact_sale": "file_id, source_row",
@@ -44,8 +50,8 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "cafe_etl.cli", *map(str, args)]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, **SMALL_BATCHES}
+def _env(settings: dict[str, str] = SMALL_BATCHES) -> dict[str, str]:
+    return {**os.environ, **settings}
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -88,12 +94,46 @@ def check_consistent(url: str) -> None:
 def test_a_killed_ingest_then_a_full_one_equals_a_clean_run(reference, generated, tmp_path, trial,
                                                             postgres_databases):
     backend, expected, seconds = reference
-    rng = random.Random(f"{backend}-{trial}")
+    _kill_then_finish(backend, generated, expected, seconds, SMALL_BATCHES, random.Random(f"{backend}-{trial}"),
+                      tmp_path, postgres_databases)
+
+
+@pytest.fixture(scope="module")
+def few_files(generated, tmp_path_factory):
+    """A dozen of the generated files: every one is sliced, so a run is slower."""
+    folder = tmp_path_factory.mktemp("few") / "landing"
+    folder.mkdir()
+    for path in sorted(generated.glob("*.csv"))[:12]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.mark.parametrize("trial", range(SLICED_TRIALS))
+def test_a_killed_sliced_ingest_then_a_full_one_equals_a_whole_file_run(reference, few_files, tmp_path, trial,
+                                                                         postgres_databases):
+    backend = reference[0]
+    clean = new_warehouse(backend, tmp_path / "clean", postgres_databases)
+    (tmp_path / "clean").mkdir(exist_ok=True)
+    assert run_cli("ingest", few_files, "--warehouse", clean).code == 0  # whole files
+    expected = run_cli("report", "--warehouse", clean, "--format", "json").stdout
+    postgres_databases.drop(clean)
+    started = time.monotonic()
+    timed = new_warehouse(backend, tmp_path / "timed", postgres_databases)
+    (tmp_path / "timed").mkdir(exist_ok=True)
+    assert run_cli("ingest", few_files, "--warehouse", timed, env=SLICES).code == 0
+    seconds = time.monotonic() - started
+    postgres_databases.drop(timed)
+    _kill_then_finish(backend, few_files, expected, seconds, SLICES, random.Random(f"sliced-{backend}-{trial}"),
+                      tmp_path, postgres_databases)
+
+
+def _kill_then_finish(backend: str, landing, expected: str, seconds: float, settings: dict[str, str],
+                      rng: random.Random, tmp_path, postgres_databases) -> None:
     url = new_warehouse(backend, tmp_path, postgres_databases)
     kills = []
     try:
         for _ in range(rng.choice([1, 1, 2])):  # sometimes the run after a crash is killed too
-            loader = subprocess.Popen(_cli("ingest", generated, "--warehouse", url), env=_env(),
+            loader = subprocess.Popen(_cli("ingest", landing, "--warehouse", url), env=_env(settings),
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             moment = rng.uniform(0.4, max(0.6, seconds * 1.05))  # from start-up to the last commit
             time.sleep(moment)
@@ -101,7 +141,7 @@ def test_a_killed_ingest_then_a_full_one_equals_a_clean_run(reference, generated
             loader.wait(timeout=60)
             kills.append(round(moment, 2))
             assert "Traceback" not in loader.stderr.read()
-        finished = run_cli("ingest", generated, "--warehouse", url, env=SMALL_BATCHES)
+        finished = run_cli("ingest", landing, "--warehouse", url, env=settings)
         assert finished.code == 0, (kills, finished.stderr)
         assert run_cli("report", "--warehouse", url, "--format", "json").stdout == expected, kills
         check_consistent(url)

@@ -74,7 +74,7 @@ class Settings:
     key_file: Path = field(default_factory=default_key_file)
     customer_key: str | None = field(default=None, repr=False)  # hex; takes precedence over key_file
     customer_keys: bool = True
-    memory_limit: str = "768MB"
+    memory_limit: str = "640MB"
     threads: int = 2
     batch_bytes: int = 40 * 1024 * 1024
     # A local file at least this large is processed in slices of ``batch_bytes``.
@@ -94,7 +94,7 @@ def load_settings(**overrides) -> Settings:
         key_file=Path(env[ENV_KEY_FILE]) if env.get(ENV_KEY_FILE) else default_key_file(),
         customer_key=env.get(ENV_CUSTOMER_KEY) or None,
         customer_keys=_flag(env.get(ENV_CUSTOMER_KEYS), True),
-        memory_limit=env.get(ENV_MEMORY_LIMIT) or "768MB",
+        memory_limit=env.get(ENV_MEMORY_LIMIT) or Settings.memory_limit,
         threads=_positive_int(ENV_THREADS, env.get(ENV_THREADS), min(os.cpu_count() or 1, 4)),
         batch_bytes=_positive_int(ENV_BATCH_BYTES, env.get(ENV_BATCH_BYTES), Settings.batch_bytes),
         large_file_bytes=_positive_int(ENV_LARGE_FILE_BYTES, env.get(ENV_LARGE_FILE_BYTES),

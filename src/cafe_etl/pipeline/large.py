@@ -119,23 +119,29 @@ def slices(path: str, slice_bytes: int, digest=None) -> Iterator[tuple[str, int]
         while block := handle.read(slice_bytes):
             if digest is not None:
                 digest.update(block)
-            data = carry + block
+            data = carry + block if carry else block
+            del block
             cut = data.rfind(b"\n") + 1
             if cut == 0:  # one line longer than a slice: read on to its end
                 carry = data
                 continue
-            piece, carry = data[:cut], data[cut:]
-            yield _text(piece), base
-            base += piece.count(b"\n")
+            lines = data.count(b"\n", 0, cut)
+            text, carry = _text(memoryview(data)[:cut]), data[cut:]
+            del data  # only the text stays while the slice is processed
+            yield text, base
+            del text
+            base += lines
     if carry:
-        yield _text(carry), base
+        yield _text(memoryview(carry)), base
 
 
-def _text(data: bytes) -> str:
+def _text(data: memoryview) -> str:
     try:
-        return data.decode("utf-8")
+        return str(data, "utf-8")
     except UnicodeDecodeError:
         raise ChangedWhileRead from None
+    finally:
+        data.release()
 
 
 @dataclass
