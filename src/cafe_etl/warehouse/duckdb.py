@@ -7,6 +7,7 @@ no rows cross into Python. Reads use short-lived read-only connections.
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import shutil
@@ -431,6 +432,15 @@ class _FileAccess:
         self._closer: threading.Timer | None = None
 
     @classmethod
+    def close_all(cls) -> None:
+        """Close every anchor now. Run at exit: a closer timer firing while the
+        interpreter shuts down would be inside DuckDB when its thread is torn down,
+        which aborts the process."""
+        with cls._all_lock:
+            for access in cls._all.values():
+                access.release_anchor()
+
+    @classmethod
     def of(cls, path: str) -> _FileAccess:
         real = os.path.realpath(path)
         with cls._all_lock:
@@ -477,7 +487,7 @@ class _FileAccess:
             if not self._readers:
                 self._drop_anchor()
 
-    def _drop_anchor(self) -> None:
+    def _drop_anchor(self) -> None:  # called holding self._cond
         if self._closer:
             self._closer.cancel()
             self._closer = None
@@ -501,6 +511,9 @@ class _FileAccess:
                 self._writing = False
                 self._cond.notify_all()
 
+
+
+atexit.register(_FileAccess.close_all)
 
 class DuckDBReader(Reader):
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str, time_limit: float | None = None) -> None:
