@@ -57,6 +57,12 @@ class Judged:
         return self.idx is not None and validate.structural_failure(self.counts, lines) is None
 
 
+def too_big(size: int, settings: Settings) -> str:
+    """Why a file that ran the engine out of memory is failed."""
+    return (f"the file ({size / 2**20:,.0f} MiB) is too large to process within the engine's memory limit "
+            f"({settings.memory_limit}): raise CAFE_ETL_MEMORY_LIMIT or split the file")
+
+
 # A local file this large is fingerprinted in chunks and read by the engine from disk,
 # so memory does not grow with it.
 STREAM_FROM = 32 << 20

@@ -23,9 +23,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import duckdb
+
 from cafe_etl.config import Settings
 from cafe_etl.pipeline import clean, extract, transform, validate
-from cafe_etl.pipeline.batch import ReadFile
+from cafe_etl.pipeline.batch import Judged, ReadFile, too_big
 from cafe_etl.pipeline.engine import Engine
 from cafe_etl.pipeline.rules import Layout
 from cafe_etl.pipeline.validate import FileCounts
@@ -106,6 +108,9 @@ def can_slice(read: ReadFile, settings: Settings) -> bool:
     d = read.decoded
     return (read.source.local_path is not None and d is not None and d.text is None and not read.error
             and d.line_endings in ("lf", "crlf", "none") and read.size >= settings.large_file_bytes)
+
+
+_CHANGED = "the file changed while it was being read; it will be read again"
 
 
 class ChangedWhileRead(Exception):
@@ -202,18 +207,11 @@ def survey(engine: Engine, path: str, slice_bytes: int) -> Survey:
     return found
 
 
-@dataclass
-class Sliced:
-    """The verdict on a sliced file, as ``batch.judge`` gives one for a batch's file."""
-
-    counts: FileCounts | None
-    failure: str | None
-
-
 def judge(engine: Engine, read: ReadFile, settings: Settings, secret: bytes | None,
-          each_slice: Callable[[], None]) -> Sliced:
+          each_slice: Callable[[], None]) -> Judged:
     """Survey the file, then judge it slice by slice, calling ``each_slice`` while the
-    slice's ``stg_check`` (and the tables a load stages from) are in the engine."""
+    slice's ``stg_check`` (and the tables a load stages from) are in the engine. The
+    verdict is the one ``batch.judge`` gives a file of a batch (its idx is 1)."""
     path = read.source.local_path
     now = datetime.now()
     try:
@@ -235,15 +233,17 @@ def judge(engine: Engine, read: ReadFile, settings: Settings, secret: bytes | No
             each_slice()
             engine.reset(keep=SURVEY)
     except (ChangedWhileRead, FileNotFoundError):
-        return Sliced(None, "the file changed while it was being read; it will be read again")
+        return Judged(read, None, None, _CHANGED)
     except OSError as exc:
-        return Sliced(None, f"cannot read {path}: {exc.strerror}")
+        return Judged(read, None, None, f"cannot read {path}: {exc.strerror}")
+    except duckdb.OutOfMemoryException:
+        return Judged(read, None, None, too_big(read.size, settings))
     finally:
         engine.reset()
     if digest.hexdigest() != read.sha256:
-        return Sliced(None, "the file changed while it was being read; it will be read again")
+        return Judged(read, None, None, _CHANGED)
     counts = totals.counts(found)
-    return Sliced(counts, validate.verdict(counts, read.decoded.lines))
+    return Judged(read, 1, counts, validate.verdict(counts, read.decoded.lines))
 
 
 @dataclass

@@ -22,7 +22,7 @@ import duckdb
 from cafe_etl import keys
 from cafe_etl.config import Settings
 from cafe_etl.pipeline import large, ledger, stage
-from cafe_etl.pipeline.batch import Judged, ReadFile, judge, read_file, stage_batch
+from cafe_etl.pipeline.batch import Judged, ReadFile, judge, read_file, stage_batch, too_big
 from cafe_etl.pipeline.engine import Engine, EnginePool
 from cafe_etl.pipeline.results import FileOutcome, RunSummary
 from cafe_etl.sources import LandingFile, discover
@@ -215,18 +215,13 @@ def _claim_unreadable(session: LoadSession, files: list[ReadFile], known: list[L
     return [(f, existing.get(f.source.location) or ids[f.source.location]) for f in files]
 
 
-def _too_big(size: int, settings: Settings) -> str:
-    return (f"the file ({size / 2**20:,.0f} MiB) is too large to process within the engine's memory limit "
-            f"({settings.memory_limit}): raise CAFE_ETL_MEMORY_LIMIT or split the file")
-
-
 def _process(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, work: _Work, settings: Settings,
              secret: bytes | None, run_id: int) -> list[FileOutcome]:
     """Transform one planned batch on ``engine``, then load it; a large file goes alone, in slices."""
     sliced = [p for p in work.process if large.can_slice(p.read, settings)]
     if sliced:
         rest = _Work([p for p in work.process if p not in sliced], work.unreadable)
-        outcomes = [_process_sliced(engine, session, ledger_lock, p, settings, secret, run_id) for p in sliced]
+        outcomes = [_process_sliced(engine, session, p, settings, secret, run_id) for p in sliced]
         if rest.process or rest.unreadable:
             outcomes += _process(engine, session, ledger_lock, rest, settings, secret, run_id)
         return outcomes
@@ -245,7 +240,7 @@ def _process(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, 
             return outcomes
         judge(engine, [], settings, secret)  # empty staged tables for the load below
         (only,) = work.process
-        judged = [Judged(only.read, None, None, _too_big(only.read.size, settings))]
+        judged = [Judged(only.read, None, None, too_big(only.read.size, settings))]
     stage_batch(engine, judged, {i: p.file_id for i, p in enumerate(work.process)})
     transform = time.perf_counter() - started
     pairs = [(j, p.file_id, p.replaces, p.clear) for j, p in zip(judged, work.process, strict=True)]
@@ -262,19 +257,14 @@ def _process(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, 
     return [_outcome(j, r) for r, (j, *_) in zip(records, pairs, strict=True)]
 
 
-def _process_sliced(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, planned: ledger.Planned,
-                    settings: Settings, secret: bytes | None, run_id: int) -> FileOutcome:
+def _process_sliced(engine: Engine, session: LoadSession, planned: ledger.Planned, settings: Settings,
+                    secret: bytes | None, run_id: int) -> FileOutcome:
     """One large file, judged and loaded slice by slice in one warehouse transaction."""
     started = time.perf_counter()
     read = planned.read
     with session.load_parts(engine, planned.file_id, run_id, clear_first=planned.clear) as parts:
-        try:
-            sliced = large.judge(engine, read, settings, secret, each_slice=lambda: _load_slice(
-                engine, parts, planned.file_id))
-        except duckdb.OutOfMemoryException:
-            engine.reset()
-            sliced = large.Sliced(None, _too_big(read.size, settings))
-        judged = Judged(read, 1 if sliced.counts else None, sliced.counts, sliced.failure)
+        judged = large.judge(engine, read, settings, secret,
+                             each_slice=lambda: _load_slice(engine, parts, planned.file_id))
         record = _record(judged, planned.file_id, planned.replaces, time.perf_counter() - started, planned.clear)
         if judged.failure is None or judged.keeps_rejects:
             parts.finish(record)
@@ -426,20 +416,16 @@ def validate_files(
             rows = engine.rows("SELECT line_no, reason, detail FROM stg_check WHERE outcome = 'reject'")
             problems.extend(Problem(location, line, reason, detail) for line, reason, detail in rows)
 
-        try:
-            sliced = large.judge(engine, read, settings, secret, each_slice=collect)
-        except duckdb.OutOfMemoryException:
-            engine.reset()
-            sliced = large.Sliced(None, _too_big(read.size, settings))
-        j = Judged(read, 1 if sliced.counts else None, sliced.counts, sliced.failure)
+        j = large.judge(engine, read, settings, secret, each_slice=collect)
         summary.files.append(_outcome(j, _record(j, None, None, 0.0), loaded_as="valid"))
         if j.failure:
             problems.append(Problem(location, None, "FILE_FAILED", j.failure))
 
     def check(engine: Engine, batch: list[ReadFile]) -> None:
-        for read in [f for f in batch if large.can_slice(f, settings)]:
+        sliced = [f for f in batch if large.can_slice(f, settings)]
+        for read in sliced:
             check_sliced(engine, read)
-        batch = [f for f in batch if not large.can_slice(f, settings)]
+        batch = [f for f in batch if f not in sliced]
         if not batch:
             return
         try:
@@ -451,7 +437,7 @@ def validate_files(
                     check(engine, [one])
                 return
             judge(engine, [], settings, secret)
-            judged = [Judged(batch[0], None, None, _too_big(batch[0].size, settings))]
+            judged = [Judged(batch[0], None, None, too_big(batch[0].size, settings))]
         location = {j.idx: j.read.source.location for j in judged if j.idx is not None}
         rows = engine.rows("SELECT idx, line_no, reason, detail FROM stg_check WHERE outcome = 'reject'")
         problems.extend(Problem(location[idx], line, reason, detail) for idx, line, reason, detail in rows)

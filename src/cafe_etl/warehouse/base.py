@@ -19,6 +19,10 @@ from cafe_etl.pipeline.engine import Engine, EnginePool
 
 SCHEMA_VERSION = 2  # 2: per-file aggregates, dim_customer.first_branch_key
 
+# The tables whose rows belong to one file version (keyed by file_id): what leaves
+# with a replaced or reprocessed version, facts before the rows they hang off.
+FILE_TABLES = ("fact_sale_item", "fact_sale", "etl_reject", "agg_product_day", "agg_sale_hour", "agg_customer_day")
+
 
 @dataclass(frozen=True)
 class LedgerEntry:

@@ -27,6 +27,7 @@ from cafe_etl import __version__
 from cafe_etl.errors import QueryTimeout, WarehouseBusy, WarehouseError, WarehouseMissing
 from cafe_etl.pipeline.engine import Engine, EnginePool, temp_table
 from cafe_etl.warehouse.base import (
+    FILE_TABLES,
     SCHEMA_VERSION,
     FileRecord,
     LedgerEntry,
@@ -99,26 +100,29 @@ SELECT customer_key, first_seen, first_branch_key FROM out_customer o
 WHERE NOT EXISTS (SELECT 1 FROM dim_customer d WHERE d.customer_key = o.customer_key)
 """
 
+# A batch's facts and rejects, as read from the engine. A large file's parts leave the
+# engine as Parquet written by these same queries (their transaction is on another
+# connection, which cannot see the engine's temp tables); they hold no personal data.
+_ROWS = {
+    "fact_sale": "SELECT file_id, source_row, date_key, time_key, branch_key, payment_key, customer_key, item_count, "
+                 "total FROM out_sale",
+    "fact_sale_item": "SELECT file_id, source_row, line_number, product_key, unit_price, date_key, branch_key "
+                      "FROM out_item",
+    "etl_reject": "SELECT file_id, source_row, reason_code, detail, row_data, $run_id::BIGINT FROM out_reject",
+}
+
 # The batch itself, in one transaction: the old rows of versions being replaced or
 # processed again, the new facts and rejects, the ledger. Appends never conflict, so
 # two engines load their batches at the same time.
-_LOAD_FACTS = """
-DELETE FROM fact_sale_item WHERE file_id IN (SELECT file_id FROM load_cleanup);
-DELETE FROM fact_sale WHERE file_id IN (SELECT file_id FROM load_cleanup);
-DELETE FROM etl_reject WHERE file_id IN (SELECT file_id FROM load_cleanup);
-DELETE FROM agg_product_day WHERE file_id IN (SELECT file_id FROM load_cleanup);
-DELETE FROM agg_sale_hour WHERE file_id IN (SELECT file_id FROM load_cleanup);
-DELETE FROM agg_customer_day WHERE file_id IN (SELECT file_id FROM load_cleanup);
-INSERT INTO agg_product_day SELECT file_id, date_key, branch_key, product_key, quantity, revenue FROM out_product_day;
-INSERT INTO agg_sale_hour SELECT file_id, date_key, branch_key, hour, transactions, items, revenue FROM out_sale_hour;
-INSERT INTO agg_customer_day SELECT file_id, date_key, branch_key, customers FROM out_customer_day;
-INSERT INTO fact_sale
-SELECT file_id, source_row, date_key, time_key, branch_key, payment_key, customer_key, item_count, total
-FROM out_sale;
-INSERT INTO fact_sale_item
-SELECT file_id, source_row, line_number, product_key, unit_price, date_key, branch_key FROM out_item;
-INSERT INTO etl_reject SELECT file_id, source_row, reason_code, detail, row_data, $run_id FROM out_reject
-"""
+_LOAD_FACTS = ";\n".join([
+    *(f"DELETE FROM {table} WHERE file_id IN (SELECT file_id FROM load_cleanup)" for table in FILE_TABLES),
+    "INSERT INTO agg_product_day SELECT file_id, date_key, branch_key, product_key, quantity, revenue "
+    "FROM out_product_day",
+    "INSERT INTO agg_sale_hour SELECT file_id, date_key, branch_key, hour, transactions, items, revenue "
+    "FROM out_sale_hour",
+    "INSERT INTO agg_customer_day SELECT file_id, date_key, branch_key, customers FROM out_customer_day",
+    *(f"INSERT INTO {table} {select}" for table, select in _ROWS.items()),
+])
 
 # The ledger, in the same transaction as the rows it describes.
 _LEDGER = """
@@ -134,19 +138,6 @@ UPDATE etl_file SET
 FROM load_record r
 WHERE etl_file.file_id = r.file_id
 """
-
-_FILE_TABLES = ("fact_sale_item", "fact_sale", "etl_reject", "agg_product_day", "agg_sale_hour", "agg_customer_day")
-
-# A file loaded in parts: each part's facts and rejects leave the engine as Parquet
-# (the part's transaction is on another connection, which cannot see the engine's
-# temp tables); they hold no personal data.
-_PART_ROWS = {
-    "fact_sale": "SELECT file_id, source_row, date_key, time_key, branch_key, payment_key, customer_key, item_count, "
-                 "total FROM out_sale",
-    "fact_sale_item": "SELECT file_id, source_row, line_number, product_key, unit_price, date_key, branch_key "
-                      "FROM out_item",
-    "etl_reject": "SELECT file_id, source_row, reason_code, detail, row_data, {run_id}::BIGINT FROM out_reject",
-}
 
 # Its aggregates, from its facts. Distinct customers are counted a share of the
 # customer keys at a time (the shares are disjoint, so their counts add up), so the
@@ -321,7 +312,7 @@ class DuckDBLoadSession(LoadSession):
             con.execute(f"USE {_ALIAS}").fetchall()
             con.execute("BEGIN TRANSACTION").fetchall()
             if clear_first:
-                for table in _FILE_TABLES:
+                for table in FILE_TABLES:
                     con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id]).fetchall()
             yield parts
         finally:
@@ -380,16 +371,17 @@ class DuckDBPartLoad(PartLoad):
 
     def add(self, engine: Engine) -> None:
         self.session.load_dimensions(engine, {"no_key": NO_KEY})
-        for table, select in _PART_ROWS.items():
+        for table, select in _ROWS.items():
             path = os.path.join(self.folder, f"{table}.parquet")
-            engine.run(f"COPY ({select.format(run_id=int(self.run_id))}) TO '{path}' (FORMAT parquet)")
+            engine.run(f"COPY ({select}) TO '{path}' (FORMAT parquet)",
+                       {"run_id": self.run_id} if "$run_id" in select else None)
             self.con.execute(f"INSERT INTO {table} SELECT * FROM read_parquet(?)", [path]).fetchall()
             os.unlink(path)
 
     def finish(self, record: FileRecord) -> None:
         con, file_id = self.con, self.file_id
         if record.status == "loaded" and record.replaces is not None:
-            for table in _FILE_TABLES:
+            for table in FILE_TABLES:
                 con.execute(f"DELETE FROM {table} WHERE file_id = ?", [record.replaces]).fetchall()
         _statements(con, _PART_AGGREGATES, {"file_id": file_id})
         shares = record.rows_loaded // CUSTOMERS_PER_SHARE + 1

@@ -37,6 +37,7 @@ from cafe_etl import __version__
 from cafe_etl.errors import QueryTimeout, WarehouseError, WarehouseMissing
 from cafe_etl.pipeline.engine import Engine, EnginePool
 from cafe_etl.warehouse.base import (
+    FILE_TABLES,
     SCHEMA_VERSION,
     FileRecord,
     LedgerEntry,
@@ -78,7 +79,6 @@ _FACTS = {
     "out_sale_hour": ("agg_sale_hour", "file_id, date_key, branch_key, hour, transactions, items, revenue"),
     "out_customer_day": ("agg_customer_day", "file_id, date_key, branch_key, customers"),
 }
-_FILE_TABLES = ("fact_sale_item", "fact_sale", "etl_reject", "agg_product_day", "agg_sale_hour", "agg_customer_day")
 
 _STAGING = """
 CREATE TEMP TABLE stg_date (date_key INTEGER, date DATE) ON COMMIT DROP;
@@ -411,7 +411,7 @@ class PostgresLoadSession(LoadSession):
         try:
             con.execute("BEGIN")
             if clear_first:
-                for table in _FILE_TABLES:
+                for table in FILE_TABLES:
                     con.execute(f"DELETE FROM {table} WHERE file_id = %s", [file_id])
             yield parts
         finally:
@@ -469,7 +469,7 @@ class PostgresLoadSession(LoadSession):
         clear = cleanup(records)
         with con.transaction():
             if clear:
-                for table in _FILE_TABLES:
+                for table in FILE_TABLES:
                     con.execute(f"DELETE FROM {table} WHERE file_id = ANY(%s)", [clear])
             for relation, (table, columns) in _FACTS.items():
                 self._copy_file(con, table, columns, files[relation])
@@ -509,7 +509,7 @@ class PostgresPartLoad(PartLoad):
     def finish(self, record: FileRecord) -> None:
         con = self.con
         if record.status == "loaded" and record.replaces is not None:
-            for table in _FILE_TABLES:
+            for table in FILE_TABLES:
                 con.execute(f"DELETE FROM {table} WHERE file_id = %s", [record.replaces])
         for statement in split_statements(_PART_AGGREGATES):
             con.execute(statement, {"file_id": self.file_id})
