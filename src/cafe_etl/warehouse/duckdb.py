@@ -312,8 +312,7 @@ class DuckDBLoadSession(LoadSession):
             con.execute(f"USE {_ALIAS}").fetchall()
             con.execute("BEGIN TRANSACTION").fetchall()
             if clear_first:
-                for table in FILE_TABLES:
-                    con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id]).fetchall()
+                _delete_rows_of(con, file_id)
             yield parts
         finally:
             if not parts.committed:
@@ -345,6 +344,11 @@ def _statements(con: duckdb.DuckDBPyConnection, script: str, params: dict[str, A
     for statement in split_statements(script):
         used = {k: v for k, v in params.items() if f"${k}" in statement}
         con.execute(statement, used or None).fetchall()
+
+
+def _delete_rows_of(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
+    for table in FILE_TABLES:
+        con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id]).fetchall()
 
 
 def _stage_records(con: duckdb.DuckDBPyConnection, records: Sequence[FileRecord]) -> None:
@@ -381,8 +385,7 @@ class DuckDBPartLoad(PartLoad):
     def finish(self, record: FileRecord) -> None:
         con, file_id = self.con, self.file_id
         if record.status == "loaded" and record.replaces is not None:
-            for table in FILE_TABLES:
-                con.execute(f"DELETE FROM {table} WHERE file_id = ?", [record.replaces]).fetchall()
+            _delete_rows_of(con, record.replaces)
         _statements(con, _PART_AGGREGATES, {"file_id": file_id})
         shares = record.rows_loaded // CUSTOMERS_PER_SHARE + 1
         for share in range(shares):

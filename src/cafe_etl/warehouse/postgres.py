@@ -142,7 +142,7 @@ WHERE etl_file.file_id = r.file_id
 """
 
 
-# A file loaded in parts: its aggregates, from its facts, in its own transaction.
+# A file loaded in parts: its aggregates, from its facts, in the file's transaction.
 _PART_FACTS = {k: _FACTS[k] for k in ("out_sale", "out_item", "out_reject")}
 _PART_AGGREGATES = """
 INSERT INTO agg_product_day
@@ -411,8 +411,7 @@ class PostgresLoadSession(LoadSession):
         try:
             con.execute("BEGIN")
             if clear_first:
-                for table in FILE_TABLES:
-                    con.execute(f"DELETE FROM {table} WHERE file_id = %s", [file_id])
+                _delete_rows_of(con, [file_id])
             yield parts
         finally:
             if not parts.committed and not con.closed:
@@ -468,13 +467,17 @@ class PostgresLoadSession(LoadSession):
                     run_id: int) -> None:
         clear = cleanup(records)
         with con.transaction():
-            if clear:
-                for table in FILE_TABLES:
-                    con.execute(f"DELETE FROM {table} WHERE file_id = ANY(%s)", [clear])
+            _delete_rows_of(con, clear)
             for relation, (table, columns) in _FACTS.items():
                 self._copy_file(con, table, columns, files[relation])
             # The ledger last: its row locks are held for the shortest time.
             _write_ledger(con, records, run_id)
+
+
+def _delete_rows_of(con: psycopg.Connection, file_ids: Sequence[int]) -> None:
+    if file_ids:
+        for table in FILE_TABLES:
+            con.execute(f"DELETE FROM {table} WHERE file_id = ANY(%s)", [list(file_ids)])
 
 
 def _write_ledger(con: psycopg.Connection, records: Sequence[FileRecord], run_id: int) -> None:
@@ -509,8 +512,7 @@ class PostgresPartLoad(PartLoad):
     def finish(self, record: FileRecord) -> None:
         con = self.con
         if record.status == "loaded" and record.replaces is not None:
-            for table in FILE_TABLES:
-                con.execute(f"DELETE FROM {table} WHERE file_id = %s", [record.replaces])
+            _delete_rows_of(con, [record.replaces])
         for statement in split_statements(_PART_AGGREGATES):
             con.execute(statement, {"file_id": self.file_id})
         _write_ledger(con, [record], self.run_id)
