@@ -113,13 +113,11 @@ def test_a_killed_sliced_ingest_then_a_full_one_equals_a_whole_file_run(referenc
                                                                          postgres_databases):
     backend = reference[0]
     clean = new_warehouse(backend, tmp_path / "clean", postgres_databases)
-    (tmp_path / "clean").mkdir(exist_ok=True)
     assert run_cli("ingest", few_files, "--warehouse", clean).code == 0  # whole files
     expected = run_cli("report", "--warehouse", clean, "--format", "json").stdout
     postgres_databases.drop(clean)
     started = time.monotonic()
     timed = new_warehouse(backend, tmp_path / "timed", postgres_databases)
-    (tmp_path / "timed").mkdir(exist_ok=True)
     assert run_cli("ingest", few_files, "--warehouse", timed, env=SLICES).code == 0
     seconds = time.monotonic() - started
     postgres_databases.drop(timed)

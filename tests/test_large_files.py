@@ -86,8 +86,6 @@ def test_slices_load_exactly_what_whole_files_load(backend, landing, tmp_path, p
     folder, repeats = landing
     whole = new_warehouse(backend, tmp_path / "whole", postgres_databases)
     sliced = new_warehouse(backend, tmp_path / "sliced", postgres_databases)
-    (tmp_path / "whole").mkdir()
-    (tmp_path / "sliced").mkdir()
     first = run_cli("ingest", folder, "--warehouse", whole, "--json")
     second = run_cli("ingest", folder, "--warehouse", sliced, "--json", env=SLICED)
     assert first.code == second.code == 1, second.stderr  # the hostile files fail, in both
