@@ -160,10 +160,7 @@ def meta(request: Request) -> MoneyJSON:
     """What the filters can choose from: every branch, and the first and last day with sales."""
 
     def compute(reader):
-        counts = operations.warehouse_counts(reader)
-        names = [row[0] for row in reader.query("SELECT name FROM dim_branch ORDER BY name")]
-        return {"branches": names, "first_day": counts["first_sale"], "last_day": counts["last_sale"],
-                "version": __version__}
+        return web_filters.choices(reader) | {"version": __version__}
 
     return _answer(request, ("meta",), compute)
 

@@ -82,3 +82,10 @@ def operations_period(reader: Reader, wanted: PeriodFilters) -> tuple[date | Non
     if first and last and first > last:
         raise BadFilter(f"from ({first}) is after to ({last})")
     return first, last
+
+
+def choices(reader: Reader) -> dict:
+    """What the filters can choose from: every branch, and the first and last day with sales."""
+    counts = operations.warehouse_counts(reader)
+    return {"branches": [row[0] for row in reader.query("SELECT name FROM dim_branch ORDER BY name")],
+            "first_day": counts["first_sale"], "last_day": counts["last_sale"]}

@@ -12,7 +12,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from cafe_etl import __version__
-from cafe_etl.analytics import operations
 from cafe_etl.errors import CafeEtlError, WarehouseMissing
 from cafe_etl.web import filters as web_filters
 
@@ -20,12 +19,6 @@ router = APIRouter(default_response_class=HTMLResponse, include_in_schema=False)
 
 PAGES = (("", "Overview"), ("what", "What sells"), ("where", "Where"), ("when", "When"),
          ("customers", "Customers"), ("operations", "Operations"))
-
-
-def _meta(reader) -> dict:
-    counts = operations.warehouse_counts(reader)
-    return {"branches": [r[0] for r in reader.query("SELECT name FROM dim_branch ORDER BY name")],
-            "first_day": counts["first_sale"], "last_day": counts["last_sale"]}
 
 
 def _page(request: Request, page: str, slug: str, title: str, *, branch_filter: bool = True,
@@ -42,7 +35,7 @@ def _page(request: Request, page: str, slug: str, title: str, *, branch_filter: 
         wanted = web_filters.parse(params.get("from"), params.get("to"), params.get("branch"))
 
         def resolve(reader):
-            meta = _meta(reader)
+            meta = web_filters.choices(reader)
             if operations_period:
                 return meta, *web_filters.operations_period(reader, wanted)
             scope = web_filters.scope(reader, wanted)
