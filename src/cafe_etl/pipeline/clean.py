@@ -54,18 +54,18 @@ GROUP BY branch_id
 """
 
 # stg_customer: one key per distinct customer of the batch (regulars come back every
-# day), found again by ``who``.
+# day), found again by the identity itself.
 _CUSTOMERS = """
 CREATE OR REPLACE TEMP TABLE stg_customer AS
-SELECT who,
+SELECT identity,
        ('0x' || left(sha256($outer_pad || unhex(sha256($inner_pad || encode(identity)))), 15))::BIGINT
            AS customer_key
-FROM (SELECT who, any_value(identity) AS identity FROM stg_line WHERE identity IS NOT NULL GROUP BY who)
+FROM (SELECT DISTINCT identity FROM stg_line WHERE identity IS NOT NULL)
 """
 
 _NO_CUSTOMERS = """
 CREATE OR REPLACE TEMP TABLE stg_customer AS
-SELECT NULL::UHUGEINT AS who, NULL::BIGINT AS customer_key
+SELECT NULL::VARCHAR AS identity, NULL::BIGINT AS customer_key
 WHERE false
 """
 

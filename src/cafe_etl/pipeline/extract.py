@@ -39,12 +39,12 @@ FROM read_csv({path}, columns = {{'raw': 'VARCHAR'}}, header = false, auto_detec
 #
 # Personal data is reduced here to ``identity``: the customer's name lower-cased with
 # whitespace collapsed, a NUL, and the card's digits for a card payment. It lives only
-# in memory until the customer key (its keyed hash) is made from it; ``who``, its hash,
-# finds a row's customer again. ``basket_hash`` and ``basket_bytes`` find its basket.
-# These fingerprints are MD5 (128 bits), not DuckDB's fast ``hash()``: that one
-# collides on rows differing by the same swap in two places (two customers' rows
-# "Customer 1195 … 1195" and "Customer 1915 … 1915"), which would make one of them a
-# false DUPLICATE_ROW.
+# in memory until the customer key (its keyed hash) is made from it. Later stages find
+# a row's basket and customer by these texts themselves (joins compare them exactly).
+# A line's fingerprint for duplicates is MD5 (128 bits) and its length, not DuckDB's
+# fast ``hash()``: that one collides on rows differing by the same swap in two places
+# (two customers' rows "Customer 1195 … 1195" and "Customer 1915 … 1915"), which would
+# make one of them a false DUPLICATE_ROW.
 _LINES = f"""
 CREATE OR REPLACE TEMP TABLE stg_line AS
 WITH doc AS (
@@ -111,8 +111,6 @@ SELECT idx, line_no, bytes AS doc_bytes,
        c1 AS f_when,
        c2 AS f_branch,
        basket,
-       md5_number(basket) AS basket_hash,
-       strlen(basket) AS basket_bytes,
        c5 AS f5,
        c6 AS f6,
        CASE WHEN NOT is_missing(c3)
@@ -121,7 +119,6 @@ SELECT idx, line_no, bytes AS doc_bytes,
                       WHEN regexp_full_match(c7, '[0-9]+') THEN c7
                       ELSE regexp_replace(c7, '[^0-9]', '', 'g') END
        END AS identity,
-       md5_number(identity) AS who,
        CASE WHEN n_fields <> {EXPECTED_FIELDS} THEN raw END AS odd_raw,
        parse_when(c1) AS sold_at
 FROM based

@@ -21,16 +21,14 @@ from cafe_etl.pipeline.rules import EXPECTED_FIELDS, SIZES, Layout
 _SIZE_CASE = "CASE lower({x}) " + " ".join(f"WHEN '{s.lower()}' THEN '{s}'" for s in SIZES) + " END"
 
 # stg_basket_text: each distinct basket spelling of the batch (regulars order the
-# same things every day), numbered, and found again by its MD5 and length (a false
-# match is astronomically unlikely: below 1e-25 for a million baskets); stg_item: its
-# items (V1) or size/name/price triples (V0).
+# same things every day), numbered; stg_item: its items (V1) or size/name/price
+# triples (V0).
 _BASKETS = f"""
 CREATE OR REPLACE TEMP TABLE stg_basket_text AS
-SELECT row_number() OVER () AS basket_no, legacy, basket_hash, basket_bytes, basket
-FROM (SELECT s.layout = '{Layout.V0}' AS legacy, l.basket_hash, l.basket_bytes, any_value(l.basket) AS basket
+SELECT row_number() OVER () AS basket_no, legacy, basket
+FROM (SELECT DISTINCT s.layout = '{Layout.V0}' AS legacy, l.basket
       FROM stg_line l JOIN stg_shape s USING (idx)
-      WHERE NOT l.blank AND l.n_fields = {EXPECTED_FIELDS}
-      GROUP BY ALL)
+      WHERE NOT l.blank AND l.n_fields = {EXPECTED_FIELDS})
 """
 
 _ITEMS = """
@@ -118,7 +116,7 @@ FROM stg_item i JOIN stg_item_dict d USING (legacy, item_text)
 
 _TOTALS = """
 CREATE OR REPLACE TEMP TABLE stg_basket AS
-SELECT b.basket_no, b.legacy, b.basket_hash, b.basket_bytes, t.n_items, t.items_total, t.reason, t.detail
+SELECT b.basket_no, b.legacy, b.basket, t.n_items, t.items_total, t.reason, t.detail
 FROM stg_basket_text b
 JOIN (SELECT basket_no, count(*) AS n_items, sum(price) AS items_total,
              arg_min(reason, item_no) FILTER (WHERE reason IS NOT NULL) AS reason,

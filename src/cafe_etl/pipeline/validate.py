@@ -50,9 +50,8 @@ WITH row_facts AS (
                               AND d.first_line < l.line_no
     LEFT JOIN stg_branch b ON b.idx = l.idx AND b.f_branch = l.f_branch
     LEFT JOIN stg_file_branch fb ON fb.idx = l.idx
-    LEFT JOIN stg_basket k ON k.legacy = (s.layout = '{Layout.V0}') AND k.basket_hash = l.basket_hash
-                           AND k.basket_bytes = l.basket_bytes
-    LEFT JOIN stg_customer c ON c.who = l.who
+    LEFT JOIN stg_basket k ON k.legacy = (s.layout = '{Layout.V0}') AND k.basket = l.basket
+    LEFT JOIN stg_customer c ON c.identity = l.identity
 ), judged AS (
     SELECT *,
         CASE
