@@ -46,17 +46,17 @@ def _breaks(data: bytes | str) -> tuple[int, int, int]:
     return data.count(lf) - both, data.count(cr) - both, both
 
 
-def count_lines(data: bytes | str) -> int:
-    """Lines as a reader sees them: CRLF, CR or LF end a line; a last line without one still counts."""
+def _lines_and_endings(data: bytes | str) -> tuple[int, str]:
+    """Lines as a reader sees them (CRLF, CR or LF end a line; a last line without one
+    still counts) and the kind of line ending, from one count of the breaks."""
     lf, cr, crlf = _breaks(data)
     unterminated = 1 if data and data[-1:] not in (b"\n", b"\r", "\n", "\r") else 0
-    return lf + cr + crlf + unterminated
-
-
-def _endings(data: bytes | str) -> str:
-    lf, cr, crlf = _breaks(data)
     kinds = [name for name, n in (("crlf", crlf), ("cr", cr), ("lf", lf)) if n]
-    return kinds[0] if len(kinds) == 1 else ("mixed" if kinds else "none")
+    return lf + cr + crlf + unterminated, kinds[0] if len(kinds) == 1 else ("mixed" if kinds else "none")
+
+
+def count_lines(data: bytes | str) -> int:
+    return _lines_and_endings(data)[0]
 
 
 def _encoding(data: bytes) -> tuple[str, str | None]:
@@ -80,12 +80,15 @@ def _encoding(data: bytes) -> tuple[str, str | None]:
 
 # Bytes a text export never holds (tab, LF, CR and the stray NUL handled below aside).
 _CONTROL = bytes(b for b in range(32) if b not in (0, 9, 10, 13))
-_SAMPLE = 1 << 20
+# Binary formats show themselves at once (headers, compressed or packed data): the
+# head of a file decides, as for git's and file(1)'s text-or-binary tests.
+_SAMPLE = 8 << 10
 
 
 def _check_control_bytes(data: bytes) -> None:
     """Binary content (an image, a spreadsheet, a database) is refused whole: its
-    "rows" would only fill the quarantine with noise. A sample decides."""
+    "rows" would only fill the quarantine with noise. The head of the file decides;
+    a stray control byte further on is left to the row checks."""
     sample = data[:_SAMPLE]
     control = len(sample) - len(sample.translate(None, _CONTROL))
     if control and control * 100 > len(sample):
@@ -123,10 +126,11 @@ def decode(data: bytes, *, engine_can_read: bool) -> Decoded:
     direct = engine_can_read and encoding in READABLE_BY_ENGINE and not stray_nul
     if not direct and text is None:
         text = data.decode("utf-8-sig" if encoding == "utf-8-bom" else "ascii")
+    lines, endings = _lines_and_endings(counted)
     return Decoded(
         encoding=encoding,
-        line_endings=_endings(counted),
-        lines=count_lines(counted),
+        line_endings=endings,
+        lines=lines,
         text=None if direct else _normalise(text),
     )
 
