@@ -11,7 +11,7 @@ from cafe_etl.pipeline.engine import Engine, temp_table
 
 PAYMENT_KEYS = {"CASH": 1, "CARD": 2}
 
-# Views: each is read once, by the load, so none is materialised.
+# Views where a result is read once, by the load; tables where it is read more than once.
 # The identity of a sale is its source: (file_id, source_row) (DESIGN §3).
 _SALES = f"""
 CREATE OR REPLACE TEMP VIEW out_sale AS
@@ -24,8 +24,9 @@ FROM stg_check c JOIN batch_file b ON b.idx = c.idx AND b.load
 WHERE c.outcome = 'sale'
 """
 
+# Read by the items load and by the per-product aggregate.
 _ITEMS = """
-CREATE OR REPLACE TEMP VIEW out_item AS
+CREATE OR REPLACE TEMP TABLE out_item AS
 SELECT b.file_id, c.line_no AS source_row, i.item_no AS line_number,
        i.product_key, i.price AS unit_price,
        c.date_key, c.branch_key
@@ -72,12 +73,9 @@ GROUP BY c.customer_key
 _AGGREGATES = [
     """
 CREATE OR REPLACE TEMP VIEW out_product_day AS
-SELECT b.file_id, c.date_key, c.branch_key, i.product_key, count(*)::INTEGER AS quantity, sum(i.price) AS revenue
-FROM stg_check c
-JOIN batch_file b ON b.idx = c.idx AND b.load
-JOIN stg_basket_item i ON i.basket_no = c.basket_no
-WHERE c.outcome = 'sale'
-GROUP BY b.file_id, c.date_key, c.branch_key, i.product_key
+SELECT file_id, date_key, branch_key, product_key, count(*)::INTEGER AS quantity, sum(unit_price) AS revenue
+FROM out_item
+GROUP BY file_id, date_key, branch_key, product_key
 """,
     f"""
 CREATE OR REPLACE TEMP VIEW out_sale_hour AS
