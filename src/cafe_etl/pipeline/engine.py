@@ -82,9 +82,12 @@ class Engine:
 
 
 class EnginePool:
-    """The engine database and ``workers`` connections to it, one per concurrent batch."""
+    """The engine database and ``workers`` connections to it, one per concurrent batch.
+
+    ``threads`` is each engine's share of the cores while all of them have a batch."""
 
     def __init__(self, *, workers: int, threads: int, memory_limit: str) -> None:
+        self._all_threads = threads * max(1, workers)
         self.db = duckdb.connect(
             ":memory:",
             config={
@@ -98,6 +101,12 @@ class EnginePool:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.db.cursor()
+
+    def lend_idle_cores(self) -> None:
+        """No batch is left for an idle engine: the engines still working share every core
+        (the threads setting is the database's; it applies from their next statement)."""
+        with self.db.cursor() as con:
+            con.execute(f"SET threads = {self._all_threads}").fetchall()
 
     def close(self) -> None:
         for engine in self.engines:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import closing
 from dataclasses import dataclass
 from queue import Queue
@@ -365,6 +365,10 @@ def _run_batches(pool: EnginePool, batches: Iterator[list[ReadFile]], progress: 
 
             future.add_done_callback(finished)
             futures.append(future)
+        # No batch is left: once an engine falls idle, the ones still working take its cores.
+        working = [f for f in futures if not f.done()]
+        if len(working) < len(pool.engines) or wait(working, return_when=FIRST_COMPLETED).not_done:
+            pool.lend_idle_cores()
         for future in futures:
             future.result()
     return stopped
