@@ -4,9 +4,12 @@ Prints wall time, transactions per second and the loader's peak RSS, and the rat
 to DuckDB's own raw ``read_csv`` scan of the same files, measured in the same run.
 By default the warehouse is a new DuckDB file; with ``--postgres URL`` it is a new
 database (``cafe_bench``) created on that PostgreSQL server and dropped afterwards.
+With ``--runs N`` the scan and the ingest (into a new warehouse each time) are
+measured N times, alternately, and each figure is the median: on a shared machine
+single timings vary by ±10%.
 
     python bench/ingest_month.py [--branches 200] [--days 30] [--seed 1] [--out bench/out]
-                                 [--postgres postgresql://postgres@127.0.0.1:5432/postgres]
+                                 [--postgres postgresql://postgres@127.0.0.1:5432/postgres] [--runs 1]
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -79,8 +83,16 @@ def ingest(folder: Path, warehouse: str) -> tuple[float, dict, int]:
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         sys.exit(f"ingest failed: {proc.stderr}")
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
     return wall, json.loads(proc.stdout), peak_kib
+
+
+def fresh_warehouse(args: argparse.Namespace) -> str:
+    if args.postgres:
+        return fresh_postgres(args.postgres)
+    path = args.out / "bench-warehouse.duckdb"
+    path.unlink(missing_ok=True)
+    return str(path)
 
 
 def main() -> None:
@@ -91,26 +103,29 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     parser.add_argument("--postgres", metavar="ADMIN_URL", default=None,
                         help="load into a new database on this PostgreSQL server instead of a DuckDB file")
+    parser.add_argument("--runs", type=int, default=1, help="measure this many times; figures are medians")
     args = parser.parse_args()
 
     folder = landing_folder(args.out, args.branches, args.days, args.seed)
     files = sorted(str(p) for p in folder.glob("*.csv"))
     size = sum(os.path.getsize(f) for f in files)
     raw_scan(files)  # warm the page cache, so both measurements read from memory
-    scan, rows = raw_scan(files)
     env_key = args.out / "bench-customer-key"
     os.environ.setdefault("CAFE_ETL_KEY_FILE", str(env_key))
-    if args.postgres:
-        warehouse = fresh_postgres(args.postgres)
-    else:
-        path = args.out / "bench-warehouse.duckdb"
-        path.unlink(missing_ok=True)
-        warehouse = str(path)
-    try:
-        wall, summary, peak_kib = ingest(folder, warehouse)
-    finally:
-        if args.postgres:
-            drop_postgres(args.postgres)
+    scans, walls = [], []
+    for run in range(1, args.runs + 1):
+        scan, rows = raw_scan(files)
+        try:
+            wall, summary, peak_kib = ingest(folder, fresh_warehouse(args))
+        finally:
+            if args.postgres:
+                drop_postgres(args.postgres)
+        scans.append(scan)
+        walls.append(wall)
+        if args.runs > 1:
+            print(f"run {run}: ingest {wall:.2f} s, raw scan {scan:.2f} s, ratio {wall / scan:.1f}x")
+    wall, scan = statistics.median(walls), statistics.median(scans)
+    ratio = statistics.median(w / s for w, s in zip(walls, scans, strict=True))
     tx = summary["rows"]["loaded"]
     print(f"warehouse             {'PostgreSQL' if args.postgres else 'DuckDB file'}")
     print(f"files                 {len(files):,} ({size / 1e6:,.0f} MB)")
@@ -119,7 +134,7 @@ def main() -> None:
     print(f"throughput            {tx / wall:,.0f} transactions/s")
     print(f"loader peak RSS       {peak_kib / 1024:,.0f} MiB")
     print(f"raw read_csv scan     {scan:.2f} s")
-    print(f"ingest / raw scan     {wall / scan:.1f}x")
+    print(f"ingest / raw scan     {ratio:.1f}x")
 
 
 if __name__ == "__main__":
