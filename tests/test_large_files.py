@@ -22,7 +22,9 @@ from cafe_etl.pipeline.batch import read_file
 from cafe_etl.pipeline.engine import EnginePool
 from cafe_etl.sources.local import discover
 
-SLICED = {"CAFE_ETL_LARGE_FILE_BYTES": "1", "CAFE_ETL_BATCH_BYTES": "8192"}
+# 16 KiB slices: every sample of more than one slice's worth (most are 50-100 KB) is cut
+# several times, and the repeated rows of the file below lie slices apart.
+SLICED = {"CAFE_ETL_LARGE_FILE_BYTES": "1", "CAFE_ETL_BATCH_BYTES": "16384"}
 
 ROW = ('{day}/03/2024 {h:02d}:{m:02d},Slice Town,Customer {n},"Large Latte - 2.45, Regular Americano - 1.95",'
        '4.40,CARD,4{n:015d}')
