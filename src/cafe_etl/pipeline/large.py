@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 import duckdb
 
@@ -176,12 +177,20 @@ class Survey:
         self.rows_expected_width += wide
         self.v0_votes += v0
         self.v1_votes += v1
-        self.first_row_line = _first(self.first_row_line, first_row)
-        self.first_data_line = _first(self.first_data_line, first_data)
+        self.first_row_line = _least(self.first_row_line, first_row)
+        self.first_data_line = _least(self.first_data_line, first_data)
 
 
-def _first(a: int | None, b: int | None) -> int | None:
+T = TypeVar("T")
+
+
+def _least(a: T | None, b: T | None) -> T | None:
+    """The smaller of two values either of which may be missing."""
     return b if a is None else a if b is None else min(a, b)
+
+
+def _greatest(a: T | None, b: T | None) -> T | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def survey(engine: Engine, path: str, slice_bytes: int) -> Survey:
@@ -264,10 +273,8 @@ class _Totals:
         self.blank_lines += c.blank_lines
         self.items += c.items
         self.reasons.update(c.reasons)
-        if c.first_sale and (self.first_sale is None or c.first_sale < self.first_sale):
-            self.first_sale = c.first_sale
-        if c.last_sale and (self.last_sale is None or c.last_sale > self.last_sale):
-            self.last_sale = c.last_sale
+        self.first_sale = _least(self.first_sale, c.first_sale)
+        self.last_sale = _greatest(self.last_sale, c.last_sale)
 
     def counts(self, found: Survey) -> FileCounts:
         usual = max(found.widths.items(), key=lambda kv: (kv[1], kv[0]))[0] if found.widths else None
