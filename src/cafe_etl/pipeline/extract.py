@@ -40,11 +40,8 @@ FROM read_csv({path}, columns = {{'raw': 'VARCHAR'}}, header = false, auto_detec
 # Personal data is reduced here to ``identity``: the customer's name lower-cased with
 # whitespace collapsed, a NUL, and the card's digits for a card payment. It lives only
 # in memory until the customer key (its keyed hash) is made from it. Later stages find
-# a row's basket and customer by these texts themselves (joins compare them exactly).
-# A line's fingerprint for duplicates is MD5 (128 bits) and its length, not DuckDB's
-# fast ``hash()``: that one collides on rows differing by the same swap in two places
-# (two customers' rows "Customer 1195 … 1195" and "Customer 1915 … 1915"), which would
-# make one of them a false DUPLICATE_ROW.
+# a row's basket, its customer and its repeats by these texts themselves (joins and
+# groups compare them exactly), never by a fingerprint that could collide.
 _LINES = f"""
 CREATE OR REPLACE TEMP TABLE stg_line AS
 WITH doc AS (
@@ -77,8 +74,12 @@ WITH doc AS (
                 ELSE false END AS simple,
            CASE WHEN quotes = 0 THEN len(cells) ELSE {EXPECTED_FIELDS} END AS cell_fields,
            cells[1] AS k1, cells[2] AS k2, cells[3] AS k3, cells[-3] AS k5, cells[-2] AS k6, cells[-1] AS k7,
+           -- the cells between the third and the third-last, as one piece of the line
            CASE WHEN len(cells) = {EXPECTED_FIELDS} THEN cells[4]
-                WHEN len(cells) > {EXPECTED_FIELDS} THEN array_to_string(list_slice(cells, 4, len(cells) - 3), ',')
+                WHEN len(cells) > {EXPECTED_FIELDS}
+                    THEN substr(raw, length(cells[1]) + length(cells[2]) + length(cells[3]) + 4,
+                                length(raw) - length(cells[1]) - length(cells[2]) - length(cells[3])
+                                    - length(cells[-3]) - length(cells[-2]) - length(cells[-1]) - 6)
            END AS k4
     FROM cut
 ), fielded AS (
@@ -103,7 +104,7 @@ WITH doc AS (
     FROM named
 )
 SELECT idx, line_no, bytes AS doc_bytes,
-       md5_number(raw) AS raw_hash, strlen(raw) AS raw_bytes,
+       raw,
        CASE WHEN raw = '' THEN true
             WHEN starts_with(raw, ' ') OR starts_with(raw, chr(9)) THEN trim(raw) = ''
             ELSE false END AS blank,
@@ -119,7 +120,6 @@ SELECT idx, line_no, bytes AS doc_bytes,
                       WHEN regexp_full_match(c7, '[0-9]+') THEN c7
                       ELSE regexp_replace(c7, '[^0-9]', '', 'g') END
        END AS identity,
-       CASE WHEN n_fields <> {EXPECTED_FIELDS} THEN raw END AS odd_raw,
        parse_when(c1) AS sold_at
 FROM based
 """

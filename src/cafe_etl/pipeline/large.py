@@ -46,7 +46,7 @@ CREATE OR REPLACE TEMP TABLE {SURVEY}seen (raw_hash UHUGEINT, raw_bytes BIGINT, 
 
 _SURVEY_SLICE = f"""
 INSERT INTO {SURVEY}branch SELECT idx, f_branch, rows, first_line, missing, branch_id, branch_key FROM stg_branch;
-INSERT INTO {SURVEY}hash SELECT (raw_hash & 4294967295)::UINTEGER FROM stg_line WHERE NOT blank
+INSERT INTO {SURVEY}hash SELECT (md5_number(raw) & 4294967295)::UINTEGER FROM stg_line WHERE NOT blank
 """
 
 _SHAPE_OF_SLICE = """
@@ -88,19 +88,26 @@ CREATE OR REPLACE TEMP TABLE stg_branch_name AS SELECT * FROM {SURVEY}branch_nam
 
 # Repeats in a slice: candidate rows, each with the first line it was seen on, in this
 # slice or an earlier one (slices are judged in file order); then remember the new ones.
+# Across slices a row is known by its MD5 and length (a false match is below 1e-25 for
+# a million-line file); within the slice, candidates are few.
 _SLICE_DUPLICATES = f"""
-CREATE OR REPLACE TEMP TABLE stg_duplicate AS
+CREATE OR REPLACE TEMP TABLE slice_candidate AS
+SELECT idx, line_no, raw_hash, strlen(raw) AS raw_bytes
+FROM (SELECT idx, line_no, raw, md5_number(raw) AS raw_hash FROM stg_line WHERE NOT blank)
+WHERE (raw_hash & 4294967295)::UINTEGER IN (SELECT h FROM {SURVEY}candidate);
+CREATE OR REPLACE TEMP TABLE slice_first AS
 WITH here AS (
-    SELECT idx, raw_hash, raw_bytes, min(line_no) AS first_line
-    FROM stg_line
-    WHERE NOT blank AND (raw_hash & 4294967295)::UINTEGER IN (SELECT h FROM {SURVEY}candidate)
-    GROUP BY idx, raw_hash, raw_bytes
+    SELECT raw_hash, raw_bytes, min(line_no) AS first_line FROM slice_candidate GROUP BY raw_hash, raw_bytes
 )
-SELECT h.idx, h.raw_hash, h.raw_bytes, coalesce(s.first_line, h.first_line) AS first_line
+SELECT h.raw_hash, h.raw_bytes, coalesce(s.first_line, h.first_line) AS first_line
 FROM here h LEFT JOIN {SURVEY}seen s USING (raw_hash, raw_bytes);
+CREATE OR REPLACE TEMP TABLE stg_duplicate AS
+SELECT c.idx, c.line_no, f.first_line
+FROM slice_candidate c JOIN slice_first f USING (raw_hash, raw_bytes)
+WHERE f.first_line < c.line_no;
 INSERT INTO {SURVEY}seen
-SELECT raw_hash, raw_bytes, first_line FROM stg_duplicate d
-WHERE NOT EXISTS (SELECT 1 FROM {SURVEY}seen s WHERE s.raw_hash = d.raw_hash AND s.raw_bytes = d.raw_bytes)
+SELECT raw_hash, raw_bytes, first_line FROM slice_first f
+WHERE NOT EXISTS (SELECT 1 FROM {SURVEY}seen s WHERE s.raw_hash = f.raw_hash AND s.raw_bytes = f.raw_bytes)
 """
 
 
