@@ -59,6 +59,7 @@ def _load_wanted(path: str) -> bool:
         return False
 
 
+CHECKPOINT_AFTER = "256MB"
 # Seconds a loader waits for other processes holding the file before "busy".
 WRITER_WAIT = 10.0
 NO_KEY = 2**63 - 1  # above every key: a customer without a first branch yet takes any
@@ -586,6 +587,10 @@ class DuckDBWarehouse(Warehouse):
         control = pool.cursor()
         try:
             self._attach(control)
+            # Checkpoint when the write-ahead log holds this much, not at DuckDB's 16 MB:
+            # each checkpoint rewrites every changed table (the customers, a million
+            # rows), so a run checkpoints a few times, and once more when it detaches.
+            control.execute(f"SET checkpoint_threshold = '{CHECKPOINT_AFTER}'").fetchall()
             for con in [control] + [engine.con for engine in pool.engines]:
                 con.execute(f"USE {_ALIAS}").fetchall()
             self._ensure_schema(control)
