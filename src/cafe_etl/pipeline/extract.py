@@ -140,7 +140,8 @@ SELECT
     count(*) FILTER (WHERE n_fields = {EXPECTED_FIELDS} AND payment_word(f6) IN ('CASH', 'CARD')) AS v1_votes,
     CASE WHEN v0_votes > v1_votes THEN '{Layout.V0}' ELSE '{Layout.V1}' END AS layout,
     min(line_no) FILTER (WHERE NOT blank) AS first_row_line,
-    min(line_no) FILTER (WHERE sold_at IS NOT NULL) AS first_data_line
+    min(line_no) FILTER (WHERE sold_at IS NOT NULL) AS first_data_line,
+    mode(n_fields) FILTER (WHERE NOT blank) AS usual_width  -- for the reason a file is not an export
 FROM stg_line
 GROUP BY idx
 """

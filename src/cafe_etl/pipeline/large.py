@@ -78,7 +78,8 @@ _FILE_SHAPE = """
 CREATE OR REPLACE TEMP TABLE stg_shape AS
 SELECT 1::INTEGER AS idx, NULL::BIGINT AS doc_bytes, $lines::BIGINT AS lines, $blank_lines::BIGINT AS blank_lines,
        $rows::BIGINT AS rows, $rows_expected_width::BIGINT AS rows_expected_width, $layout::VARCHAR AS layout,
-       $first_row_line::INTEGER AS first_row_line, $first_data_line::INTEGER AS first_data_line
+       $first_row_line::INTEGER AS first_row_line, $first_data_line::INTEGER AS first_data_line,
+       NULL::BIGINT AS usual_width  -- the whole file's is the survey's
 """
 
 _USE_FILE_BRANCH = f"""
@@ -109,6 +110,15 @@ INSERT INTO {SURVEY}seen
 SELECT raw_hash, raw_bytes, first_line FROM slice_first f
 WHERE NOT EXISTS (SELECT 1 FROM {SURVEY}seen s WHERE s.raw_hash = f.raw_hash AND s.raw_bytes = f.raw_bytes)
 """
+
+
+# A slice is at most this, or one batch if batches are smaller: the engine's tables
+# for a slice stay the same size however large the file and the batch setting.
+SLICE_BYTES = 40 << 20
+
+
+def slice_bytes(settings: Settings) -> int:
+    return min(settings.batch_bytes, SLICE_BYTES)
 
 
 def can_slice(read: ReadFile, settings: Settings) -> bool:
@@ -231,13 +241,13 @@ def judge(engine: Engine, read: ReadFile, settings: Settings, secret: bytes | No
     path = read.source.local_path
     now = datetime.now()
     try:
-        found = survey(engine, path, settings.batch_bytes)
+        found = survey(engine, path, slice_bytes(settings))
         shape = {"lines": found.lines, "blank_lines": found.blank_lines, "rows": found.rows,
                  "rows_expected_width": found.rows_expected_width, "layout": str(found.layout),
                  "first_row_line": found.first_row_line, "first_data_line": found.first_data_line}
         totals = _Totals()
         digest = hashlib.sha256()
-        for text, base in slices(path, settings.batch_bytes, digest):
+        for text, base in slices(path, slice_bytes(settings), digest):
             extract.extract(engine, [extract.Document(text, None, first_line=base)])
             del text
             engine.run(_FILE_SHAPE, shape)

@@ -230,14 +230,11 @@ def _process(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, 
         judged = judge(engine, [p.read for p in work.process], settings, secret)
     except duckdb.OutOfMemoryException:
         engine.reset()
-        if len(work.process) > 1:  # one file too many for memory: each file alone, then
-            outcomes = []
-            for one in work.process:
-                outcomes += _process(engine, session, ledger_lock, _Work([one], []), settings, secret, run_id)
-            if work.unreadable:
-                outcomes += _process(engine, session, ledger_lock, _Work([], work.unreadable), settings, secret,
-                                     run_id)
-            return outcomes
+        if len(work.process) > 1:  # too much for memory at once: each half on its own
+            half = len(work.process) // 2
+            parts = [_Work(work.process[:half], work.unreadable), _Work(work.process[half:], [])]
+            return [o for part in parts for o in _process(engine, session, ledger_lock, part, settings, secret,
+                                                           run_id)]
         judge(engine, [], settings, secret)  # empty staged tables for the load below
         (only,) = work.process
         judged = [Judged(only.read, None, None, too_big(only.read.size, settings))]
@@ -436,9 +433,10 @@ def validate_files(
             judged = judge(engine, batch, settings, secret)
         except duckdb.OutOfMemoryException:
             engine.reset()
-            if len(batch) > 1:  # as ingest does: each file alone
-                for one in batch:
-                    check(engine, [one])
+            if len(batch) > 1:  # as ingest does: each half on its own
+                half = len(batch) // 2
+                check(engine, batch[:half])
+                check(engine, batch[half:])
                 return
             judge(engine, [], settings, secret)
             judged = [Judged(batch[0], None, None, too_big(batch[0].size, settings))]

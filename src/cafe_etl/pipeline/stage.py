@@ -60,12 +60,17 @@ JOIN stg_branch_name n USING (branch_key)
 
 # A customer's first branch: of the branches they bought at on their first day, the
 # lowest key. Defined by the data alone, so the order files are loaded in cannot change it.
+# Day and branch are packed into one number whose minimum is both at once (a branch
+# key has 60 bits), cheaper than comparing (day, branch) pairs.
 _CUSTOMERS = f"""
 CREATE OR REPLACE TEMP TABLE out_customer AS
-SELECT c.customer_key, min(c.sold_at)::DATE AS first_seen,
-       arg_min(c.branch_key, (c.sold_at::DATE, c.branch_key)) AS first_branch_key
-{_LOADED} AND c.customer_key IS NOT NULL
-GROUP BY c.customer_key
+SELECT customer_key,
+       make_date((first >> 60)::INTEGER // 10000, (first >> 60)::INTEGER // 100 % 100,
+                 (first >> 60)::INTEGER % 100) AS first_seen,
+       (first & {(1 << 60) - 1})::BIGINT AS first_branch_key
+FROM (SELECT c.customer_key, min((c.date_key::HUGEINT << 60) + c.branch_key) AS first
+      {_LOADED} AND c.customer_key IS NOT NULL
+      GROUP BY c.customer_key)
 """
 
 # Per-file aggregates: what the dashboard reads instead of scanning every line item.
@@ -84,11 +89,13 @@ SELECT b.file_id, c.date_key, c.branch_key, (c.time_key // 100)::SMALLINT AS hou
 {_LOADED}
 GROUP BY b.file_id, c.date_key, c.branch_key, c.time_key // 100
 """,
+    # distinct customers counted as the groups of a distinct (cheaper than count(DISTINCT))
     f"""
 CREATE OR REPLACE TEMP VIEW out_customer_day AS
-SELECT b.file_id, c.date_key, c.branch_key, count(DISTINCT c.customer_key)::INTEGER AS customers
-{_LOADED} AND c.customer_key IS NOT NULL
-GROUP BY b.file_id, c.date_key, c.branch_key
+SELECT file_id, date_key, branch_key, count(*)::INTEGER AS customers
+FROM (SELECT DISTINCT b.file_id, c.date_key, c.branch_key, c.customer_key
+      {_LOADED} AND c.customer_key IS NOT NULL)
+GROUP BY file_id, date_key, branch_key
 """,
 ]
 

@@ -132,9 +132,7 @@ FROM judged
 """
 
 _COUNTS = """
-SELECT s.idx, s.lines, s.layout, s.rows, s.rows_expected_width,
-       (SELECT arg_max(n_fields, n) FROM (SELECT n_fields, count(*) AS n FROM stg_line w
-                                          WHERE w.idx = s.idx AND NOT w.blank GROUP BY n_fields)) AS usual_width,
+SELECT s.idx, s.lines, s.layout, s.rows, s.rows_expected_width, s.usual_width,
        count(*) FILTER (WHERE c.outcome = 'sale') AS loaded,
        count(*) FILTER (WHERE c.outcome = 'reject') AS rejected,
        count(*) FILTER (WHERE c.outcome = 'header') AS header_lines,

@@ -77,6 +77,8 @@ INSERT INTO dim_payment_method VALUES (1, 'CASH'), (2, 'CARD') ON CONFLICT DO NO
 # Dimensions are shared by every batch: one engine at a time adds to them, in a
 # transaction of their own. A dimension row whose batch then fails is harmless (a
 # product or customer nobody bought from yet), so the facts need not wait for it.
+# The batch's customers are looked up in the dimension once: new ones are added, known
+# ones updated only when this batch saw them earlier.
 _LOAD_DIMENSIONS = """
 INSERT INTO dim_date
 SELECT date_key, date, year(date), quarter(date), month(date), monthname(date), week(date), isodow(date),
@@ -90,15 +92,18 @@ UPDATE dim_branch SET first_seen = o.first_seen
 FROM out_branch o
 WHERE dim_branch.branch_key = o.branch_key AND (dim_branch.first_seen IS NULL OR o.first_seen < dim_branch.first_seen);
 INSERT INTO dim_product SELECT product_key, size, name, flavour FROM out_product ON CONFLICT DO NOTHING;
+CREATE OR REPLACE TEMP TABLE load_customer AS
+SELECT o.customer_key, o.first_seen, o.first_branch_key, d.customer_key IS NULL AS new,
+       CASE WHEN d.customer_key IS NULL THEN false
+            WHEN o.first_seen < d.first_seen THEN true
+            WHEN o.first_seen = d.first_seen THEN o.first_branch_key < coalesce(d.first_branch_key, $no_key)
+            ELSE false END AS earlier
+FROM out_customer o LEFT JOIN dim_customer d USING (customer_key);
 UPDATE dim_customer SET first_seen = o.first_seen, first_branch_key = o.first_branch_key
-FROM out_customer o
-WHERE dim_customer.customer_key = o.customer_key
-  AND (o.first_seen < dim_customer.first_seen
-       OR (o.first_seen = dim_customer.first_seen
-           AND o.first_branch_key < coalesce(dim_customer.first_branch_key, $no_key)));
+FROM load_customer o
+WHERE o.earlier AND dim_customer.customer_key = o.customer_key;
 INSERT INTO dim_customer (customer_key, first_seen, first_branch_key)
-SELECT customer_key, first_seen, first_branch_key FROM out_customer o
-WHERE NOT EXISTS (SELECT 1 FROM dim_customer d WHERE d.customer_key = o.customer_key)
+SELECT customer_key, first_seen, first_branch_key FROM load_customer WHERE new
 """
 
 # A batch's facts and rejects, as read from the engine. A large file's parts leave the
