@@ -241,3 +241,40 @@ def test_rejected_rows_keep_no_personal_data(engine):
     rows = engine.rows("SELECT row_data FROM stg_check WHERE outcome = 'reject' ORDER BY line_no")
     assert rows == [("25/08/2021 09:00,Leeds,,Regular Latte - 2.15,9.99,CARD,",),
                     ("25/08/2021 09:00,<removed>,<removed>,<number removed>",)]
+
+
+def _checked(engine, texts: list[str], *, collide: bool = False) -> list[tuple]:
+    """Every column of ``stg_check`` for ``texts``; ``collide`` gives two customers and two
+    baskets the same hash, as a 64-bit hash may (once in billions of batches)."""
+    rules = Rules()
+    extract.extract(engine, [extract.Document(t, None) for t in texts])
+    clean.clean(engine, b"k" * 32)
+    transform.transform(engine, rules.max_item_price)
+    if collide:
+        engine.run("UPDATE stg_customer SET identity_hash = 7 WHERE identity IN "
+                   "(SELECT identity FROM stg_customer ORDER BY identity LIMIT 2)")
+        engine.run("UPDATE stg_basket SET basket_hash = 7 WHERE basket_no IN "
+                   "(SELECT basket_no FROM stg_basket ORDER BY basket_no LIMIT 2)")
+    validate.validate(engine, rules, datetime(2026, 1, 1))
+    return engine.rows("SELECT * FROM stg_check ORDER BY idx, line_no")
+
+
+def test_rows_find_the_same_basket_and_customer_by_hash_as_by_text(engine, monkeypatch):
+    from tests.conftest import FIXTURES, SAMPLES
+
+    hostile = FIXTURES / "hostile"
+
+    texts = [p.read_text(errors="replace") for p in sorted(SAMPLES.rglob("*.csv")) + sorted(hostile.glob("*.csv"))]
+    by_hash = _checked(engine, texts)
+    monkeypatch.setattr(validate, "_HASHES_UNIQUE", "SELECT false")
+    by_text = _checked(engine, texts)
+    assert by_hash == by_text
+    assert sum(1 for row in by_hash if row[-4] == "sale") > 4000  # outcome: most rows are sales
+
+
+def test_a_hash_shared_by_two_customers_or_baskets_falls_back_to_the_text(engine):
+    texts = [GOOD + "\n25/08/2021 09:01,Leeds,Bo Ray,Regular Latte - 2.15,2.15,CASH,\n"
+             "25/08/2021 09:02,Leeds,Cy Day,Large Latte - 2.45,2.45,CASH,\n"]
+    expected = _checked(engine, texts)
+    assert len({row[8] for row in expected}) == 3  # three customers, three keys
+    assert _checked(engine, texts, collide=True) == expected

@@ -57,7 +57,7 @@ GROUP BY branch_id
 # day), found again by the identity itself.
 _CUSTOMERS = """
 CREATE OR REPLACE TEMP TABLE stg_customer AS
-SELECT identity,
+SELECT identity, hash(identity) AS identity_hash,
        ('0x' || left(sha256($outer_pad || unhex(sha256($inner_pad || encode(identity)))), 15))::BIGINT
            AS customer_key
 FROM (SELECT DISTINCT identity FROM stg_line WHERE identity IS NOT NULL)
@@ -65,7 +65,7 @@ FROM (SELECT DISTINCT identity FROM stg_line WHERE identity IS NOT NULL)
 
 _NO_CUSTOMERS = """
 CREATE OR REPLACE TEMP TABLE stg_customer AS
-SELECT NULL::VARCHAR AS identity, NULL::BIGINT AS customer_key
+SELECT NULL::VARCHAR AS identity, NULL::UBIGINT AS identity_hash, NULL::BIGINT AS customer_key
 WHERE false
 """
 

@@ -116,7 +116,8 @@ FROM stg_item i JOIN stg_item_dict d USING (legacy, item_text)
 
 _TOTALS = """
 CREATE OR REPLACE TEMP TABLE stg_basket AS
-SELECT b.basket_no, b.legacy, b.basket, t.n_items, t.items_total, t.reason, t.detail
+SELECT b.basket_no, b.legacy, b.basket, hash(b.basket) AS basket_hash, t.n_items, t.items_total, t.reason,
+       t.detail
 FROM stg_basket_text b
 JOIN (SELECT basket_no, count(*) AS n_items, sum(price) AS items_total,
              arg_min(reason, item_no) FILTER (WHERE reason IS NOT NULL) AS reason,
