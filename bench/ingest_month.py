@@ -6,10 +6,13 @@ By default the warehouse is a new DuckDB file; with ``--postgres URL`` it is a n
 database (``cafe_bench``) created on that PostgreSQL server and dropped afterwards.
 With ``--runs N`` the scan and the ingest (into a new warehouse each time) are
 measured N times, alternately, and each figure is the median: on a shared machine
-single timings vary by ±10%.
+single timings vary by ±10% and more. With ``--yardstick`` each run also times
+``bench/single_pass.py`` (a hand-written single-pass SQL transform of the core of the
+same work) on the same files, so the pipeline is compared with it on this machine.
 
     python bench/ingest_month.py [--branches 200] [--days 30] [--seed 1] [--out bench/out]
                                  [--postgres postgresql://postgres@127.0.0.1:5432/postgres] [--runs 1]
+                                 [--yardstick]
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,15 +79,32 @@ def drop_postgres(admin_url: str) -> None:
         con.execute("DROP DATABASE IF EXISTS cafe_bench WITH (FORCE)")
 
 
-def ingest(folder: Path, warehouse: str) -> tuple[float, dict, int]:
+def timed(command: list[str]) -> tuple[float, str, int]:
+    """Run ``command``; its wall time, its output and its own peak RSS (KiB). The child is
+    reaped with wait4, which reports that child's resources alone."""
     started = time.perf_counter()
-    proc = subprocess.run([str(CLI), "ingest", str(folder), "--warehouse", str(warehouse), "--json"],
-                          capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        sys.exit(f"ingest failed: {proc.stderr}")
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
-    return wall, json.loads(proc.stdout), peak_kib
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode:
+            sys.exit(f"{command[0]} failed: {err.read()}")
+        return wall, out.read(), usage.ru_maxrss
+
+
+def ingest(folder: Path, warehouse: str) -> tuple[float, dict, int]:
+    wall, out, peak_kib = timed([str(CLI), "ingest", str(folder), "--warehouse", str(warehouse), "--json"])
+    return wall, json.loads(out), peak_kib
+
+
+def single_pass(folder: Path, out: Path) -> tuple[float, int]:
+    """The yardstick's own wall time (it does not count starting Python) and peak RSS (KiB)."""
+    _, text, peak_kib = timed([sys.executable, str(ROOT / "bench" / "single_pass.py"), str(folder),
+                               "--out", str(out / "single-pass.duckdb")])
+    return float(text.split("single pass: ", 1)[1].split(" s,", 1)[0]), peak_kib
 
 
 def fresh_warehouse(args: argparse.Namespace) -> str:
@@ -104,6 +124,8 @@ def main() -> None:
     parser.add_argument("--postgres", metavar="ADMIN_URL", default=None,
                         help="load into a new database on this PostgreSQL server instead of a DuckDB file")
     parser.add_argument("--runs", type=int, default=1, help="measure this many times; figures are medians")
+    parser.add_argument("--yardstick", action="store_true",
+                        help="also time bench/single_pass.py on the same files in each run")
     args = parser.parse_args()
 
     folder = landing_folder(args.out, args.branches, args.days, args.seed)
@@ -112,7 +134,7 @@ def main() -> None:
     raw_scan(files)  # warm the page cache, so both measurements read from memory
     env_key = args.out / "bench-customer-key"
     os.environ.setdefault("CAFE_ETL_KEY_FILE", str(env_key))
-    scans, walls = [], []
+    scans, walls, peaks, yardsticks, yardstick_peaks = [], [], [], [], []
     for run in range(1, args.runs + 1):
         scan, rows = raw_scan(files)
         try:
@@ -122,10 +144,18 @@ def main() -> None:
                 drop_postgres(args.postgres)
         scans.append(scan)
         walls.append(wall)
+        peaks.append(peak_kib)
+        line = f"run {run}: ingest {wall:.2f} s, raw scan {scan:.2f} s, ratio {wall / scan:.1f}x"
+        if args.yardstick:
+            yard, yard_kib = single_pass(folder, args.out)
+            yardsticks.append(yard)
+            yardstick_peaks.append(yard_kib)
+            line += f", single pass {yard:.2f} s ({yard / scan:.1f}x)"
         if args.runs > 1:
-            print(f"run {run}: ingest {wall:.2f} s, raw scan {scan:.2f} s, ratio {wall / scan:.1f}x")
+            print(line)
     wall, scan = statistics.median(walls), statistics.median(scans)
     ratio = statistics.median(w / s for w, s in zip(walls, scans, strict=True))
+    peak_kib = max(peaks)
     tx = summary["rows"]["loaded"]
     print(f"warehouse             {'PostgreSQL' if args.postgres else 'DuckDB file'}")
     print(f"files                 {len(files):,} ({size / 1e6:,.0f} MB)")
@@ -135,6 +165,12 @@ def main() -> None:
     print(f"loader peak RSS       {peak_kib / 1024:,.0f} MiB")
     print(f"raw read_csv scan     {scan:.2f} s")
     print(f"ingest / raw scan     {ratio:.1f}x")
+    if yardsticks:
+        yard = statistics.median(yardsticks)
+        yard_ratio = statistics.median(y / s for y, s in zip(yardsticks, scans, strict=True))
+        print(f"single pass           {yard:.2f} s ({yard_ratio:.1f}x the raw scan), "
+              f"peak RSS {max(yardstick_peaks) / 1024:,.0f} MiB")
+        print(f"ingest / single pass  {statistics.median(w / y for w, y in zip(walls, yardsticks, strict=True)):.2f}")
 
 
 if __name__ == "__main__":
