@@ -59,11 +59,13 @@ WITH doc AS (
     -- a byte order mark before the first line is not part of it. A document that is a
     -- slice of a file starts after ``base`` lines of it.
     SELECT idx, bytes, (sub + base)::INTEGER AS line_no, raw, string_split(raw, ',') AS cells,
-           CASE WHEN instr(raw, '"') = 0 THEN 0 ELSE strlen(raw) - strlen(replace(raw, '"', '')) END AS quotes
+           CASE WHEN instr(raw, '"') <> 0 THEN string_split(raw, '"') END AS pieces  -- around the quotes
     FROM (SELECT idx, bytes, base, sub, n,
                  CASE WHEN sub + base = 1 AND starts_with(raw, chr(65279)) THEN substr(raw, 2) ELSE raw END AS raw
           FROM line)
     WHERE NOT (sub = n AND raw = '')
+), quoted AS (
+    SELECT *, coalesce(len(pieces) - 1, 0) AS quotes FROM cut
 ), cellwise AS (
     -- Everything taken from the cells is taken here, so the list goes no further.
     SELECT idx, bytes, line_no, raw,
@@ -74,14 +76,9 @@ WITH doc AS (
                 ELSE false END AS simple,
            CASE WHEN quotes = 0 THEN len(cells) ELSE {EXPECTED_FIELDS} END AS cell_fields,
            cells[1] AS k1, cells[2] AS k2, cells[3] AS k3, cells[-3] AS k5, cells[-2] AS k6, cells[-1] AS k7,
-           -- the cells between the third and the third-last, as one piece of the line
-           CASE WHEN len(cells) = {EXPECTED_FIELDS} THEN cells[4]
-                WHEN len(cells) > {EXPECTED_FIELDS}
-                    THEN substr(raw, length(cells[1]) + length(cells[2]) + length(cells[3]) + 4,
-                                length(raw) - length(cells[1]) - length(cells[2]) - length(cells[3])
-                                    - length(cells[-3]) - length(cells[-2]) - length(cells[-1]) - 6)
-           END AS k4
-    FROM cut
+           -- the basket: the fourth cell, or what the quotes hold in a simple quoted line
+           CASE WHEN quotes = 0 THEN cells[4] ELSE pieces[2] END AS k4
+    FROM quoted
 ), fielded AS (
     SELECT *, CASE WHEN NOT simple THEN csv_fields(raw) END AS fields FROM cellwise
 ), named AS (
