@@ -14,13 +14,18 @@ import duckdb
 
 from cafe_etl.pipeline import rules
 
+# Placeholders are ASCII, so a value longer in bytes than the longest one (and not
+# padded) is not one: its length in bytes is known without reading it.
+_PLACEHOLDERS = ", ".join(f"'{p}'" for p in rules.PLACEHOLDERS)
+
 # Reusable SQL building blocks. Values that come from rules are constants of the
 # project, not user input; anything from a file is always bound as a parameter.
 _MACROS = f"""
 CREATE OR REPLACE TEMP MACRO is_missing(x) AS
     CASE WHEN x IS NULL THEN true
-         WHEN length(x) <= {max(map(len, rules.PLACEHOLDERS))} OR starts_with(x, ' ') OR ends_with(x, ' ')
-             THEN upper(trim(x)) IN ({", ".join(f"'{p}'" for p in rules.PLACEHOLDERS)})
+         WHEN strlen(x) <= {max(map(len, rules.PLACEHOLDERS))} THEN upper(trim(x)) IN ({_PLACEHOLDERS})
+         WHEN starts_with(x, ' ') THEN upper(trim(x)) IN ({_PLACEHOLDERS})
+         WHEN ends_with(x, ' ') THEN upper(trim(x)) IN ({_PLACEHOLDERS})
          ELSE false END;
 CREATE OR REPLACE TEMP MACRO key_of(x) AS ('0x' || left(md5(x), 15))::BIGINT;
 CREATE OR REPLACE TEMP MACRO unquote(x) AS

@@ -113,7 +113,7 @@ SELECT idx, line_no, bytes AS doc_bytes,
        c6 AS f6,
        CASE WHEN NOT is_missing(c3)
             THEN lower(collapse(c3)) || chr(0) ||
-                 CASE WHEN NOT by_card OR is_missing(c7) THEN ''
+                 CASE WHEN NOT by_card THEN '' WHEN is_missing(c7) THEN ''
                       WHEN regexp_full_match(c7, '[0-9]+') THEN c7
                       ELSE regexp_replace(c7, '[^0-9]', '', 'g') END
        END AS identity,
