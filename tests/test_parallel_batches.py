@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import contextmanager
 
+import duckdb
 from tests.conftest import query
 
 from cafe_etl.analytics import report as reports
 from cafe_etl.analytics.jsonout import dumps
 from cafe_etl.config import load_settings
-from cafe_etl.pipeline.engine import Engine, EnginePool
+from cafe_etl.pipeline.engine import Engine, EnginePool, MemoryGate
 from cafe_etl.pipeline.run import _run_batches, ingest
 from cafe_etl.warehouse import open_warehouse
 
@@ -65,3 +67,85 @@ def test_engines_keep_their_share_while_every_engine_has_a_batch():
     with EnginePool(workers=2, threads=1, memory_limit="256MB") as pool:
         _run_batches(pool, iter([[], []]), None, job)
     assert seen == [1, 1]
+
+
+def test_a_batch_retried_alone_waits_for_the_others_and_holds_back_new_ones():
+    gate = MemoryGate()
+    first_in, release_first = threading.Event(), threading.Event()
+    alone_started, release_alone = threading.Event(), threading.Event()
+    third_in = threading.Event()
+
+    def first() -> None:
+        with gate.sharing():
+            first_in.set()
+            release_first.wait(10)
+
+    def second() -> None:
+        first_in.wait(10)
+        with gate.sharing(), gate.alone():
+            alone_started.set()
+            release_alone.wait(10)
+
+    def third() -> None:
+        with gate.sharing():
+            third_in.set()
+
+    threads = [threading.Thread(target=f) for f in (first, second)]
+    for t in threads:
+        t.start()
+    assert first_in.wait(10)
+    assert not alone_started.wait(0.3)  # the first batch is still in hand
+    late = threading.Thread(target=third)
+    late.start()
+    threads.append(late)
+    release_first.set()
+    assert alone_started.wait(10)
+    assert not third_in.wait(0.3)  # no batch starts while one works alone
+    release_alone.set()
+    assert third_in.wait(10)
+    for t in threads:
+        t.join(10)
+
+
+def test_a_batch_that_ran_out_of_memory_once_loads_when_retried_alone(generated, expected, warehouse_url,
+                                                                       monkeypatch):
+    """Another engine's batch can take the memory a batch needs: running out once is not
+    the file's fault, so the batch is tried again alone before anything is failed."""
+    from cafe_etl.pipeline import run as runs
+
+    failures = {"judge": 1, "load": 1}
+    real_judge = runs.judge
+
+    def judge_once_short(engine, files, settings, secret):
+        if files and failures["judge"]:
+            failures["judge"] -= 1
+            raise duckdb.OutOfMemoryException("could not allocate block")
+        return real_judge(engine, files, settings, secret)
+
+    monkeypatch.setattr(runs, "judge", judge_once_short)
+    session_type = type(open_warehouse(str(warehouse_url)))
+    real_session = session_type.load_session
+
+    @contextmanager
+    def load_session_once_short(self, pool):
+        with real_session(self, pool) as session:
+            real_load = session.load
+
+            def load(engine, records, run_id):
+                if failures["load"]:
+                    failures["load"] -= 1
+                    raise duckdb.OutOfMemoryException("could not allocate block")
+                real_load(engine, records, run_id)
+
+            session.load = load
+            yield session
+
+    monkeypatch.setattr(session_type, "load_session", load_session_once_short)
+    # One file a batch: a one-file batch that runs out of memory cannot be split.
+    settings = load_settings(warehouse=str(warehouse_url), threads=2).with_overrides(batch_bytes=1)
+    summary = ingest([str(generated)], settings)
+    assert failures == {"judge": 0, "load": 0}
+    assert summary.ok and summary.count("loaded") == expected["files"]
+    with open_warehouse(str(warehouse_url)).reader() as reader:
+        got = reports.build(reader, reports.Filters())
+    assert json.loads(dumps(got)) == expected["report"]

@@ -7,7 +7,9 @@ processed: spilling to disk is switched off, so it never reaches a file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import duckdb
@@ -86,6 +88,48 @@ class Engine:
             self.run(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} IF EXISTS temp.main.{name}")
 
 
+class MemoryGate:
+    """The engines share one memory limit, so one batch can run out of memory because
+    of another's. Every batch in hand holds a place; a batch that ran out of memory is
+    retried alone: it waits until the other engines' batches are done, and no new batch
+    starts until it has finished."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._working = 0
+        self._waiting_alone = 0
+        self._alone = False
+
+    @contextmanager
+    def sharing(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._alone and not self._waiting_alone)
+            self._working += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._working -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def alone(self) -> Iterator[None]:
+        """For a batch in hand (inside ``sharing``): the rest of its work, by itself."""
+        with self._cond:
+            self._working -= 1
+            self._waiting_alone += 1
+            self._cond.wait_for(lambda: not self._alone and not self._working)
+            self._waiting_alone -= 1
+            self._alone = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._alone = False
+                self._working += 1
+                self._cond.notify_all()
+
+
 class EnginePool:
     """The engine database and ``workers`` connections to it, one per concurrent batch.
 
@@ -103,6 +147,7 @@ class EnginePool:
             },
         )
         self.engines = [Engine(self.db.cursor()) for _ in range(max(1, workers))]
+        self.memory = MemoryGate()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.db.cursor()

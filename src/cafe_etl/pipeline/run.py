@@ -23,7 +23,7 @@ from cafe_etl import keys
 from cafe_etl.config import Settings
 from cafe_etl.pipeline import large, ledger, stage
 from cafe_etl.pipeline.batch import Judged, ReadFile, judge, read_file, stage_batch, too_big
-from cafe_etl.pipeline.engine import Engine, EnginePool
+from cafe_etl.pipeline.engine import Engine, EnginePool, MemoryGate
 from cafe_etl.pipeline.results import FileOutcome, RunSummary
 from cafe_etl.sources import LandingFile, discover
 from cafe_etl.warehouse import open_warehouse
@@ -215,26 +215,45 @@ def _claim_unreadable(session: LoadSession, files: list[ReadFile], known: list[L
     return [(f, existing.get(f.source.location) or ids[f.source.location]) for f in files]
 
 
-def _process(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, work: _Work, settings: Settings,
-             secret: bytes | None, run_id: int) -> list[FileOutcome]:
-    """Transform one planned batch on ``engine``, then load it; a large file goes alone, in slices."""
+@dataclass
+class _Loading:
+    """What every batch of one ingest run works with."""
+
+    session: LoadSession
+    # The session's own connection (ledger lookups, claims, run records) serves one
+    # engine at a time; loads go through each engine's connection.
+    ledger_lock: threading.Lock
+    memory: MemoryGate
+    settings: Settings
+    secret: bytes | None
+    run_id: int
+
+
+def _process(engine: Engine, run: _Loading, work: _Work, alone: bool = False) -> list[FileOutcome]:
+    """Transform one planned batch on ``engine``, then load it; a large file goes alone, in slices.
+
+    A batch that runs out of memory is tried again ``alone`` (the other engines' memory
+    free), then in halves, down to one file, which is failed with its size."""
+    settings, secret = run.settings, run.secret
     sliced = [p for p in work.process if large.can_slice(p.read, settings)]
     if sliced:
         rest = _Work([p for p in work.process if p not in sliced], work.unreadable)
-        outcomes = [_process_sliced(engine, session, p, settings, secret, run_id) for p in sliced]
+        outcomes = [_process_sliced(engine, run, p) for p in sliced]
         if rest.process or rest.unreadable:
-            outcomes += _process(engine, session, ledger_lock, rest, settings, secret, run_id)
+            outcomes += _process(engine, run, rest, alone)
         return outcomes
     started = time.perf_counter()
     try:
         judged = judge(engine, [p.read for p in work.process], settings, secret)
     except duckdb.OutOfMemoryException:
         engine.reset()
-        if len(work.process) > 1:  # too much for memory at once: each half on its own
+        if not alone:
+            with run.memory.alone():
+                return _process(engine, run, work, alone=True)
+        if len(work.process) > 1:
             half = len(work.process) // 2
             parts = [_Work(work.process[:half], work.unreadable), _Work(work.process[half:], [])]
-            return [o for part in parts for o in _process(engine, session, ledger_lock, part, settings, secret,
-                                                           run_id)]
+            return [o for part in parts for o in _process(engine, run, part, alone=True)]
         judge(engine, [], settings, secret)  # empty staged tables for the load below
         (only,) = work.process
         judged = [Judged(only.read, None, None, too_big(only.read.size, settings))]
@@ -246,20 +265,26 @@ def _process(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, 
     records = [_record(j, file_id, replaces, transform * j.read.size / total, clear)
                for j, file_id, replaces, clear in pairs]
     started = time.perf_counter()
-    session.load(engine, records, run_id)
+    try:
+        run.session.load(engine, records, run.run_id)
+    except duckdb.OutOfMemoryException:
+        if alone:
+            raise
+        # The load rolled back; its staged rows are still in the engine.
+        with run.memory.alone():
+            run.session.load(engine, records, run.run_id)
     load = time.perf_counter() - started
-    with ledger_lock:
-        session.record_load_seconds([(r.file_id, load * j.read.size / total)
-                                     for r, (j, *_) in zip(records, pairs, strict=True)])
+    with run.ledger_lock:
+        run.session.record_load_seconds([(r.file_id, load * j.read.size / total)
+                                         for r, (j, *_) in zip(records, pairs, strict=True)])
     return [_outcome(j, r) for r, (j, *_) in zip(records, pairs, strict=True)]
 
 
-def _process_sliced(engine: Engine, session: LoadSession, planned: ledger.Planned, settings: Settings,
-                    secret: bytes | None, run_id: int) -> FileOutcome:
+def _process_sliced(engine: Engine, run: _Loading, planned: ledger.Planned) -> FileOutcome:
     """One large file, judged and loaded slice by slice in one warehouse transaction."""
     started = time.perf_counter()
-    read = planned.read
-    with session.load_parts(engine, planned.file_id, run_id, clear_first=planned.clear) as parts:
+    read, session, settings, secret = planned.read, run.session, run.settings, run.secret
+    with session.load_parts(engine, planned.file_id, run.run_id, clear_first=planned.clear) as parts:
         judged = large.judge(engine, read, settings, secret,
                              each_slice=lambda: _load_slice(engine, parts, planned.file_id))
         record = _record(judged, planned.file_id, planned.replaces, time.perf_counter() - started, planned.clear)
@@ -269,7 +294,7 @@ def _process_sliced(engine: Engine, session: LoadSession, planned: ledger.Planne
     # Nothing of it is kept: its failure is recorded like a batch's failed file.
     judge(engine, [], settings, secret)
     stage_batch(engine, [], {})
-    session.load(engine, [record], run_id)
+    session.load(engine, [record], run.run_id)
     engine.reset()
     return _outcome(judged, record)
 
@@ -297,16 +322,13 @@ def ingest(
     reader = BatchReader(files, settings.batch_bytes)
     with closing(reader), _pool(settings) as pool, warehouse.load_session(pool) as session:
         summary.run_id = run_id = session.start_run(command)
-        # The session's own connection (ledger lookups, claims, run records) serves one
-        # engine at a time; loads go through each engine's connection.
-        ledger_lock = threading.Lock()
+        run = _Loading(session, threading.Lock(), pool.memory, settings, secret, run_id)
         try:
             summary.stopped = _run_batches(pool, iter(reader), progress, lambda engine, batch: _ingest_one(
-                engine, session, ledger_lock, batch, settings, secret, run_id, summary, redo, batch_done),
-                stop_requested)
+                engine, run, batch, summary, redo, batch_done), stop_requested)
         except BaseException as exc:
             summary.seconds = time.perf_counter() - started
-            with ledger_lock:
+            with run.ledger_lock:
                 session.finish_run(run_id, summary.totals(), "failed", error=type(exc).__name__)
             raise
         summary.files.sort(key=lambda f: f.location)
@@ -316,13 +338,12 @@ def ingest(
     return summary
 
 
-def _ingest_one(engine: Engine, session: LoadSession, ledger_lock: threading.Lock, batch: list[ReadFile],
-                settings: Settings, secret: bytes | None, run_id: int, summary: RunSummary,
+def _ingest_one(engine: Engine, run: _Loading, batch: list[ReadFile], summary: RunSummary,
                 redo: frozenset[int], batch_done: BatchDone | None) -> None:
     skipped = RunSummary(summary.command, summary.warehouse)
-    with ledger_lock:
-        work = _plan(session, batch, run_id, skipped, redo)
-    outcomes = skipped.files + _process(engine, session, ledger_lock, work, settings, secret, run_id)
+    with run.ledger_lock:
+        work = _plan(run.session, batch, run.run_id, skipped, redo)
+    outcomes = skipped.files + _process(engine, run, work)
     summary.files.extend(outcomes)
     if batch_done:
         batch_done(outcomes)
@@ -341,7 +362,8 @@ def _run_batches(pool: EnginePool, batches: Iterator[list[ReadFile]], progress: 
 
     def run(engine: Engine, batch: list[ReadFile]) -> None:
         try:
-            job(engine, batch)
+            with pool.memory.sharing():
+                job(engine, batch)
         finally:
             engine.reset()
 
@@ -422,7 +444,7 @@ def validate_files(
         if j.failure:
             problems.append(Problem(location, None, "FILE_FAILED", j.failure))
 
-    def check(engine: Engine, batch: list[ReadFile]) -> None:
+    def check(engine: Engine, batch: list[ReadFile], alone: bool = False) -> None:
         sliced = [f for f in batch if large.can_slice(f, settings)]
         for read in sliced:
             check_sliced(engine, read)
@@ -433,10 +455,14 @@ def validate_files(
             judged = judge(engine, batch, settings, secret)
         except duckdb.OutOfMemoryException:
             engine.reset()
-            if len(batch) > 1:  # as ingest does: each half on its own
+            if not alone:  # as ingest does: alone, then each half on its own
+                with pool.memory.alone():
+                    check(engine, batch, alone=True)
+                return
+            if len(batch) > 1:
                 half = len(batch) // 2
-                check(engine, batch[:half])
-                check(engine, batch[half:])
+                check(engine, batch[:half], alone=True)
+                check(engine, batch[half:], alone=True)
                 return
             judge(engine, [], settings, secret)
             judged = [Judged(batch[0], None, None, too_big(batch[0].size, settings))]
