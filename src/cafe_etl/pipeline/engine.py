@@ -16,12 +16,12 @@ import duckdb
 
 from cafe_etl.pipeline import rules
 
-# Placeholders are ASCII, so a value longer in bytes than the longest one (and not
-# padded) is not one: its length in bytes is known without reading it.
 _PLACEHOLDERS = ", ".join(f"'{p}'" for p in rules.PLACEHOLDERS)
 
 # Reusable SQL building blocks. Values that come from rules are constants of the
 # project, not user input; anything from a file is always bound as a parameter.
+# is_missing: placeholders are ASCII, so a value longer in bytes than the longest one
+# (and not padded) is not one; its length in bytes is known without reading it.
 _MACROS = f"""
 CREATE OR REPLACE TEMP MACRO is_missing(x) AS
     CASE WHEN x IS NULL THEN true

@@ -64,13 +64,11 @@ JOIN stg_branch_name n USING (branch_key)
 # key has 60 bits), cheaper than comparing (day, branch) pairs.
 _CUSTOMERS = f"""
 CREATE OR REPLACE TEMP TABLE out_customer AS
-SELECT customer_key,
-       make_date((first >> 60)::INTEGER // 10000, (first >> 60)::INTEGER // 100 % 100,
-                 (first >> 60)::INTEGER % 100) AS first_seen,
-       (first & {(1 << 60) - 1})::BIGINT AS first_branch_key
-FROM (SELECT c.customer_key, min((c.date_key::HUGEINT << 60) + c.branch_key) AS first
-      {_LOADED} AND c.customer_key IS NOT NULL
-      GROUP BY c.customer_key)
+SELECT customer_key, make_date(day // 10000, day // 100 % 100, day % 100) AS first_seen, first_branch_key
+FROM (SELECT customer_key, (first >> 60)::INTEGER AS day, (first & {(1 << 60) - 1})::BIGINT AS first_branch_key
+      FROM (SELECT c.customer_key, min((c.date_key::HUGEINT << 60) + c.branch_key) AS first
+            {_LOADED} AND c.customer_key IS NOT NULL
+            GROUP BY c.customer_key))
 """
 
 # Per-file aggregates: what the dashboard reads instead of scanning every line item.

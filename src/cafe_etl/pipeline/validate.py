@@ -164,7 +164,9 @@ GROUP BY ALL
 ORDER BY s.idx
 """
 
+
 def check_sql(by_hash: bool) -> str:
+    """The row checks, finding baskets and customers by hash or by text."""
     sql = _CHECK
     for name, condition in (_MATCH_BY_HASH if by_hash else _MATCH_BY_TEXT).items():
         sql = sql.replace("{" + name + "}", condition)
