@@ -24,11 +24,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
-import duckdb
-
 from cafe_etl.config import Settings
 from cafe_etl.pipeline import clean, extract, transform, validate
-from cafe_etl.pipeline.batch import Judged, ReadFile, too_big
+from cafe_etl.pipeline.batch import Judged, ReadFile
 from cafe_etl.pipeline.engine import Engine
 from cafe_etl.pipeline.rules import Layout
 from cafe_etl.pipeline.validate import FileCounts
@@ -237,7 +235,10 @@ def judge(engine: Engine, read: ReadFile, settings: Settings, secret: bytes | No
           each_slice: Callable[[], None]) -> Judged:
     """Survey the file, then judge it slice by slice, calling ``each_slice`` while the
     slice's ``stg_check`` (and the tables a load stages from) are in the engine. The
-    verdict is the one ``batch.judge`` gives a file of a batch (its idx is 1)."""
+    verdict is the one ``batch.judge`` gives a file of a batch (its idx is 1).
+
+    Running out of memory (``duckdb.OutOfMemoryException``) is the caller's to judge:
+    the other engine's batch may have taken the memory, so it may be tried again alone."""
     path = read.source.local_path
     now = datetime.now()
     try:
@@ -262,8 +263,6 @@ def judge(engine: Engine, read: ReadFile, settings: Settings, secret: bytes | No
         return Judged(read, None, None, _CHANGED)
     except OSError as exc:
         return Judged(read, None, None, f"cannot read {path}: {exc.strerror}")
-    except duckdb.OutOfMemoryException:
-        return Judged(read, None, None, too_big(read.size, settings))
     finally:
         engine.reset()
     if digest.hexdigest() != read.sha256:

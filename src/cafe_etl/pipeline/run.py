@@ -238,7 +238,7 @@ def _process(engine: Engine, run: _Loading, work: _Work, alone: bool = False) ->
     sliced = [p for p in work.process if large.can_slice(p.read, settings)]
     if sliced:
         rest = _Work([p for p in work.process if p not in sliced], work.unreadable)
-        outcomes = [_process_sliced(engine, run, p) for p in sliced]
+        outcomes = [_process_sliced(engine, run, p, alone) for p in sliced]
         if rest.process or rest.unreadable:
             outcomes += _process(engine, run, rest, alone)
         return outcomes
@@ -280,17 +280,30 @@ def _process(engine: Engine, run: _Loading, work: _Work, alone: bool = False) ->
     return [_outcome(j, r) for r, (j, *_) in zip(records, pairs, strict=True)]
 
 
-def _process_sliced(engine: Engine, run: _Loading, planned: ledger.Planned) -> FileOutcome:
-    """One large file, judged and loaded slice by slice in one warehouse transaction."""
+def _process_sliced(engine: Engine, run: _Loading, planned: ledger.Planned, alone: bool = False) -> FileOutcome:
+    """One large file, judged and loaded slice by slice in one warehouse transaction.
+
+    Out of memory, it is tried again ``alone``, as a batch is; alone and still out of
+    memory, it is failed with its size."""
     started = time.perf_counter()
     read, session, settings, secret = planned.read, run.session, run.settings, run.secret
-    with session.load_parts(engine, planned.file_id, run.run_id, clear_first=planned.clear) as parts:
-        judged = large.judge(engine, read, settings, secret,
-                             each_slice=lambda: _load_slice(engine, parts, planned.file_id))
+    try:
+        with session.load_parts(engine, planned.file_id, run.run_id, clear_first=planned.clear) as parts:
+            judged = large.judge(engine, read, settings, secret,
+                                 each_slice=lambda: _load_slice(engine, parts, planned.file_id))
+            record = _record(judged, planned.file_id, planned.replaces, time.perf_counter() - started,
+                             planned.clear)
+            if judged.failure is None or judged.keeps_rejects:
+                parts.finish(record)
+                return _outcome(judged, record)
+    except duckdb.OutOfMemoryException:
+        # Its transaction rolled back: nothing of it is in the warehouse.
+        engine.reset()
+        if not alone:
+            with run.memory.alone():
+                return _process_sliced(engine, run, planned, alone=True)
+        judged = Judged(read, None, None, too_big(read.size, settings))
         record = _record(judged, planned.file_id, planned.replaces, time.perf_counter() - started, planned.clear)
-        if judged.failure is None or judged.keeps_rejects:
-            parts.finish(record)
-            return _outcome(judged, record)
     # Nothing of it is kept: its failure is recorded like a batch's failed file.
     judge(engine, [], settings, secret)
     stage_batch(engine, [], {})
@@ -432,14 +445,24 @@ def validate_files(
     problems: list[Problem] = []
     secret = _secret(settings)
 
-    def check_sliced(engine: Engine, read: ReadFile) -> None:
+    def check_sliced(engine: Engine, read: ReadFile, alone: bool = False) -> None:
         location = read.source.location
+        found: list[Problem] = []  # kept only once the whole file is judged
 
         def collect() -> None:
             rows = engine.rows("SELECT line_no, reason, detail FROM stg_check WHERE outcome = 'reject'")
-            problems.extend(Problem(location, line, reason, detail) for line, reason, detail in rows)
+            found.extend(Problem(location, line, reason, detail) for line, reason, detail in rows)
 
-        j = large.judge(engine, read, settings, secret, each_slice=collect)
+        try:
+            j = large.judge(engine, read, settings, secret, each_slice=collect)
+        except duckdb.OutOfMemoryException:
+            engine.reset()
+            if not alone:  # as ingest does: alone, then the file is too large
+                with pool.memory.alone():
+                    check_sliced(engine, read, alone=True)
+                return
+            j, found = Judged(read, None, None, too_big(read.size, settings)), []
+        problems.extend(found)
         summary.files.append(_outcome(j, _record(j, None, None, 0.0), loaded_as="valid"))
         if j.failure:
             problems.append(Problem(location, None, "FILE_FAILED", j.failure))
@@ -447,7 +470,7 @@ def validate_files(
     def check(engine: Engine, batch: list[ReadFile], alone: bool = False) -> None:
         sliced = [f for f in batch if large.can_slice(f, settings)]
         for read in sliced:
-            check_sliced(engine, read)
+            check_sliced(engine, read, alone)
         batch = [f for f in batch if f not in sliced]
         if not batch:
             return
