@@ -169,12 +169,13 @@ def test_a_file_that_changes_between_fingerprint_and_slicing_is_refused(tmp_path
     assert read.sha256 != hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _short_of_memory_once(monkeypatch, after_slices: int) -> dict:
-    """``large.judge`` runs out of memory once, after ``after_slices`` slices were handed on
-    (so a part of the file is already in the load's transaction)."""
+def _short_of_memory(monkeypatch, after_slices: int, times: int = 1) -> dict:
+    """``large.judge`` runs out of memory on its first ``times`` calls, each time after
+    ``after_slices`` slices were handed on (so a part of the file is already in the load's
+    transaction)."""
     import duckdb
 
-    state = {"left": 1, "calls": 0}
+    state = {"left": times, "calls": 0}
     real_judge = large.judge
 
     def judge(engine, read, settings, secret, each_slice):
@@ -211,7 +212,7 @@ def test_a_sliced_file_that_ran_out_of_memory_once_loads_whole_when_retried_alon
     settings = load_settings(threads=2).with_overrides(large_file_bytes=1, batch_bytes=16384)
     assert ingest([str(folder)], settings.with_overrides(warehouse=expected)).ok
 
-    state = _short_of_memory_once(monkeypatch, after_slices=2)
+    state = _short_of_memory(monkeypatch, after_slices=2)
     summary = ingest([str(folder)], settings.with_overrides(warehouse=retried))
     assert state == {"left": 0, "calls": 2}
     assert summary.ok and [f.outcome for f in summary.files] == ["loaded"]
@@ -224,31 +225,18 @@ def test_a_sliced_file_that_ran_out_of_memory_once_loads_whole_when_retried_alon
 
 
 def test_a_sliced_file_short_of_memory_even_alone_fails_as_too_large(tmp_path, monkeypatch):
-    import duckdb
-
     from cafe_etl.config import load_settings
     from cafe_etl.pipeline.run import ingest
 
     folder = tmp_path / "landing"
     folder.mkdir()
     _repeating_file(folder / "slice_town_05-03-2024_08-00-00.csv")
-    real_judge, calls = large.judge, []
-
-    def always_short(engine, read, settings, secret, each_slice):
-        calls.append(read.source.location)
-
-        def each() -> None:
-            each_slice()
-            raise duckdb.OutOfMemoryException("could not allocate block")
-
-        return real_judge(engine, read, settings, secret, each)
-
-    monkeypatch.setattr(large, "judge", always_short)
+    state = _short_of_memory(monkeypatch, after_slices=1, times=2)
     warehouse = tmp_path / "w.duckdb"
     settings = load_settings(warehouse=str(warehouse), threads=2, memory_limit="300MB").with_overrides(
         large_file_bytes=1, batch_bytes=16384)
     (only,) = ingest([str(folder)], settings).files
-    assert len(calls) == 2  # once with the other engine, once alone
+    assert state == {"left": 0, "calls": 2}  # once with the other engine, once alone
     assert only.outcome == "failed" and "too large to process within the engine's memory limit (300MB)" in only.error
     assert query(warehouse, "SELECT status, rows_loaded FROM etl_file") == [("failed", 0)]
     for table in ("fact_sale", "fact_sale_item", "etl_reject", "agg_product_day", "agg_sale_hour"):
@@ -263,7 +251,7 @@ def test_validate_retries_a_sliced_file_alone_and_lists_its_problems_once(tmp_pa
     folder.mkdir()
     repeats = _repeating_file(folder / "slice_town_05-03-2024_08-00-00.csv")
     settings = load_settings(threads=2).with_overrides(large_file_bytes=1, batch_bytes=16384)
-    state = _short_of_memory_once(monkeypatch, after_slices=2)
+    state = _short_of_memory(monkeypatch, after_slices=2)
     summary, problems = validate_files([str(folder)], settings)
     assert state == {"left": 0, "calls": 2}
     assert [f.outcome for f in summary.files] == ["valid"]

@@ -40,8 +40,9 @@ FROM read_csv({path}, columns = {{'raw': 'VARCHAR'}}, header = false, auto_detec
 # Personal data is reduced here to ``identity``: the customer's name lower-cased with
 # whitespace collapsed, a NUL, and the card's digits for a card payment. It lives only
 # in memory until the customer key (its keyed hash) is made from it. Later stages find
-# a row's basket, its customer and its repeats by these texts themselves (joins and
-# groups compare them exactly), never by a fingerprint that could collide.
+# a row's repeats by its text, and its basket and customer by their texts, or by their
+# 64-bit hashes where the batch's hashes are checked unique (validate._HASHES_UNIQUE):
+# exactly either way, never by a fingerprint that could collide unchecked.
 _LINES = f"""
 CREATE OR REPLACE TEMP TABLE stg_line AS
 WITH doc AS (
