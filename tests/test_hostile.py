@@ -73,6 +73,12 @@ def test_the_large_files_load_within_bounded_memory(batch):
     assert line["rows_loaded"] == 2 and line["rejects_by_reason"] == {"BAD_ITEM": 1}
     fields = outcomes["hundred_thousand_fields.csv"]
     assert fields["rows_loaded"] == 2 and fields["rejects_by_reason"] == {"BAD_FIELD_COUNT": 1}
+    # Once a poison file: item numbers past a SMALLINT stopped every run. Now a reject like any.
+    basket = outcomes["basket_of_40000_items.csv"]
+    assert basket["rows_loaded"] == 2 and basket["rejects_by_reason"] == {"BAD_ITEM": 1}
+    assert query(warehouse, "SELECT detail FROM etl_reject r JOIN etl_file f USING (file_id) "
+                            "WHERE f.location LIKE '%basket_of_40000_items.csv'") == [
+        ("basket has 40000 items, more than 100",)]
     longest = query(warehouse, "SELECT max(length(row_data)), max(length(detail)) FROM etl_reject")[0]
     assert longest[0] <= 2000 and longest[1] <= 500  # the quarantine keeps the reason, not 10 MB
     # The peak of every child process of this test session so far, the ingest above included.

@@ -12,21 +12,26 @@ from __future__ import annotations
 import hashlib
 
 from cafe_etl.pipeline.engine import Engine
+from cafe_etl.pipeline.rules import MAX_NAME_CHARS
 
 _BLOCK = 64  # SHA-256 block size, for HMAC's inner and outer pads
 
 # stg_branch: every spelling of a branch in each file, with its identity.
 # Identity ignores case and extra spaces; the display name is the first spelling
-# that is not all lower-case (DESIGN §3).
-_BRANCHES = """
+# that is not all lower-case (DESIGN §3). A spelling with control characters or
+# longer than any name is no branch at all: counted as missing.
+_BRANCHES = f"""
 CREATE OR REPLACE TEMP TABLE stg_branch AS
-SELECT idx, f_branch, count(*) FILTER (WHERE sold_at IS NOT NULL) AS rows, min(line_no) AS first_line,
-       is_missing(f_branch) AS missing,
-       CASE WHEN NOT is_missing(f_branch) THEN lower(collapse(f_branch)) END AS branch_id,
-       CASE WHEN NOT is_missing(f_branch) THEN key_of(lower(collapse(f_branch))) END AS branch_key
-FROM stg_line
-WHERE NOT blank
-GROUP BY idx, f_branch
+SELECT idx, f_branch, rows, first_line, missing,
+       CASE WHEN NOT missing THEN lower(collapse(f_branch)) END AS branch_id,
+       CASE WHEN NOT missing THEN key_of(lower(collapse(f_branch))) END AS branch_key
+FROM (SELECT idx, f_branch, count(*) FILTER (WHERE sold_at IS NOT NULL) AS rows, min(line_no) AS first_line,
+             CASE WHEN is_missing(f_branch) THEN true
+                  WHEN length(f_branch) > {MAX_NAME_CHARS} THEN true
+                  ELSE unprintable(f_branch) END AS missing
+      FROM stg_line
+      WHERE NOT blank
+      GROUP BY idx, f_branch)
 """
 
 # stg_file_branch: the one branch each file holds: the most dated rows (a header

@@ -44,6 +44,10 @@ CREATE OR REPLACE TEMP MACRO payment_word(x) AS
     CASE WHEN x IN ('CASH', 'CARD') THEN x WHEN length(x) >= 4 THEN upper(trim(x)) END;
 CREATE OR REPLACE TEMP MACRO mask_numbers(x) AS
     regexp_replace(x, '[0-9][0-9 -]{{10,}}[0-9]', '<number removed>', 'g');
+-- Control characters, or U+FFFD (what a NUL or an undecodable byte became): never in a name.
+CREATE OR REPLACE TEMP MACRO unprintable(x) AS regexp_matches(x, '[[:cntrl:]\\x{{FFFD}}]');
+CREATE OR REPLACE TEMP MACRO printable(x) AS
+    CASE WHEN regexp_matches(x, '[[:cntrl:]]') THEN regexp_replace(x, '[[:cntrl:]]', '?', 'g') ELSE x END;
 CREATE OR REPLACE TEMP MACRO clip(x, n) AS
     CASE WHEN length(x) > n THEN left(x, n - 1) || '…' ELSE x END;
 CREATE OR REPLACE TEMP MACRO quote_field(x) AS

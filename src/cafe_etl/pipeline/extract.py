@@ -69,7 +69,9 @@ WITH doc AS (
     SELECT *, coalesce(len(pieces) - 1, 0) AS quotes FROM cut
 ), cellwise AS (
     -- Everything taken from the cells is taken here, so the list goes no further.
-    SELECT idx, bytes, line_no, raw,
+    -- A row whose quotes do not balance (an odd count: a doubled quote inside a quoted
+    -- field counts two) cannot be cut into fields with any confidence.
+    SELECT idx, bytes, line_no, raw, quotes % 2 = 1 AS unbalanced,
            CASE WHEN quotes = 0 THEN true
                 WHEN quotes = 2 AND len(cells) >= {EXPECTED_FIELDS}
                     THEN CASE WHEN starts_with(cells[4], '"') THEN true ELSE starts_with(ltrim(cells[4]), '"') END
@@ -83,7 +85,7 @@ WITH doc AS (
 ), fielded AS (
     SELECT *, CASE WHEN NOT simple THEN csv_fields(raw) END AS fields FROM cellwise
 ), named AS (
-    SELECT idx, bytes, line_no, raw,
+    SELECT idx, bytes, line_no, raw, unbalanced,
            CASE WHEN simple THEN k1 ELSE fields[1] END AS c1,
            CASE WHEN simple THEN k2 ELSE fields[2] END AS c2,
            CASE WHEN simple THEN k3 ELSE fields[3] END AS c3,
@@ -95,18 +97,32 @@ WITH doc AS (
     FROM fielded
 ), based AS (
     SELECT *,
-           CASE WHEN n_fields = {EXPECTED_FIELDS} THEN c4 END AS basket,
+           CASE WHEN n_fields = {EXPECTED_FIELDS} AND NOT unbalanced THEN c4 END AS basket,
            -- the payment, wherever the layout puts it (a total is never CASH or CARD)
            CASE WHEN c6 = 'CARD' THEN true WHEN c6 = 'CASH' THEN false
                 ELSE coalesce(payment_word(c6), '') = 'CARD' OR coalesce(payment_word(c5), '') = 'CARD' END AS by_card
     FROM named
+), dated AS (
+    SELECT *, parse_when(c1) AS sold_at FROM based
 )
 SELECT idx, line_no, bytes AS doc_bytes,
        raw,
        CASE WHEN raw = '' THEN true
-            WHEN starts_with(raw, ' ') OR starts_with(raw, chr(9)) THEN trim(raw) = ''
+            WHEN starts_with(raw, ' ') OR starts_with(raw, chr(9)) THEN trim(raw, ' ' || chr(9)) = ''
             ELSE false END AS blank,
        n_fields,
+       unbalanced,
+       -- Could be a header (DESIGN §3): the export's field count, printable text, and
+       -- in every field a word that holds no digit and is not a placeholder. Whether
+       -- it comes before the file's first dated row is known later (validate).
+       CASE WHEN sold_at IS NOT NULL THEN false
+            WHEN n_fields <> {EXPECTED_FIELDS} THEN false
+            WHEN unbalanced THEN false
+            WHEN regexp_matches(raw, '[0-9]') THEN false
+            WHEN unprintable(raw) THEN false
+            ELSE list_bool_and(list_transform([c1, c2, c3, c4, c5, c6, c7],
+                                              lambda f: regexp_matches(f, '\\pL') AND NOT is_missing(f)))
+       END AS headerlike,
        c1 AS f_when,
        c2 AS f_branch,
        basket,
@@ -118,8 +134,8 @@ SELECT idx, line_no, bytes AS doc_bytes,
                       WHEN regexp_full_match(c7, '[0-9]+') THEN c7
                       ELSE regexp_replace(c7, '[^0-9]', '', 'g') END
        END AS identity,
-       parse_when(c1) AS sold_at
-FROM based
+       sold_at
+FROM dated
 """
 
 # stg_shape: per file, the layout voted by its rows and where its data begins.
@@ -133,9 +149,11 @@ SELECT
     count(*) AS lines,
     count(*) FILTER (WHERE blank) AS blank_lines,
     count(*) FILTER (WHERE NOT blank) AS rows,
-    count(*) FILTER (WHERE NOT blank AND n_fields = {EXPECTED_FIELDS}) AS rows_expected_width,
-    count(*) FILTER (WHERE n_fields = {EXPECTED_FIELDS} AND payment_word(f5) IN ('CASH', 'CARD')) AS v0_votes,
-    count(*) FILTER (WHERE n_fields = {EXPECTED_FIELDS} AND payment_word(f6) IN ('CASH', 'CARD')) AS v1_votes,
+    count(*) FILTER (WHERE NOT blank AND n_fields = {EXPECTED_FIELDS} AND NOT unbalanced) AS rows_expected_width,
+    count(*) FILTER (WHERE n_fields = {EXPECTED_FIELDS} AND NOT unbalanced
+                     AND payment_word(f5) IN ('CASH', 'CARD')) AS v0_votes,
+    count(*) FILTER (WHERE n_fields = {EXPECTED_FIELDS} AND NOT unbalanced
+                     AND payment_word(f6) IN ('CASH', 'CARD')) AS v1_votes,
     CASE WHEN v0_votes > v1_votes THEN '{Layout.V0}' ELSE '{Layout.V1}' END AS layout,
     min(line_no) FILTER (WHERE NOT blank) AS first_row_line,
     min(line_no) FILTER (WHERE sold_at IS NOT NULL) AS first_data_line,

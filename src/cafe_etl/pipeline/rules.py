@@ -33,6 +33,9 @@ PAYMENT_METHODS = ("CASH", "CARD")
 
 EXPECTED_FIELDS = 7
 
+# A branch or product name (with its flavour) longer than this is not a name.
+MAX_NAME_CHARS = 100
+
 # V1 writes DD/MM/YYYY HH:MM (spreadsheets drop the zero padding); the legacy V0
 # export writes ISO timestamps with seconds. Day first, always.
 TIMESTAMP_FORMATS = (

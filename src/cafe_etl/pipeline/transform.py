@@ -16,7 +16,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 from cafe_etl.pipeline.engine import Engine
-from cafe_etl.pipeline.rules import EXPECTED_FIELDS, SIZES, Layout
+from cafe_etl.pipeline.rules import EXPECTED_FIELDS, MAX_NAME_CHARS, SIZES, Layout
+
+# A plain number (an amount or a count), which no product name or flavour is.
+_NUMBER = r"\s*[-+£$€]?[0-9]+([.,][0-9]+)?\s*"
 
 _SIZE_CASE = "CASE lower({x}) " + " ".join(f"WHEN '{s.lower()}' THEN '{s}'" for s in SIZES) + " END"
 
@@ -41,7 +44,7 @@ WITH listed AS (
                 ELSE cells END AS items
     FROM (SELECT basket_no, legacy, string_split(basket, ',') AS cells FROM stg_basket_text)
 )
-SELECT basket_no, legacy, generate_subscripts(items, 1)::SMALLINT AS item_no, unnest(items) AS item_text
+SELECT basket_no, legacy, generate_subscripts(items, 1)::INTEGER AS item_no, unnest(items) AS item_text
 FROM listed
 """
 
@@ -70,6 +73,15 @@ WITH spelling AS (
            nullif(trim(substr(product, length(split_part(product, ' - ', 1)) + 4)), '') AS flavour,
            to_money(price_text) AS price
     FROM sized
+), judged AS (
+    SELECT *,
+           -- a name or flavour that is a number: a price written twice, say
+           CASE WHEN regexp_full_match(name, '{_NUMBER}') THEN true
+                WHEN flavour IS NULL THEN false
+                ELSE list_bool_or(list_transform(string_split(flavour, ' - '),
+                                                 lambda part: regexp_full_match(part, '{_NUMBER}')))
+           END AS numeric_part
+    FROM named
 )
 SELECT legacy, item_text, size, name, flavour, price,
        key_of(coalesce(size, '') || chr(31) || name || chr(31) || coalesce(flavour, '')) AS product_key,
@@ -79,7 +91,9 @@ SELECT legacy, item_text, size, name, flavour, price,
            WHEN legacy AND v0_size <> '' AND size IS NULL THEN 'BAD_ITEM'
            WHEN name = '' THEN 'BAD_ITEM'
            WHEN regexp_matches(head, '[0-9]([ -]?[0-9]){{11,}}') THEN 'BAD_ITEM'
-           WHEN regexp_matches(head, '(^|- )[=+@]') OR regexp_matches(head, '[[:cntrl:]]') THEN 'BAD_ITEM'
+           WHEN regexp_matches(head, '(^|- )[=+@]') OR unprintable(head) THEN 'BAD_ITEM'
+           WHEN length(product) > {MAX_NAME_CHARS} THEN 'BAD_ITEM'
+           WHEN numeric_part THEN 'BAD_ITEM'
            WHEN is_missing(price_text) THEN 'BAD_PRICE'
            WHEN price IS NULL THEN 'BAD_PRICE'
            WHEN price < 0 THEN 'BAD_PRICE'
@@ -93,9 +107,13 @@ SELECT legacy, item_text, size, name, flavour, price,
            WHEN name = '' THEN format('item ''{{}}'' has no product name', t)
            -- A product name never holds a card-like number; the detail does not repeat it.
            WHEN regexp_matches(head, '[0-9]([ -]?[0-9]){{11,}}') THEN 'item name holds a long number (not shown)'
-           WHEN regexp_matches(head, '(^|- )[=+@]') OR regexp_matches(head, '[[:cntrl:]]')
-               THEN format('item ''{{}}'' is not a product name (formula or control characters)',
+           WHEN regexp_matches(head, '(^|- )[=+@]') OR unprintable(head)
+               THEN format('item ''{{}}'' is not a product name (formula, control or unreadable characters)',
                            regexp_replace(t, '[[:cntrl:]]', '?', 'g'))
+           WHEN length(product) > {MAX_NAME_CHARS}
+               THEN format('item name is {{}} characters long, more than {MAX_NAME_CHARS}: ''{{}}…''', length(product),
+                           left(product, 40))
+           WHEN numeric_part THEN format('item ''{{}}'' has a number where a name or flavour belongs', t)
            WHEN is_missing(price_text) THEN format('item ''{{}}'' has no price', t)
            WHEN price IS NULL THEN format('price ''{{}}'' of item ''{{}}'' is not an amount', price_text, name)
            WHEN price < 0 THEN format('price {{}} of item ''{{}}'' is negative', price_text, name)
@@ -103,7 +121,7 @@ SELECT legacy, item_text, size, name, flavour, price,
                THEN format('price {{}} of item ''{{}}'' is above the plausible maximum {{}}', price_text, name,
                            $max_price)
        END AS detail
-FROM named
+FROM judged
 """
 
 # stg_basket_item: the items of every basket, parsed; stg_basket: per basket, the

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from cafe_etl.config import Rules
 from cafe_etl.pipeline.engine import Engine
-from cafe_etl.pipeline.rules import EXPECTED_FIELDS, Layout
+from cafe_etl.pipeline.rules import EXPECTED_FIELDS, MAX_NAME_CHARS, Layout
 
 # Lines that repeat an earlier line of the same file byte for byte, name and card
 # included, each with the line it repeats. Lines whose hash recurs are the candidates
@@ -37,7 +37,7 @@ WHERE line_no > first_line
 _CHECK = f"""
 CREATE OR REPLACE TEMP TABLE stg_check AS
 WITH row_facts AS (
-    SELECT l.idx, l.line_no, l.blank, l.n_fields, l.f_when, l.f_branch, l.basket, l.f5, l.f6, l.raw,
+    SELECT l.idx, l.line_no, l.blank, l.n_fields, l.unbalanced, l.f_when, l.f_branch, l.basket, l.f5, l.f6, l.raw,
            s.layout, s.first_data_line,
            d.first_line AS duplicate_of,
            l.sold_at,
@@ -49,13 +49,8 @@ WITH row_facts AS (
            fb.branch_id AS file_branch_id,
            k.basket_no, k.n_items, k.items_total, k.reason AS item_reason, k.detail AS item_detail,
            c.customer_key,
-           -- a header row: the first row of the file, before any dated row, no digit in any field
-           CASE WHEN l.line_no = s.first_row_line AND l.line_no < coalesce(s.first_data_line, 2147483647)
-                THEN NOT regexp_matches(CASE WHEN l.n_fields = {EXPECTED_FIELDS}
-                                                  THEN concat_ws(',', l.f_when, l.f_branch, l.identity, l.basket,
-                                                                 l.f5, l.f6)
-                                                  ELSE l.raw END, '[0-9]')
-                ELSE false END AS header
+           -- header rows: lines that look like one, before the file's first dated row
+           CASE WHEN l.headerlike THEN l.line_no < coalesce(s.first_data_line, 2147483647) ELSE false END AS header
     FROM stg_line l
     JOIN stg_shape s USING (idx)
     LEFT JOIN stg_duplicate d ON d.idx = l.idx AND d.line_no = l.line_no
@@ -67,6 +62,7 @@ WITH row_facts AS (
     SELECT *,
         CASE
             WHEN duplicate_of IS NOT NULL THEN 'DUPLICATE_ROW'
+            WHEN unbalanced THEN 'BAD_FIELD_COUNT'
             WHEN n_fields <> {EXPECTED_FIELDS} THEN 'BAD_FIELD_COUNT'
             WHEN sold_at IS NULL OR sold_at < $earliest OR sold_at > $latest THEN 'BAD_TIMESTAMP'
             WHEN branch_missing THEN 'MISSING_BRANCH'
@@ -92,8 +88,10 @@ SELECT idx, line_no, sold_at, total, payment, branch_key, basket_no, n_items, cu
        CASE WHEN NOT blank AND NOT header THEN failure END AS reason,
        -- Quarantine text is clipped: a 10 MB "row" keeps its reason, not its bulk.
        -- Sales, the most rows, leave both CASEs at their first test.
-       clip(CASE WHEN failure IS NULL THEN NULL WHEN blank OR header THEN NULL
+       printable(clip(CASE WHEN failure IS NULL THEN NULL WHEN blank OR header THEN NULL
             WHEN failure = 'DUPLICATE_ROW' THEN format('same bytes as line {{}}', duplicate_of)
+            WHEN failure = 'BAD_FIELD_COUNT' AND unbalanced
+                THEN 'the quotes do not balance (a field opened with " is never closed): fields cannot be told apart'
             WHEN failure = 'BAD_FIELD_COUNT' THEN format('{EXPECTED_FIELDS} fields expected, found {{}}', n_fields)
             WHEN failure = 'BAD_TIMESTAMP' AND is_missing(f_when) THEN 'timestamp is missing'
             WHEN failure = 'BAD_TIMESTAMP' AND sold_at IS NULL
@@ -101,7 +99,10 @@ SELECT idx, line_no, sold_at, total, payment, branch_key, basket_no, n_items, cu
             WHEN failure = 'BAD_TIMESTAMP' AND sold_at < $earliest
                 THEN format('timestamp {{}} is before {{}}', f_when, $earliest::DATE)
             WHEN failure = 'BAD_TIMESTAMP' THEN format('timestamp {{}} is in the future', f_when)
-            WHEN failure = 'MISSING_BRANCH' THEN 'branch is missing'
+            WHEN failure = 'MISSING_BRANCH' AND is_missing(f_branch) THEN 'branch is missing'
+            WHEN failure = 'MISSING_BRANCH'
+                THEN format('branch ''{{}}'' is not a name (control or unreadable characters, or over '
+                            || '{MAX_NAME_CHARS} characters)', left(f_branch, 40))
             WHEN failure = 'EMPTY_BASKET' THEN 'basket is empty'
             WHEN failure = 'BAD_ITEM' AND item_reason IS NULL AND layout = '{Layout.V0}'
                  AND len(string_split(basket, ',')) % 3 <> 0
@@ -120,14 +121,15 @@ SELECT idx, line_no, sold_at, total, payment, branch_key, basket_no, n_items, cu
                 THEN format('payment method ''{{}}'' is not CASH or CARD', payment_text)
             WHEN failure = 'BRANCH_MISMATCH'
                 THEN format('branch ''{{}}'' differs from the file''s branch ''{{}}''', f_branch, file_branch_id)
-        END, $max_detail) AS detail,
-        -- The rejected row as written, without its personal data (DESIGN §3).
-        clip(CASE WHEN failure IS NULL THEN NULL WHEN blank OR header THEN NULL
-             WHEN n_fields = {EXPECTED_FIELDS}
+        END, $max_detail)) AS detail,
+        -- The rejected row as written, without its personal data (DESIGN §3), and with
+        -- control characters shown as '?' (no text column of the warehouse holds one).
+        printable(clip(CASE WHEN failure IS NULL THEN NULL WHEN blank OR header THEN NULL
+             WHEN n_fields = {EXPECTED_FIELDS} AND NOT unbalanced
                  THEN mask_numbers(concat_ws(',', f_when, f_branch, '', quote_field(basket), f5, f6, ''))
              ELSE array_to_string(list_transform(csv_fields(left(raw, $max_row_data * 4)),
                                                  lambda x: keep_if_plain(x)), ',')
-        END, $max_row_data) AS row_data
+        END, $max_row_data)) AS row_data
 FROM judged
 """
 
