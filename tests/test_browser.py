@@ -182,6 +182,10 @@ def test_operations_drill_down_shows_only_the_chosen_reason(server, page):
 
 def test_a_bad_filter_is_explained_on_the_page(server, page):
     base, _ = server
-    response = page.goto(f"{base}/where?branch=Atlantis")
-    assert response.status == 400
-    assert "unknown branch 'Atlantis'" in page.inner_text(".problem")
+    for path in ("/", "/where", "/customers"):
+        response = page.goto(f"{base}{path}?branch=Atlantis")
+        assert response.status == 400
+        problems = page.locator(".problem").all_inner_texts()
+        assert len(problems) == 1 and "unknown branch 'Atlantis'" in problems[0], path  # said once
+        assert "None" not in page.inner_text("h1"), path
+        assert page.locator("[data-api]").count() == 0, path  # nothing fetched that would fail again

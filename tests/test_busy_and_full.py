@@ -8,10 +8,11 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
-from tests.conftest import by_day, query, run_cli
+from tests.conftest import SAMPLES, by_day, query, run_cli
 from tests.test_crash import check_consistent
 
 HOLD = ("import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
@@ -74,6 +75,37 @@ def test_two_loaders_at_once_on_one_duckdb_file(generated, tmp_path, clean):
         assert loader.wait(timeout=120) == 0, loader.stderr.read()
     assert run_cli("report", "--warehouse", warehouse, "--format", "json").stdout == clean
     check_consistent(f"duckdb:///{warehouse}")
+
+
+def test_several_loaders_at_once_on_a_warehouse_file_that_does_not_exist_yet(generated, tmp_path, clean):
+    warehouse = tmp_path / "new" / "w.duckdb"
+    days = list(by_day(generated).values())
+    parts = [[p for day in days[n::4] for p in day] for n in range(4)]
+    loaders = [subprocess.Popen([sys.executable, "-m", "cafe_etl.cli", "ingest", *map(str, part), "--warehouse",
+                                 str(warehouse)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for part in parts]
+    for loader in loaders:  # whoever creates the file, the others wait for it as for a held lock
+        assert loader.wait(timeout=180) == 0, loader.stderr.read()
+    assert run_cli("report", "--warehouse", warehouse, "--format", "json").stdout == clean
+    check_consistent(f"duckdb:///{warehouse}")
+
+
+def test_a_file_another_loader_is_creating_is_waited_for(tmp_path):
+    """For a moment a new DuckDB file exists with no header yet: busy, not broken."""
+    from cafe_etl.config import Settings
+    from cafe_etl.pipeline.run import ingest
+
+    made = tmp_path / "made.duckdb"
+    ingest([], Settings(warehouse=str(made)), files=[])  # a real, empty warehouse
+    warehouse = tmp_path / "w.duckdb"
+    warehouse.touch()  # the creator has opened the file and not written its header yet
+    finisher = threading.Timer(1.5, os.replace, (made, warehouse))
+    finisher.start()
+    started = time.monotonic()
+    summary = ingest([str(SAMPLES / "canonical")], Settings(warehouse=str(warehouse)))
+    finisher.join()
+    assert time.monotonic() - started >= 1.5  # it waited for the header
+    assert summary.ok and summary.count("loaded") == len(list((SAMPLES / "canonical").glob("*.csv")))
 
 
 def test_a_read_only_warehouse_is_one_clear_failure(generated, tmp_path):

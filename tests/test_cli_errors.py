@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
-from tests.conftest import SAMPLES, run_cli
+from tests.conftest import SAMPLES, query, run_cli
 
 
 def assert_one_clear_line(result, code: int, *words: str) -> None:
@@ -68,10 +71,89 @@ def test_period_the_wrong_way_round(tmp_path):
     assert_one_clear_line(result, 2, "after")
 
 
-def test_bad_date_option_is_explained(tmp_path):
-    result = run_cli("report", "--warehouse", tmp_path / "w.duckdb", "--from", "10/03/2024")
-    assert result.code == 2 and "Traceback" not in result.stderr
-    assert "'10/03/2024' does not match the format '%Y-%m-%d'" in result.stderr
+@pytest.mark.parametrize(("args", "words"), [
+    (["report", "--from", "04/03/2024"], ["--from", "'04/03/2024' is not a date", "YYYY-MM-DD"]),
+    (["report", "--to", "2024-13-01"], ["--to", "'2024-13-01' is not a date"]),
+    (["replay", "--date", "yesterday-ish"], ["--date", "is not a date"]),
+    (["report", "--format", "yaml"], ["--format", "'yaml' is not one of"]),
+    (["injest", "x"], ["No such command 'injest'", "Did you mean 'ingest'"]),
+    (["report", "--fromm", "2024-03-04"], ["--fromm", "--from"]),
+    (["ingest"], ["Missing argument", "cafe-etl ingest --help"]),
+    (["rejects", "--limit", "0"], ["--limit"]),
+])
+def test_click_usage_mistakes_are_one_line(tmp_path, args, words):
+    assert_one_clear_line(run_cli(*args, "--warehouse", tmp_path / "w.duckdb") if args[0] != "injest"
+                          else run_cli(*args), 2, *words)
+
+
+def test_days_relative_to_today_are_dates(tmp_path):
+    warehouse = tmp_path / "w.duckdb"
+    assert run_cli("ingest", SAMPLES / "canonical", "--warehouse", warehouse).code == 0
+    result = run_cli("report", "--warehouse", warehouse, "--from", "today-7", "--to", "yesterday", "--format", "json")
+    assert result.code == 0, result.stderr
+    period = result.json()["period"]
+    today = date.today()
+    assert period == {"from": (today - timedelta(days=7)).isoformat(), "to": (today - timedelta(days=1)).isoformat()}
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    warehouse = tmp_path_factory.mktemp("loaded") / "w.duckdb"
+    assert run_cli("ingest", SAMPLES / "canonical", SAMPLES / "dirty", "--warehouse", warehouse).code in (0, 1)
+    return warehouse
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["rejects", "--reason", "NOT_A_REASON"], ["unknown reason code 'NOT_A_REASON'", "TOTAL_MISMATCH"]),
+    (["rejects", "--reason", "TOTAL_MISMACH"], ["unknown reason code", "did you mean TOTAL_MISMATCH"]),
+    (["rejects", "--file", "no_such_file.csv"], ["no file in the warehouse matches 'no_such_file.csv'"]),
+    (["rejects", "--file", "leeds_01-01-2021_09-00-00.csv"], ["no file", "did you mean leeds_01-01-2020_09-00-00.csv"]),
+    (["rejects", "--file", "99999"], ["no file with id 99999"]),
+    (["replay", "--branch", "Atlantis"], ["unknown branch 'Atlantis'"]),
+    (["replay", "--branch", "Chesterfeld"], ["unknown branch", "did you mean Chesterfield"]),
+    (["replay", "--file", "no_such_file.csv"], ["no file in the warehouse matches"]),
+    (["report", "--branch", "Atlantis"], ["unknown branch 'Atlantis'"]),
+])
+def test_a_filter_that_names_nothing_is_a_mistake(loaded, args, words):
+    assert_one_clear_line(run_cli(*args, "--warehouse", loaded), 2, *words)
+
+
+def test_known_filters_still_answer(loaded):
+    assert run_cli("rejects", "--reason", "duplicate_row", "--warehouse", loaded, "--format", "json").json()["total"]
+    assert run_cli("rejects", "--file", "bradford", "--warehouse", loaded, "--format", "json").json()["total"]
+
+
+def test_a_replay_with_nothing_to_do_records_no_run(loaded):
+    before = query(loaded, "SELECT count(*) FROM etl_run")[0][0]
+    result = run_cli("replay", "--branch", "Leeds", "--warehouse", loaded)
+    assert result.code == 0 and "nothing to replay" in result.stdout
+    assert query(loaded, "SELECT count(*) FROM etl_run")[0][0] == before
+
+
+def test_a_period_with_no_sales_says_which_days_the_warehouse_holds(loaded):
+    result = run_cli("report", "--from", "2024-03-04", "--to", "2024-03-10", "--format", "json", "--warehouse", loaded)
+    assert result.code == 0 and result.json()["totals"]["transactions"] == 0  # the contract, on stdout
+    first, last = query(loaded, "SELECT min(date), max(date) FROM dim_date d JOIN fact_sale f USING (date_key)")[0]
+    assert result.stderr.strip() == (f"note: no sales from 2024-03-04 to 2024-03-10; the warehouse holds sales "
+                                     f"from {first} to {last}")
+
+
+@pytest.mark.parametrize("kind", ["csv", "folder", "empty"])
+def test_a_warehouse_path_that_is_no_warehouse_is_named_in_the_users_terms(tmp_path, kind):
+    target = {"csv": SAMPLES / "canonical" / "leeds_01-01-2020_09-00-00.csv", "folder": tmp_path,
+              "empty": tmp_path / "empty.duckdb"}[kind]
+    if kind == "csv":
+        target = Path(shutil.copy(target, tmp_path / "leeds.csv"))
+    if kind == "empty":
+        target.touch()
+        os.utime(target, (0, 0))  # not one a loader is creating right now
+    before = target.read_bytes() if target.is_file() else None
+    words = {"csv": "is a CSV file, not a DuckDB warehouse file", "folder": "is a folder, not a warehouse file",
+             "empty": "is an empty file, not a DuckDB warehouse file"}[kind]
+    for command in (["ingest", SAMPLES / "canonical"], ["report"], ["status"], ["rejects"]):
+        assert_one_clear_line(run_cli(*command, "--warehouse", target), 3, words)
+    if before is not None:
+        assert target.read_bytes() == before  # nothing was loaded into it, or anywhere else
 
 
 def test_a_failed_file_gives_exit_status_1_and_others_still_load(tmp_path, landing):

@@ -39,9 +39,10 @@ UNIQUE_KEYS = {
     "dim_product": "product_key",
     "dim_customer": "customer_key",
     "dim_date": "date_key",
-    "agg_product_day": "file_id, product_key",
-    "agg_sale_hour": "file_id, hour",
-    "agg_customer_day": "file_id",
+    # a file's rows are the truth: one file may hold sales of several days
+    "agg_product_day": "file_id, date_key, branch_key, product_key",
+    "agg_sale_hour": "file_id, date_key, branch_key, hour",
+    "agg_customer_day": "file_id, date_key, branch_key",
     "etl_reject": "file_id, source_row",
 }
 

@@ -43,3 +43,15 @@ class QueryTimeout(WarehouseError):
 
 class ResultTooLarge(CafeEtlError):
     """A read would return more rows than its limit allows."""
+
+
+class ContentFault(Exception):
+    """An unexpected error while a batch was transformed or loaded (an engine error, a
+    value the warehouse refuses) that the content of one of its files may have caused.
+
+    Never shown as is: the pipeline narrows the batch down to the file that causes it
+    and fails that file alone with a sentence (``pipeline.settle``)."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(stage)
+        self.stage = stage  # "transformed" or "loaded"

@@ -85,6 +85,13 @@ def resolve(reader: Reader, filters: Filters) -> Scope:
     return Scope(first, last, branch_key)
 
 
+def sales_window(reader: Reader, branch_key: int | None = None) -> tuple[date | None, date | None]:
+    """The first and last day with sales, in the whole warehouse or at one branch."""
+    where, params = ("WHERE branch_key = ?", [branch_key]) if branch_key is not None else ("", [])
+    low, high = reader.query(f"SELECT min(date_key), max(date_key) FROM agg_sale_hour {where}", params)[0]
+    return (from_key(low) if low else None), (from_key(high) if high else None)
+
+
 def from_key(key: int) -> date:
     """The day of a ``YYYYMMDD`` date key."""
     return date(key // 10000, key // 100 % 100, key % 100)

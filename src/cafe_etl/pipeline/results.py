@@ -105,3 +105,13 @@ class RunSummary:
             "bytes_read": self.bytes_read,
             "file_results": [asdict(f) | {"seconds": round(f.seconds, 4)} for f in self.files],
         }
+
+
+@dataclass
+class Problem:
+    """One thing ``validate`` found: a row's reason, or why a whole file fails (line None)."""
+
+    location: str
+    line: int | None
+    reason: str
+    detail: str

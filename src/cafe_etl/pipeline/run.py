@@ -16,15 +16,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import closing
 from dataclasses import dataclass
 from queue import Queue
-
-import duckdb
+from typing import Protocol
 
 from cafe_etl import keys
 from cafe_etl.config import Settings
 from cafe_etl.pipeline import large, ledger, stage
 from cafe_etl.pipeline.batch import Judged, ReadFile, judge, read_file, stage_batch, too_big
 from cafe_etl.pipeline.engine import Engine, EnginePool, MemoryGate
-from cafe_etl.pipeline.results import FileOutcome, RunSummary
+from cafe_etl.pipeline.results import FileOutcome, Problem, RunSummary
+from cafe_etl.pipeline.settle import file_name, settle, transforming
 from cafe_etl.sources import LandingFile, discover
 from cafe_etl.warehouse import open_warehouse
 from cafe_etl.warehouse.base import FileRecord, LedgerEntry, LoadSession, NewFile, PartLoad
@@ -229,87 +229,80 @@ class _Loading:
     run_id: int
 
 
-def _process(engine: Engine, run: _Loading, work: _Work, alone: bool = False) -> list[FileOutcome]:
-    """Transform one planned batch on ``engine``, then load it; a large file goes alone, in slices.
-
-    A batch that runs out of memory is tried again ``alone`` (the other engines' memory
-    free), then in halves, down to one file, which is failed with its size."""
-    settings, secret = run.settings, run.secret
+def _process(engine: Engine, run: _Loading, work: _Work) -> list[FileOutcome]:
+    """Transform one planned batch on ``engine``, then load it; a large file goes alone, in
+    slices. A batch that cannot be finished is settled by ``settle``'s one policy: retried
+    alone, split, or narrowed down to the one file that fails."""
+    settings = run.settings
+    outcomes = _record_failures(engine, run, [(Judged(f, None, None, f.error), _record(
+        Judged(f, None, None, f.error), file_id, None, 0.0)) for f, file_id in work.unreadable])
+    policy = {
+        "engine": engine, "memory": run.memory,
+        "give_up": lambda p, why: _give_up(engine, run, p, why),
+        "too_big": lambda p: too_big(p.read.size, settings),
+        "name": lambda p: file_name(p.read.source.location),
+    }
     sliced = [p for p in work.process if large.can_slice(p.read, settings)]
-    if sliced:
-        rest = _Work([p for p in work.process if p not in sliced], work.unreadable)
-        outcomes = [_process_sliced(engine, run, p, alone) for p in sliced]
-        if rest.process or rest.unreadable:
-            outcomes += _process(engine, run, rest, alone)
-        return outcomes
+    for planned in sliced:
+        outcomes += settle([planned], lambda one: [_load_sliced(engine, run, one[0])], **policy)
+    whole = [p for p in work.process if p not in sliced]
+    if whole:
+        outcomes += settle(whole, lambda batch: _load_batch(engine, run, batch), **policy)
+    return outcomes
+
+
+def _load_batch(engine: Engine, run: _Loading, batch: Sequence[ledger.Planned]) -> list[FileOutcome]:
+    """Judge and stage the batch, then load it in one transaction."""
     started = time.perf_counter()
-    try:
-        judged = judge(engine, [p.read for p in work.process], settings, secret)
-    except duckdb.OutOfMemoryException:
-        engine.reset()
-        if not alone:
-            with run.memory.alone():
-                return _process(engine, run, work, alone=True)
-        if len(work.process) > 1:
-            half = len(work.process) // 2
-            parts = [_Work(work.process[:half], work.unreadable), _Work(work.process[half:], [])]
-            return [o for part in parts for o in _process(engine, run, part, alone=True)]
-        judge(engine, [], settings, secret)  # empty staged tables for the load below
-        (only,) = work.process
-        judged = [Judged(only.read, None, None, too_big(only.read.size, settings))]
-    stage_batch(engine, judged, {i: p.file_id for i, p in enumerate(work.process)})
+    with transforming():
+        judged = judge(engine, [p.read for p in batch], run.settings, run.secret)
+        stage_batch(engine, judged, {i: p.file_id for i, p in enumerate(batch)})
     transform = time.perf_counter() - started
-    pairs = [(j, p.file_id, p.replaces, p.clear) for j, p in zip(judged, work.process, strict=True)]
-    pairs += [(Judged(f, None, None, f.error), file_id, None, False) for f, file_id in work.unreadable]
-    total = sum(j.read.size for j, *_ in pairs) or 1
-    records = [_record(j, file_id, replaces, transform * j.read.size / total, clear)
-               for j, file_id, replaces, clear in pairs]
+    total = sum(j.read.size for j in judged) or 1
+    records = [_record(j, p.file_id, p.replaces, transform * j.read.size / total, p.clear)
+               for j, p in zip(judged, batch, strict=True)]
     started = time.perf_counter()
-    try:
-        run.session.load(engine, records, run.run_id)
-    except duckdb.OutOfMemoryException:
-        if alone:
-            raise
-        # The load rolled back; its staged rows are still in the engine.
-        with run.memory.alone():
-            run.session.load(engine, records, run.run_id)
+    run.session.load(engine, records, run.run_id)
     load = time.perf_counter() - started
     with run.ledger_lock:
         run.session.record_load_seconds([(r.file_id, load * j.read.size / total)
-                                         for r, (j, *_) in zip(records, pairs, strict=True)])
-    return [_outcome(j, r) for r, (j, *_) in zip(records, pairs, strict=True)]
+                                         for r, j in zip(records, judged, strict=True)])
+    return [_outcome(j, r) for r, j in zip(records, judged, strict=True)]
 
 
-def _process_sliced(engine: Engine, run: _Loading, planned: ledger.Planned, alone: bool = False) -> FileOutcome:
-    """One large file, judged and loaded slice by slice in one warehouse transaction.
-
-    Out of memory, it is tried again ``alone``, as a batch is; alone and still out of
-    memory, it is failed with its size."""
+def _load_sliced(engine: Engine, run: _Loading, planned: ledger.Planned) -> FileOutcome:
+    """One large file, judged and loaded slice by slice in one warehouse transaction."""
     started = time.perf_counter()
-    read, session, settings, secret = planned.read, run.session, run.settings, run.secret
-    try:
-        with session.load_parts(engine, planned.file_id, run.run_id, clear_first=planned.clear) as parts:
-            judged = large.judge(engine, read, settings, secret,
+    read, session = planned.read, run.session
+    with session.load_parts(engine, planned.file_id, run.run_id, clear_first=planned.clear) as parts:
+        with transforming():
+            judged = large.judge(engine, read, run.settings, run.secret,
                                  each_slice=lambda: _load_slice(engine, parts, planned.file_id))
-            record = _record(judged, planned.file_id, planned.replaces, time.perf_counter() - started,
-                             planned.clear)
-            if judged.failure is None or judged.keeps_rejects:
-                parts.finish(record)
-                return _outcome(judged, record)
-    except duckdb.OutOfMemoryException:
-        # Its transaction rolled back: nothing of it is in the warehouse.
-        engine.reset()
-        if not alone:
-            with run.memory.alone():
-                return _process_sliced(engine, run, planned, alone=True)
-        judged = Judged(read, None, None, too_big(read.size, settings))
         record = _record(judged, planned.file_id, planned.replaces, time.perf_counter() - started, planned.clear)
-    # Nothing of it is kept: its failure is recorded like a batch's failed file.
-    judge(engine, [], settings, secret)
-    stage_batch(engine, [], {})
-    session.load(engine, [record], run.run_id)
+        if judged.failure is None or judged.keeps_rejects:
+            parts.finish(record)
+            return _outcome(judged, record)
+    # Nothing of it is kept (its transaction rolled back): its failure is recorded alone.
+    return _record_failures(engine, run, [(judged, record)])[0]
+
+
+def _give_up(engine: Engine, run: _Loading, planned: ledger.Planned, why: str) -> FileOutcome:
+    """The file cannot be processed: recorded as failed with ``why``, nothing of it loaded."""
+    judged = Judged(planned.read, None, None, why)
+    return _record_failures(engine, run, [(judged, _record(judged, planned.file_id, planned.replaces, 0.0,
+                                                           planned.clear))])[0]
+
+
+def _record_failures(engine: Engine, run: _Loading, failed: list[tuple[Judged, FileRecord]]) -> list[FileOutcome]:
+    """Ledger rows for files that load nothing, written by a load of an empty batch."""
+    if not failed:
+        return []
+    with transforming():
+        judge(engine, [], run.settings, run.secret)
+        stage_batch(engine, [], {})
+    run.session.load(engine, [record for _, record in failed], run.run_id)
     engine.reset()
-    return _outcome(judged, record)
+    return [_outcome(j, record) for j, record in failed]
 
 
 def _load_slice(engine: Engine, parts: PartLoad, file_id: int) -> None:
@@ -406,32 +399,30 @@ def _run_batches(pool: EnginePool, batches: Iterator[list[ReadFile]], progress: 
     return stopped
 
 
-def replay(settings: Settings, *, file: str | None = None, branch: str | None = None, day=None,
+class ReplayCandidate(Protocol):
+    file_id: int
+    location: str
+
+
+def replay(settings: Settings, candidates: Sequence[ReplayCandidate], *,
            progress: Progress | None = None) -> RunSummary:
-    """Process again the failed files, and the files with rejected rows, that match the filters."""
-    from cafe_etl.analytics import operations
+    """Process again ``candidates`` (failed versions, versions with rejected rows) whose
+    files are still at their locations. With nothing to process, no run is recorded."""
     from cafe_etl.sources import locate
 
-    with open_warehouse(settings.warehouse).reader() as reader:
-        candidates = operations.replay_candidates(reader, file=file, branch=branch, day=day)
     found, gone = [], []
     for c in candidates:
         landing = locate(c.location, settings.s3_endpoint_url)
         (found if landing else gone).append(landing or c)
-    summary = ingest([], settings, command="replay", progress=progress, files=found,
-                     redo=frozenset(c.file_id for c in candidates))
+    if found:
+        summary = ingest([], settings, command="replay", progress=progress, files=found,
+                         redo=frozenset(c.file_id for c in candidates))
+    else:
+        summary = RunSummary(command="replay", warehouse=open_warehouse(settings.warehouse).describe())
     summary.files += [FileOutcome(c.location, "failed", c.file_id, error="the file is no longer at its location")
                       for c in gone]
     summary.files.sort(key=lambda f: f.location)
     return summary
-
-
-@dataclass
-class Problem:
-    location: str
-    line: int | None  # None: the whole file
-    reason: str
-    detail: str
 
 
 def validate_files(
@@ -444,62 +435,58 @@ def validate_files(
     summary = RunSummary(command="validate", warehouse="(none)")
     problems: list[Problem] = []
     secret = _secret(settings)
+    found: list[tuple[Judged, list[Problem]]] = []
 
-    def check_sliced(engine: Engine, read: ReadFile, alone: bool = False) -> None:
-        location = read.source.location
-        found: list[Problem] = []  # kept only once the whole file is judged
-
-        def collect() -> None:
-            rows = engine.rows("SELECT line_no, reason, detail FROM stg_check WHERE outcome = 'reject'")
-            found.extend(Problem(location, line, reason, detail) for line, reason, detail in rows)
-
-        try:
-            j = large.judge(engine, read, settings, secret, each_slice=collect)
-        except duckdb.OutOfMemoryException:
-            engine.reset()
-            if not alone:  # as ingest does: alone, then the file is too large
-                with pool.memory.alone():
-                    check_sliced(engine, read, alone=True)
-                return
-            j, found = Judged(read, None, None, too_big(read.size, settings)), []
-        problems.extend(found)
-        summary.files.append(_outcome(j, _record(j, None, None, 0.0), loaded_as="valid"))
-        if j.failure:
-            problems.append(Problem(location, None, "FILE_FAILED", j.failure))
-
-    def check(engine: Engine, batch: list[ReadFile], alone: bool = False) -> None:
+    def check(engine: Engine, batch: list[ReadFile]) -> None:
+        policy = {
+            "engine": engine, "memory": pool.memory,
+            "give_up": lambda read, why: (Judged(read, None, None, why), []),
+            "too_big": lambda read: too_big(read.size, settings),
+            "name": lambda read: file_name(read.source.location), "verb": "checked",
+        }
         sliced = [f for f in batch if large.can_slice(f, settings)]
         for read in sliced:
-            check_sliced(engine, read, alone)
-        batch = [f for f in batch if f not in sliced]
-        if not batch:
-            return
-        try:
-            judged = judge(engine, batch, settings, secret)
-        except duckdb.OutOfMemoryException:
-            engine.reset()
-            if not alone:  # as ingest does: alone, then each half on its own
-                with pool.memory.alone():
-                    check(engine, batch, alone=True)
-                return
-            if len(batch) > 1:
-                half = len(batch) // 2
-                check(engine, batch[:half], alone=True)
-                check(engine, batch[half:], alone=True)
-                return
-            judge(engine, [], settings, secret)
-            judged = [Judged(batch[0], None, None, too_big(batch[0].size, settings))]
-        location = {j.idx: j.read.source.location for j in judged if j.idx is not None}
-        rows = engine.rows("SELECT idx, line_no, reason, detail FROM stg_check WHERE outcome = 'reject'")
-        problems.extend(Problem(location[idx], line, reason, detail) for idx, line, reason, detail in rows)
-        for j in judged:
-            summary.files.append(_outcome(j, _record(j, None, None, 0.0), loaded_as="valid"))
-            if j.failure:
-                problems.append(Problem(j.read.source.location, None, "FILE_FAILED", j.failure))
+            found.extend(settle([read], lambda one: [_check_sliced(engine, one[0], settings, secret)], **policy))
+        whole = [f for f in batch if f not in sliced]
+        if whole:
+            found.extend(settle(whole, lambda part: _check_batch(engine, part, settings, secret), **policy))
 
     with _pool(settings) as pool, closing(BatchReader(files, settings.batch_bytes)) as reader:
         _run_batches(pool, iter(reader), progress, check)
+    for j, rows in found:
+        problems.extend(rows)
+        summary.files.append(_outcome(j, _record(j, None, None, 0.0), loaded_as="valid"))
+        if j.failure:
+            problems.append(Problem(j.read.source.location, None, "FILE_FAILED", j.failure))
     summary.files.sort(key=lambda f: f.location)
     summary.seconds = time.perf_counter() - started
     problems.sort(key=lambda p: (p.location, p.line or 0))
     return summary, problems
+
+
+_REJECTS = "SELECT idx, line_no, reason, detail FROM stg_check WHERE outcome = 'reject'"
+
+
+def _check_batch(engine: Engine, batch: Sequence[ReadFile], settings: Settings,
+                 secret: bytes | None) -> list[tuple[Judged, list[Problem]]]:
+    with transforming():
+        judged = judge(engine, list(batch), settings, secret)
+        rows = engine.rows(_REJECTS)
+    by_idx: dict[int, list[Problem]] = {}
+    location = {j.idx: j.read.source.location for j in judged if j.idx is not None}
+    for idx, line, reason, detail in rows:
+        by_idx.setdefault(idx, []).append(Problem(location[idx], line, reason, detail))
+    return [(j, by_idx.get(j.idx, [])) for j in judged]
+
+
+def _check_sliced(engine: Engine, read: ReadFile, settings: Settings,
+                  secret: bytes | None) -> tuple[Judged, list[Problem]]:
+    found: list[Problem] = []  # kept only once the whole file is judged
+
+    def collect() -> None:
+        found.extend(Problem(read.source.location, line, reason, detail)
+                     for _, line, reason, detail in engine.rows(_REJECTS))
+
+    with transforming():
+        judged = large.judge(engine, read, settings, secret, each_slice=collect)
+    return judged, found

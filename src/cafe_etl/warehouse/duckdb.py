@@ -7,9 +7,7 @@ no rows cross into Python. Reads use short-lived read-only connections.
 
 from __future__ import annotations
 
-import atexit
 import os
-import random
 import shutil
 import tempfile
 import threading
@@ -18,13 +16,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from cafe_etl import __version__
-from cafe_etl.errors import QueryTimeout, WarehouseBusy, WarehouseError, WarehouseMissing
+from cafe_etl.errors import ContentFault, QueryTimeout, WarehouseError, WarehouseMissing
 from cafe_etl.pipeline.engine import Engine, EnginePool, temp_table
 from cafe_etl.warehouse.base import (
     FILE_TABLES,
@@ -41,27 +38,17 @@ from cafe_etl.warehouse.base import (
     fetch_limited,
     split_statements,
 )
+from cafe_etl.warehouse.duckdb_access import (
+    FileAccess,
+    attach_for_writing,
+    check_path,
+    connect_read_only,
+    step_aside_for_a_loader,
+    translate,
+)
 
 _ALIAS = "wh"
-def _load_wanted_marker(path: str) -> str:
-    return f"{os.path.abspath(path)}.load-wanted"
-
-
-# A marker older than this was left by a loader that died: ignored.
-_MARKER_FRESH = 30.0
-
-
-def _load_wanted(path: str) -> bool:
-    """Whether a loader in some process is waiting for this warehouse file."""
-    try:
-        return time.time() - os.stat(_load_wanted_marker(path)).st_mtime < _MARKER_FRESH
-    except OSError:
-        return False
-
-
 CHECKPOINT_AFTER = "256MB"
-# Seconds a loader waits for other processes holding the file before "busy".
-WRITER_WAIT = 10.0
 NO_KEY = 2**63 - 1  # above every key: a customer without a first branch yet takes any
 
 _SEED = """
@@ -187,25 +174,29 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("ROLLBACK").fetchall()
 
 
-def _translate(exc: duckdb.Error, path: str) -> WarehouseError:
-    """DuckDB's errors, said once, in the user's terms."""
-    text = str(exc)
-    if "Could not set lock" in text or "Conflicting lock" in text or "Unique file handle conflict" in text:
-        return WarehouseBusy(f"warehouse {path} is in use by another process; try again when it has finished")
-    if "File too large" in text or "No space left" in text or "Disk quota" in text:
-        return WarehouseError(f"cannot write warehouse {path}: the disk (or the file size limit) is full; "
-                              "free some space and run again: what was loaded is kept, the rest is retried")
-    if "not a valid DuckDB database file" in text:
-        return WarehouseError(f"{path} is not a DuckDB warehouse file")
-    if isinstance(exc, duckdb.SerializationException | duckdb.IOException):
-        first = text.splitlines()[0] if text else type(exc).__name__
-        return WarehouseError(f"cannot open warehouse {path}: {first}")
-    return WarehouseError(f"warehouse {path}: {text.splitlines()[0] if text else type(exc).__name__}")
+# Errors that a value in the batch can cause: the pipeline narrows them down to a file.
+_REFUSED = (duckdb.DataError, duckdb.IntegrityError, duckdb.InvalidInputException)
+
+
+@contextmanager
+def _loading(path: str) -> Iterator[None]:
+    """Errors while a batch is loaded, in the pipeline's terms: running out of memory
+    stays as it is (the batch may be retried alone), a refused value is the batch's
+    content's doing (``ContentFault``), anything else is the warehouse's."""
+    try:
+        yield
+    except duckdb.OutOfMemoryException:
+        raise
+    except _REFUSED as exc:
+        raise ContentFault("loaded") from exc
+    except duckdb.Error as exc:
+        raise translate(exc, path) from None
 
 
 class DuckDBLoadSession(LoadSession):
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str) -> None:
         self.con = con
+        self.path = path
         self._dimension_lock = threading.Lock()
 
     def _run(self, sql: str, params: Any = None) -> list[tuple]:
@@ -298,15 +289,16 @@ class DuckDBLoadSession(LoadSession):
 
     def load(self, engine: Engine, records: Sequence[FileRecord], run_id: int) -> None:
         con = engine.con  # the connection that holds the batch's staged tables
-        _stage_records(con, records)
-        # Rows to clear: an earlier load of these same versions, and the versions they replace.
-        temp_table(con, "load_cleanup", [("file_id", "BIGINT")], [(file_id,) for file_id in cleanup(records)])
-        params = {"run_id": run_id, "now": datetime.now(), "no_key": NO_KEY}
-        self.load_dimensions(engine, params)
-        self._transaction(con, _LOAD_FACTS + ";\n" + _LEDGER, params)
+        with _loading(self.path):
+            _stage_records(con, records)
+            # Rows to clear: an earlier load of these same versions, and the versions they replace.
+            temp_table(con, "load_cleanup", [("file_id", "BIGINT")], [(file_id,) for file_id in cleanup(records)])
+            params = {"run_id": run_id, "now": datetime.now(), "no_key": NO_KEY}
+            self.load_dimensions(engine, params)
+            self._transaction(con, _LOAD_FACTS + ";\n" + _LEDGER, params)
 
     def load_dimensions(self, engine: Engine, params: dict[str, Any]) -> None:
-        with self._dimension_lock:
+        with _loading(self.path), self._dimension_lock:
             self._transaction(engine.con, _LOAD_DIMENSIONS, params)
 
     @contextmanager
@@ -315,10 +307,11 @@ class DuckDBLoadSession(LoadSession):
         folder = tempfile.mkdtemp(prefix="cafe-etl-")  # 0700: private to this user
         parts = DuckDBPartLoad(self, con, folder, file_id, run_id)
         try:
-            con.execute(f"USE {_ALIAS}").fetchall()
-            con.execute("BEGIN TRANSACTION").fetchall()
-            if clear_first:
-                _delete_rows_of(con, file_id)
+            with _loading(self.path):
+                con.execute(f"USE {_ALIAS}").fetchall()
+                con.execute("BEGIN TRANSACTION").fetchall()
+                if clear_first:
+                    _delete_rows_of(con, file_id)
             yield parts
         finally:
             if not parts.committed:
@@ -381,14 +374,19 @@ class DuckDBPartLoad(PartLoad):
 
     def add(self, engine: Engine) -> None:
         self.session.load_dimensions(engine, {"no_key": NO_KEY})
-        for table, select in _ROWS.items():
-            path = os.path.join(self.folder, f"{table}.parquet")
-            engine.run(f"COPY ({select}) TO '{path}' (FORMAT parquet)",
-                       {"run_id": self.run_id} if "$run_id" in select else None)
-            self.con.execute(f"INSERT INTO {table} SELECT * FROM read_parquet(?)", [path]).fetchall()
-            os.unlink(path)
+        with _loading(self.session.path):
+            for table, select in _ROWS.items():
+                path = os.path.join(self.folder, f"{table}.parquet")
+                engine.run(f"COPY ({select}) TO '{path}' (FORMAT parquet)",
+                           {"run_id": self.run_id} if "$run_id" in select else None)
+                self.con.execute(f"INSERT INTO {table} SELECT * FROM read_parquet(?)", [path]).fetchall()
+                os.unlink(path)
 
     def finish(self, record: FileRecord) -> None:
+        with _loading(self.session.path):
+            self._finish(record)
+
+    def _finish(self, record: FileRecord) -> None:
         con, file_id = self.con, self.file_id
         if record.status == "loaded" and record.replaces is not None:
             _delete_rows_of(con, record.replaces)
@@ -403,118 +401,6 @@ class DuckDBPartLoad(PartLoad):
         self.committed = True
 
 
-
-class _FileAccess:
-    """Readers and the loader of one warehouse file inside this process.
-
-    DuckDB refuses to open a file that another connection of the same process has
-    attached, so ``serve --watch`` would see its own loader as an outage. Here the
-    loader waits for the readers in hand, and readers wait (boundedly) for the batch
-    being loaded; a waiting loader goes first, so a busy dashboard cannot starve it.
-    Between processes the operating system's file lock does the same job.
-
-    Opening a large file costs tens of milliseconds (its catalog is read), so after
-    the last reader an anchor connection keeps the database open for ``LINGER``
-    seconds: a page's burst of API calls opens it once. A loader in this process
-    closes the anchor at once; one in another process retries past it."""
-
-    LINGER = 0.5
-
-    _all: dict[str, _FileAccess] = {}
-    _all_lock = threading.Lock()
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writing = False
-        self._writers_waiting = 0
-        self._anchor: duckdb.DuckDBPyConnection | None = None
-        self._closer: threading.Timer | None = None
-
-    @classmethod
-    def close_all(cls) -> None:
-        """Close every anchor now. Run at exit: a closer timer firing while the
-        interpreter shuts down would be inside DuckDB when its thread is torn down,
-        which aborts the process."""
-        with cls._all_lock:
-            for access in cls._all.values():
-                access.release_anchor()
-
-    @classmethod
-    def of(cls, path: str) -> _FileAccess:
-        real = os.path.realpath(path)
-        with cls._all_lock:
-            if real not in cls._all:
-                cls._all[real] = cls(path)
-            return cls._all[real]
-
-    @contextmanager
-    def reading(self, wait: float) -> Iterator[None]:
-        with self._cond:
-            if not self._cond.wait_for(lambda: not self._writing and not self._writers_waiting, timeout=wait):
-                raise WarehouseBusy(f"warehouse {self.path} is being loaded; try again when the batch has finished")
-            self._readers += 1
-            if self._closer:
-                self._closer.cancel()
-                self._closer = None
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers and self._anchor is not None and not self._closer:
-                    self._closer = threading.Timer(self.LINGER, self._close_idle)
-                    self._closer.daemon = True
-                    self._closer.start()
-                self._cond.notify_all()
-
-    def anchor(self) -> None:
-        """Keep the database open between readers (called by a reader, so opening it
-        again only joins the instance already open). Not a cursor of the reader's
-        connection: closing a connection closes its cursors."""
-        with self._cond:
-            if self._anchor is None:
-                with suppress(duckdb.Error):
-                    self._anchor = duckdb.connect(self.path, read_only=True)
-
-    def release_anchor(self) -> None:
-        """Close the anchor now (readers in hand keep their own connections)."""
-        with self._cond:
-            self._drop_anchor()
-
-    def _close_idle(self) -> None:
-        with self._cond:
-            if not self._readers:
-                self._drop_anchor()
-
-    def _drop_anchor(self) -> None:  # called holding self._cond
-        if self._closer:
-            self._closer.cancel()
-            self._closer = None
-        if self._anchor is not None:
-            with suppress(duckdb.Error):
-                self._anchor.close()
-            self._anchor = None
-
-    @contextmanager
-    def writing(self) -> Iterator[None]:
-        with self._cond:
-            self._writers_waiting += 1
-            self._cond.wait_for(lambda: not self._writing and not self._readers)
-            self._writers_waiting -= 1
-            self._writing = True
-            self._drop_anchor()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
-
-
-
-atexit.register(_FileAccess.close_all)
 
 class DuckDBReader(Reader):
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str, time_limit: float | None = None) -> None:
@@ -532,7 +418,7 @@ class DuckDBReader(Reader):
         except duckdb.InterruptException:
             raise QueryTimeout(f"a query ran past its {self.time_limit:g} s limit and was cancelled") from None
         except duckdb.Error as exc:
-            raise _translate(exc, self.path) from None
+            raise translate(exc, self.path) from None
         finally:
             if timer:
                 timer.cancel()
@@ -559,39 +445,19 @@ class DuckDBWarehouse(Warehouse):
 
     @contextmanager
     def load_session(self, pool: EnginePool) -> Iterator[DuckDBLoadSession]:
+        check_path(self.path)
         folder = os.path.dirname(os.path.abspath(self.path))
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
             raise WarehouseError(f"cannot create the folder for warehouse {self.path}: {exc.strerror}") from None
-        with _FileAccess.of(self.path).writing():
+        with FileAccess.of(self.path).writing():
             yield from self._attached(pool)
-
-    def _attach(self, control: duckdb.DuckDBPyConnection) -> None:
-        """Attach the file for writing. While another process reads or writes it (the
-        dashboard's short-lived reads, say), try again for up to ``WRITER_WAIT`` seconds,
-        announcing the wait in a marker file so that readers step aside."""
-        deadline = time.monotonic() + WRITER_WAIT
-        marker = _load_wanted_marker(self.path)
-        try:
-            while True:
-                try:
-                    control.execute(f"ATTACH ? AS {_ALIAS}", [os.path.abspath(self.path)]).fetchall()
-                    return
-                except duckdb.Error as exc:
-                    if not isinstance(_translate(exc, self.path), WarehouseBusy) or time.monotonic() >= deadline:
-                        raise
-                with suppress(OSError):
-                    Path(marker).touch()
-                time.sleep(0.1 + 0.2 * random.random())
-        finally:
-            with suppress(OSError):
-                os.unlink(marker)
 
     def _attached(self, pool: EnginePool) -> Iterator[DuckDBLoadSession]:
         control = pool.cursor()
         try:
-            self._attach(control)
+            attach_for_writing(control, self.path, _ALIAS)
             # Checkpoint when the write-ahead log holds this much, not at DuckDB's 16 MB:
             # each checkpoint rewrites every changed table (the customers, a million
             # rows), so a run checkpoints a few times, and once more when it detaches.
@@ -601,11 +467,14 @@ class DuckDBWarehouse(Warehouse):
             self._ensure_schema(control)
         except duckdb.Error as exc:
             self._detach(control, pool)
-            raise _translate(exc, self.path) from None
+            raise translate(exc, self.path) from None
+        except BaseException:
+            self._detach(control, pool)
+            raise
         try:
-            yield DuckDBLoadSession(control)
+            yield DuckDBLoadSession(control, self.path)
         except duckdb.Error as exc:
-            raise _translate(exc, self.path) from None
+            raise translate(exc, self.path) from None
         finally:
             self._detach(control, pool)
 
@@ -633,17 +502,17 @@ class DuckDBWarehouse(Warehouse):
         if not os.path.exists(self.path):
             raise WarehouseMissing(f"no warehouse at {self.path}: run `cafe-etl ingest` (or `cafe-etl demo`) first")
         deadline = time.monotonic() + wait
-        access = _FileAccess.of(self.path)
+        access = FileAccess.of(self.path)
         with access.reading(wait):
-            self._step_aside_for_a_loader(access, deadline)
-            con = self._connect_read_only(deadline)
+            step_aside_for_a_loader(access, self.path, deadline)
+            con = connect_read_only(self.path, deadline)
             access.anchor()
             try:
                 created = con.execute(
                     "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'etl_file'").fetchone()[0]
             except duckdb.Error as exc:
                 con.close()
-                raise _translate(exc, self.path) from None
+                raise translate(exc, self.path) from None
             if not created:
                 con.close()
                 raise WarehouseMissing(f"no warehouse in {self.path} yet: run `cafe-etl ingest` first")
@@ -651,27 +520,3 @@ class DuckDBWarehouse(Warehouse):
                 yield DuckDBReader(con, self.path, time_limit)
             finally:
                 con.close()
-
-    def _step_aside_for_a_loader(self, access: _FileAccess, deadline: float) -> None:
-        """A loader in another process waits for the file: let it go (close the anchor,
-        open nothing) until it has it, or until ``deadline`` ("busy")."""
-        while _load_wanted(self.path):
-            access.release_anchor()
-            if time.monotonic() >= deadline:
-                raise WarehouseBusy(f"warehouse {self.path} is in use by another process (a load is starting); "
-                                    "try again when it has finished")
-            time.sleep(0.05)
-
-    def _connect_read_only(self, deadline: float) -> duckdb.DuckDBPyConnection:
-        """A read-only connection; while another process loads (and holds the file),
-        try again until ``deadline``."""
-        while True:
-            try:
-                con = duckdb.connect(self.path, read_only=True)
-                con.execute("SET enable_progress_bar = false").fetchall()
-                return con
-            except duckdb.Error as exc:
-                error = _translate(exc, self.path)
-                if not isinstance(error, WarehouseBusy) or time.monotonic() >= deadline:
-                    raise error from None
-            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))

@@ -34,7 +34,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
 from cafe_etl import __version__
-from cafe_etl.errors import QueryTimeout, WarehouseError, WarehouseMissing
+from cafe_etl.errors import ContentFault, QueryTimeout, WarehouseError, WarehouseMissing
 from cafe_etl.pipeline.engine import Engine, EnginePool
 from cafe_etl.warehouse.base import (
     FILE_TABLES,
@@ -250,6 +250,20 @@ class PostgresWarehouse(Warehouse):
             con.close()
 
 
+@contextmanager
+def _refusals(warehouse: PostgresWarehouse) -> Iterator[None]:
+    """Errors while a batch is loaded, in the pipeline's terms: a value the server refuses
+    (class 22, data exception; class 23, integrity) is the batch's content's doing, and
+    the pipeline narrows it down to a file (``ContentFault``); anything else is the
+    warehouse's."""
+    try:
+        yield
+    except (psycopg.DataError, psycopg.IntegrityError) as exc:
+        raise ContentFault("loaded") from exc
+    except psycopg.Error as exc:
+        raise _translate(exc, warehouse) from None
+
+
 def _translate(exc: psycopg.Error, warehouse: PostgresWarehouse) -> WarehouseError:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return WarehouseError(f"warehouse {warehouse.describe()}: {text}")
@@ -398,8 +412,9 @@ class PostgresLoadSession(LoadSession):
         files = self._export(engine, run_id)
         try:
             self.load_dimensions(engine, files)
-            _retrying(lambda: self._load_batch(self._loader(engine), files, records, run_id),
-                      on_retry=lambda: self._loader(engine, fresh=True))
+            with _refusals(self.warehouse):
+                _retrying(lambda: self._load_batch(self._loader(engine), files, records, run_id),
+                          on_retry=lambda: self._loader(engine, fresh=True))
         finally:
             for path in files.values():
                 os.unlink(path)
@@ -420,10 +435,11 @@ class PostgresLoadSession(LoadSession):
             con.close()
 
     def load_dimensions(self, engine: Engine, files: dict[str, str]) -> None:
-        _retrying(lambda: self._load_dimensions(self._loader(engine), files),
-                  on_retry=lambda: self._loader(engine, fresh=True))
-        _retrying(lambda: self._load_customers(self._loader(engine), files),
-                  on_retry=lambda: self._loader(engine, fresh=True))
+        with _refusals(self.warehouse):
+            _retrying(lambda: self._load_dimensions(self._loader(engine), files),
+                      on_retry=lambda: self._loader(engine, fresh=True))
+            _retrying(lambda: self._load_customers(self._loader(engine), files),
+                      on_retry=lambda: self._loader(engine, fresh=True))
 
     def _export(self, engine: Engine, run_id: int, relations: dict | None = None) -> dict[str, str]:
         """The staged relations as CSV files written by the engine itself."""
@@ -503,13 +519,18 @@ class PostgresPartLoad(PartLoad):
         files = self.session._export(engine, self.run_id, _DIMENSIONS | _CUSTOMERS | _PART_FACTS)
         try:
             self.session.load_dimensions(engine, files)
-            for relation, (table, columns) in _PART_FACTS.items():
-                self.session._copy_file(self.con, table, columns, files[relation])
+            with _refusals(self.session.warehouse):
+                for relation, (table, columns) in _PART_FACTS.items():
+                    self.session._copy_file(self.con, table, columns, files[relation])
         finally:
             for path in files.values():
                 os.unlink(path)
 
     def finish(self, record: FileRecord) -> None:
+        with _refusals(self.session.warehouse):
+            self._finish(record)
+
+    def _finish(self, record: FileRecord) -> None:
         con = self.con
         if record.status == "loaded" and record.replaces is not None:
             _delete_rows_of(con, [record.replaces])

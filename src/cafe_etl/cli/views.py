@@ -6,8 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cafe_etl.analytics.operations import Missing, Reject
-from cafe_etl.pipeline.results import OUTCOMES, RunSummary
-from cafe_etl.pipeline.run import Problem
+from cafe_etl.pipeline.results import OUTCOMES, Problem, RunSummary
 
 MAX_LISTED = 20
 

@@ -1,0 +1,3 @@
+from cafe_etl.cli import main
+
+main()
