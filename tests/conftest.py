@@ -19,6 +19,14 @@ _SCRIPT = Path(sys.executable).parent / "cafe-etl"
 CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "cafe_etl.cli"]
 
 
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-examples", type=int, default=FUZZ_EXAMPLES,
+                     help=f"spoilt-file examples per backend for test_fuzz_files [{FUZZ_EXAMPLES}; more is a soak]")
+
+
+FUZZ_EXAMPLES = 30
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_key(tmp_path_factory):
     """Every test process (and CLI subprocess) uses a throwaway customer-key secret."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -49,3 +50,20 @@ def test_the_code_passes_the_linter():
     result = subprocess.run([ruff, "check", "src", "tests", "bench", "deploy"], cwd=ROOT, capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stdout
+
+
+def _quickstart_examples() -> list[list[str]]:
+    block = README.split("Then, for example:", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    return [shlex.split(line)[1:] for line in block.strip().splitlines()]
+
+
+def test_the_quickstart_examples_answer_on_the_data_make_demo_generates(tmp_path):
+    """`make demo` is `cafe-etl demo`: its defaults (data/landing, data/warehouse.duckdb)."""
+    assert run_cli("demo", "--no-serve", cwd=tmp_path, timeout=600).code == 0
+    examples = _quickstart_examples()
+    assert examples[0][0] == "report" and "--branch" in examples[0]
+    for args in examples:
+        result = run_cli(*args, cwd=tmp_path)
+        assert result.code == 0 and result.stderr == "", (args, result.stderr)  # no error, no "no sales" note
+    first = run_cli(*examples[0], "--format", "json", cwd=tmp_path).json()
+    assert first["totals"]["transactions"] > 0 and [b["branch"] for b in first["branches"]] == ["Banbury"]

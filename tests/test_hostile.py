@@ -65,6 +65,23 @@ def test_every_hostile_file_has_its_expected_outcome(batch):
         assert got["rows_read"] == got["rows_loaded"] + got["rows_rejected"] + got["rows_ignored"], name
 
 
+def test_the_corpus_has_the_same_outcomes_on_postgresql(tmp_path, postgres_databases):
+    url = postgres_databases.create()
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for path in HOSTILE.glob("*.csv"):
+        shutil.copy(path, landing / path.name)
+    result = run_cli("ingest", landing, "--warehouse", url, "--json")
+    assert result.code == 1 and "Traceback" not in result.stderr
+    outcomes = {Path(f["location"]).name: f for f in result.json()["file_results"]}
+    for name, expected in EXPECTED.items():
+        got = outcomes[name]
+        assert (got["outcome"], got["rows_loaded"], got["rejects_by_reason"], got["error"]) == (
+            expected["outcome"], expected["rows_loaded"], expected["rejects"], expected.get("error")), name
+    assert query(url, "SELECT count(*) FROM etl_file WHERE status = 'loading'") == [(0,)]
+    postgres_databases.drop(url)
+
+
 def test_the_large_files_load_within_bounded_memory(batch):
     result, warehouse = batch
     outcomes = {Path(f["location"]).name: f for f in result.json()["file_results"]}
