@@ -12,12 +12,19 @@ from datetime import date
 from cafe_etl.generate.menu import money
 from cafe_etl.generate.tillformat import Sale, format_line, item_text, quote, total_text
 
+# Lines that are no row at all: a till's banner, a spreadsheet's stray cell, bytes of
+# a broken upload. Each is made unique, so it is not also a repeat of another.
+_GARBAGE = ("\x01\x02garbage;;;{}", "=== END OF REPORT {} ===", "<html><body>{}</body></html>", "#{}")
+
 
 def _field_count(day: date, branch: str, sale: Sale, lines, others, rng: random.Random) -> str:
     line = format_line(day, branch, sale)
-    if rng.random() < 0.5:
+    kind = rng.random()
+    if kind < 0.4:
         return line + ",EXTRA"
-    return line.rsplit(",", 1)[0]  # the card field is gone
+    if kind < 0.8:
+        return line.rsplit(",", 1)[0]  # the card field is gone
+    return rng.choice(_GARBAGE).format(f"{rng.getrandbits(48):x}")
 
 
 def _timestamp(day, branch, sale, lines, others, rng) -> str:
