@@ -22,6 +22,7 @@ ENV_THREADS = "CAFE_ETL_THREADS"
 ENV_BATCH_BYTES = "CAFE_ETL_BATCH_BYTES"
 ENV_LARGE_FILE_BYTES = "CAFE_ETL_LARGE_FILE_BYTES"
 ENV_AUTH_TOKEN = "CAFE_ETL_AUTH_TOKEN"  # the dashboard's access token (`serve`)
+ENV_AUTH_TOKEN_FILE = "CAFE_ETL_AUTH_TOKEN_FILE"  # ... or a file holding it
 # The standard variables of the AWS SDKs for an S3-compatible store (MinIO, Ceph, ...).
 ENV_S3_ENDPOINT = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"

@@ -36,7 +36,7 @@ def load_or_create_key(path: Path) -> bytes:
         return _read(path)
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_folders(path.parent)
     key = secrets.token_bytes(KEY_BYTES)
     try:
         # O_EXCL: two processes starting at once cannot both write a key.
@@ -48,6 +48,24 @@ def load_or_create_key(path: Path) -> bytes:
     with os.fdopen(fd, "wb") as out:
         out.write(key.hex().encode() + b"\n")
     return key
+
+
+def private_folders(folder: Path) -> None:
+    """Make ``folder`` and every missing folder above it private (0700): ``mkdir
+    parents=True`` gives only the last one the mode asked for."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for made in reversed(missing):
+        try:
+            made.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # another process made it first
+        except OSError as exc:
+            raise ConfigError(f"cannot create the folder {made}: {exc.strerror}") from None
 
 
 def _read(path: Path) -> bytes:

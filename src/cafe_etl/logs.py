@@ -13,6 +13,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from cafe_etl.errors import redact
+
 LOGGER_NAME = "cafe_etl"
 FORMATS = ("text", "json")
 
@@ -21,14 +23,14 @@ class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {"time": _timestamp(record), "level": record.levelname.lower(), "event": record.getMessage()}
         line.update(getattr(record, "fields", {}))
-        return json.dumps(line, default=str, separators=(",", ":"))
+        return redact(json.dumps(line, default=str, separators=(",", ":")))
 
 
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(f"{key}={_text(value)}" for key, value in getattr(record, "fields", {}).items()
                           if value is not None)
-        return f"{_timestamp(record)} {record.levelname.lower():<7} {record.getMessage()} {fields}".rstrip()
+        return redact(f"{_timestamp(record)} {record.levelname.lower():<7} {record.getMessage()} {fields}".rstrip())
 
 
 def _timestamp(record: logging.LogRecord) -> str:

@@ -11,12 +11,12 @@ import difflib
 from collections.abc import Iterable
 
 from cafe_etl.analytics.report import UnknownBranch, branch_identity
-from cafe_etl.errors import CafeEtlError
+from cafe_etl.errors import BadRequest
 from cafe_etl.pipeline.rules import Reason
 from cafe_etl.warehouse.base import Reader
 
 
-class UnknownName(CafeEtlError):
+class UnknownName(BadRequest):
     """A filter names nothing in the warehouse."""
 
 

@@ -13,17 +13,17 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from cafe_etl.errors import CafeEtlError
+from cafe_etl.errors import BadRequest
 from cafe_etl.warehouse.base import Reader
 
 CENT = Decimal("0.01")
 
 
-class UnknownBranch(CafeEtlError):
+class UnknownBranch(BadRequest):
     pass
 
 
-class BadPeriod(CafeEtlError):
+class BadPeriod(BadRequest):
     pass
 
 

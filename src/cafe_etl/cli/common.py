@@ -19,11 +19,12 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cafe_etl import __version__
 from cafe_etl.config import ENV_WAREHOUSE, load_settings
-from cafe_etl.errors import CafeEtlError
+from cafe_etl.errors import CafeEtlError, redact
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -35,7 +36,7 @@ EXIT_UNEXPECTED = 70
 
 
 def fail(message: str, code: int) -> None:
-    err.print(f"[bold red]error:[/bold red] {_one_line(message)}", markup=True, highlight=False)
+    err.print(f"[bold red]error:[/bold red] {escape(redact(_one_line(message)))}", markup=True, highlight=False)
     sys.exit(code)
 
 

@@ -3,21 +3,28 @@
 ``duckdb:///relative/file.duckdb`` or ``duckdb:////absolute/file.duckdb`` (the
 SQLAlchemy convention: what follows the third slash is the path), or a bare path,
 opens the embedded DuckDB file. ``postgresql://user@host:port/database`` opens a
-PostgreSQL warehouse; what the URL leaves out comes from the standard ``PG*``
+PostgreSQL warehouse (so does a libpq ``key=value`` connection string); what the URL
+leaves out comes from the standard ``PG*``
 variables and ``~/.pgpass``, so a password need never be written on a command line.
 """
 
 from __future__ import annotations
 
+import re
+
 from cafe_etl.errors import ConfigError
 from cafe_etl.warehouse.base import Warehouse
+
+# A libpq connection string (``host=db dbname=sales user=etl``) names a PostgreSQL
+# warehouse too, never a file of that name.
+_CONNINFO = re.compile(r"^\s*(host|hostaddr|port|dbname|user|password|service|sslmode)\s*=", re.I)
 
 
 def open_warehouse(url: str) -> Warehouse:
     from cafe_etl.warehouse.duckdb import DuckDBWarehouse
 
     scheme, sep, rest = url.partition("://")
-    if scheme in ("postgresql", "postgres"):
+    if scheme in ("postgresql", "postgres") or (not sep and _CONNINFO.match(url)):
         from cafe_etl.warehouse.postgres import PostgresWarehouse
 
         return PostgresWarehouse(url)

@@ -158,6 +158,10 @@ class Reader(ABC):
         the next bound parameter (the dialects spell it differently)."""
         return f"regexp_matches({expression}, ?)"
 
+    def limit_time(self, seconds: float) -> None:  # noqa: B027 - a hook: a reader without time limits ignores it
+        """The next queries may run at most ``seconds`` each (what is left of an
+        answer's time limit). A reader opened without a time limit keeps none."""
+
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = self.query(sql, params)
         return rows[0][0] if rows else None

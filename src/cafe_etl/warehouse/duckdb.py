@@ -43,6 +43,7 @@ from cafe_etl.warehouse.duckdb_access import (
     attach_for_writing,
     check_path,
     connect_read_only,
+    private_files,
     step_aside_for_a_loader,
     translate,
 )
@@ -408,6 +409,10 @@ class DuckDBReader(Reader):
         self.path = path
         self.time_limit = time_limit
 
+    def limit_time(self, seconds: float) -> None:
+        if self.time_limit:
+            self.time_limit = min(self.time_limit, seconds)
+
     def query(self, sql: str, params: Sequence[Any] = (), *, max_rows: int | None = None) -> list[tuple]:
         # DuckDB has no statement timeout: a timer interrupts the connection instead.
         timer = threading.Timer(self.time_limit, self.con.interrupt) if self.time_limit else None
@@ -446,13 +451,16 @@ class DuckDBWarehouse(Warehouse):
     @contextmanager
     def load_session(self, pool: EnginePool) -> Iterator[DuckDBLoadSession]:
         check_path(self.path)
-        folder = os.path.dirname(os.path.abspath(self.path))
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as exc:
-            raise WarehouseError(f"cannot create the folder for warehouse {self.path}: {exc.strerror}") from None
-        with FileAccess.of(self.path).writing():
-            yield from self._attached(pool)
+        # The warehouse, its write-ahead log and any folder made for them are private
+        # to the loader's user (0600, 0700), whatever the umask.
+        with private_files():
+            folder = os.path.dirname(os.path.abspath(self.path))
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as exc:
+                raise WarehouseError(f"cannot create the folder for warehouse {self.path}: {exc.strerror}") from None
+            with FileAccess.of(self.path).writing():
+                yield from self._attached(pool)
 
     def _attached(self, pool: EnginePool) -> Iterator[DuckDBLoadSession]:
         control = pool.cursor()

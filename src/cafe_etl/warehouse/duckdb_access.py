@@ -203,6 +203,30 @@ def step_aside_for_a_loader(access: FileAccess, path: str, deadline: float) -> N
 
 # Within the process ----------------------------------------------------------------
 
+_umask_lock = threading.Lock()
+_umask_holders = 0
+_umask_before = 0
+
+
+@contextmanager
+def private_files() -> Iterator[None]:
+    """Files and folders made meanwhile are private (umask 077): DuckDB creates the
+    warehouse and its write-ahead log itself, with no mode to ask for. The umask is the
+    process's, so the first session in sets it and the last one out restores it."""
+    global _umask_holders, _umask_before
+    with _umask_lock:
+        if not _umask_holders:
+            _umask_before = os.umask(0o077)
+        _umask_holders += 1
+    try:
+        yield
+    finally:
+        with _umask_lock:
+            _umask_holders -= 1
+            if not _umask_holders:
+                os.umask(_umask_before)
+
+
 class FileAccess:
     """Readers and the loader of one warehouse file inside this process.
 

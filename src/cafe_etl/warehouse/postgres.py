@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import tempfile
 import threading
@@ -185,7 +186,10 @@ class PostgresWarehouse(Warehouse):
         try:
             self.params = conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
-            raise WarehouseError(f"cannot read the PostgreSQL URL: {exc}") from None
+            # libpq may quote the part it could not read, which can be the password alone.
+            password = re.search(r"://[^:/@\s]*:([^@\s]*)@", url)
+            said = str(exc).replace(password.group(1), "***") if password and password.group(1) else str(exc)
+            raise WarehouseError(f"cannot read the PostgreSQL URL: {said}") from None
 
     def describe(self) -> str:
         """The URL without its password, fit for logs and summaries."""
@@ -277,6 +281,19 @@ class PostgresReader(Reader):
 
     def regex_match(self, expression: str) -> str:
         return f"{expression} ~ ?"
+
+    # The server's statement_timeout is only lowered when what is left of an answer's
+    # limit falls well below it: the first query of an answer costs no round trip.
+    _LOWER_BY = 0.5
+
+    def limit_time(self, seconds: float) -> None:
+        if self.time_limit and seconds < self.time_limit - self._LOWER_BY:
+            self.time_limit = max(seconds, 0.001)
+            try:
+                self.con.execute("SELECT set_config('statement_timeout', %s, false)",
+                                 [f"{int(self.time_limit * 1000)}ms"])
+            except psycopg.Error as exc:
+                raise _translate(exc, self.warehouse) from None
 
     def query(self, sql: str, params: Sequence[Any] = (), *, max_rows: int | None = None) -> list[tuple]:
         try:

@@ -10,15 +10,18 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from cafe_etl.analytics import operations, report
-from cafe_etl.errors import CafeEtlError
+from cafe_etl.errors import BadRequest
 from cafe_etl.warehouse.base import Reader
 
 DEFAULT_DAYS = 28  # the period shown when none is asked for: the latest four weeks with data
-MAX_DAYS = 3 * 366  # a longer range is almost surely a typing mistake
+MAX_DAYS = 3 * 366  # a longer range is almost surely a typing mistake, and costly to answer
 MAX_BRANCH_NAME = 200
+# Days a filter may name: far enough either way for any real question, and far from
+# the ends of the calendar, where "the previous period" or "the day after" overflow.
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2999, 12, 31)
 
 
-class BadFilter(CafeEtlError):
+class BadFilter(BadRequest):
     """A filter value the dashboard cannot use."""
 
 
@@ -36,18 +39,26 @@ def parse_day(value: str | None, name: str) -> date | None:
     if value is None or value.strip() == "":
         return None
     try:
-        return date.fromisoformat(value.strip())
+        day = date.fromisoformat(value.strip())
     except ValueError:
         raise BadFilter(f"{name} must be a date written YYYY-MM-DD, not {value[:40]!r}") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise BadFilter(f"{name} must be a day between {FIRST_DAY} and {LAST_DAY}, not {day}")
+    return day
+
+
+def check_period(first: date, last: date) -> None:
+    """A period the service answers: in order, and at most ``MAX_DAYS`` long."""
+    if first > last:
+        raise BadFilter(f"from ({first}) is after to ({last})")
+    if (last - first).days + 1 > MAX_DAYS:
+        raise BadFilter(f"the period from {first} to {last} is longer than {MAX_DAYS} days: choose a shorter one")
 
 
 def parse(first: str | None, last: str | None, branch: str | None) -> PeriodFilters:
     first_day, last_day = parse_day(first, "from"), parse_day(last, "to")
     if first_day and last_day:
-        if first_day > last_day:
-            raise BadFilter(f"from ({first_day}) is after to ({last_day})")
-        if (last_day - first_day).days + 1 > MAX_DAYS:
-            raise BadFilter(f"the period is longer than {MAX_DAYS} days: choose a shorter one")
+        check_period(first_day, last_day)
     name = branch.strip() if branch else None
     if name and len(name) > MAX_BRANCH_NAME:
         raise BadFilter("the branch name is too long")
@@ -70,6 +81,7 @@ def scope(reader: Reader, filters: PeriodFilters) -> report.Scope:
         # One end given, the other taken from the data, and they cross.
         raise BadFilter(f"from ({first}) is after to ({resolved.last}); the sales run "
                         f"from {resolved.first} to {resolved.last} unless you give both ends")
+    check_period(first, resolved.last)  # with the ends the data filled in
     return report.Scope(first, resolved.last, resolved.branch_key)
 
 
@@ -79,8 +91,8 @@ def operations_period(reader: Reader, wanted: PeriodFilters) -> tuple[date | Non
     low, high = operations.ledger_window(reader)
     last = wanted.last or high
     first = wanted.first or (max(low, last - timedelta(days=DEFAULT_DAYS - 1)) if low and last else None)
-    if first and last and first > last:
-        raise BadFilter(f"from ({first}) is after to ({last})")
+    if first and last:
+        check_period(first, last)
     return first, last
 
 

@@ -45,12 +45,13 @@ def _page(request: Request, page: str, slug: str, title: str, *, branch_filter: 
                                                                            wanted.cache_key())).value
         context["meta"] = meta
         context["period"] = {"from": first.isoformat() if first else None, "to": last.isoformat() if last else None}
-    except web_filters.BadFilter as exc:
-        status, context["problem"] = 400, str(exc)
     except WarehouseMissing as exc:
         status, context["problem"] = 503, f"{exc}. The pages fill in once data has been loaded."
     except CafeEtlError as exc:
-        status, context["problem"] = 503, str(exc)
+        # As the API answers: the error's own status and sentence, or a message that
+        # hides what the warehouse said (it may quote a query or a host).
+        status = exc.http_status or 503
+        context["problem"] = str(exc) if exc.http_status else "the warehouse could not answer: see the service log"
     return request.app.state.templates.TemplateResponse(request, f"{page}.html", context, status_code=status)
 
 

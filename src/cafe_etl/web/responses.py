@@ -7,6 +7,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from cafe_etl.analytics import jsonout
+from cafe_etl.errors import redact
 
 
 class MoneyJSON(JSONResponse):
@@ -15,4 +16,4 @@ class MoneyJSON(JSONResponse):
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> MoneyJSON:
-    return MoneyJSON({"error": message}, status_code=status, headers=headers)
+    return MoneyJSON({"error": redact(message)}, status_code=status, headers=headers)

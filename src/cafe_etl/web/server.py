@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from contextlib import contextmanager
 
@@ -27,4 +28,6 @@ class GracefulServer(uvicorn.Server):
 def run(app: FastAPI, host: str, port: int, *, access_log: bool = False) -> None:
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=access_log,
                             server_header=False)
+    if access_log:  # uvicorn's access lines are INFO: the "warning" level above would drop them
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     GracefulServer(config).run()
