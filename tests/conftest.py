@@ -28,11 +28,14 @@ FUZZ_EXAMPLES = 30
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _isolated_key(tmp_path_factory):
-    """Every test process (and CLI subprocess) uses a throwaway customer-key secret."""
+def _isolated_environment(tmp_path_factory):
+    """Every test process (and CLI subprocess) uses a throwaway customer-key secret, and
+    dummy AWS credentials: nothing reaches AWS, and botocore never waits on an
+    instance-metadata lookup, whichever S3 test runs first or alone."""
     key = tmp_path_factory.mktemp("key") / "customer-key"
     os.environ["CAFE_ETL_KEY_FILE"] = str(key)
     os.environ.pop("CAFE_ETL_WAREHOUSE", None)
+    os.environ.update(S3_CREDENTIALS)
     yield key
 
 
@@ -266,9 +269,6 @@ def s3_server():
         if os.environ.get("CI"):
             pytest.fail(f"moto[server] is not installed: {exc}")
         pytest.skip(f"moto[server] is not installed: {exc}")
-    # Dummy credentials for every client in this process and in CLI subprocesses:
-    # nothing reaches AWS, and botocore never waits on an instance-metadata lookup.
-    os.environ.update(S3_CREDENTIALS)
     server = S3Server().start()
     yield server
     server.stop()

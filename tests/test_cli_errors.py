@@ -76,6 +76,8 @@ def test_period_the_wrong_way_round(tmp_path):
     (["report", "--to", "2024-13-01"], ["--to", "'2024-13-01' is not a date"]),
     (["replay", "--date", "yesterday-ish"], ["--date", "is not a date"]),
     (["report", "--format", "yaml"], ["--format", "'yaml' is not one of"]),
+    (["report", "--to", "0001-01-01"], ["--to", "between 1900-01-01 and 2999-12-31"]),
+    (["report", "--from", "9999-12-31"], ["--from", "between 1900-01-01 and 2999-12-31"]),
     (["injest", "x"], ["No such command 'injest'", "Did you mean 'ingest'"]),
     (["report", "--fromm", "2024-03-04"], ["--fromm", "--from"]),
     (["ingest"], ["Missing argument", "cafe-etl ingest --help"]),

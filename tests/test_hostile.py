@@ -4,6 +4,7 @@ batch load exactly as they would alone."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -15,9 +16,7 @@ import pytest
 from tests.conftest import query, run_cli
 
 from cafe_etl.config import Settings
-from cafe_etl.errors import SourceError
 from cafe_etl.pipeline.run import ingest
-from cafe_etl.sources.base import LandingFile
 from cafe_etl.sources.local import discover
 
 HOSTILE = Path(__file__).resolve().parent / "fixtures" / "hostile"
@@ -120,33 +119,37 @@ def test_nothing_hostile_reaches_the_dimensions(batch):
     assert query(warehouse, "SELECT count(*) FROM etl_file")[0][0] > 0  # the SQL in the fields did nothing
 
 
-def test_a_file_deleted_after_listing_and_an_unreadable_one_fail_alone(generated, tmp_path):
+def test_a_file_deleted_after_listing_and_an_unreadable_one_fail_alone(generated, tmp_path, monkeypatch):
+    from cafe_etl.sources import local
+
     landing = tmp_path / "landing"
     shutil.copytree(generated, landing)
     files = list(discover(str(landing)))
     gone, locked = files[0], files[1]
     os.unlink(gone.location)
-
-    def denied() -> bytes:
-        raise SourceError(f"cannot read {locked.location}: Permission denied")
-
-    if os.geteuid() != 0:  # a real permission problem where the test user can have one
+    if os.geteuid() != 0:
         os.chmod(locked.location, 0)
-    else:  # root reads everything: the source's own failure, as a chmod 000 file raises it
-        files[1] = LandingFile(locked.location, locked.size, locked.modified, denied, None, locked.etag)
+    else:  # root reads any mode: its open() is made to fail as the OS fails it for a mode-000 file
+        def denied(path, *args, **kwargs):
+            if os.fspath(path) == locked.location:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+            return open(path, *args, **kwargs)
+
+        monkeypatch.setattr(local, "open", denied, raising=False)
     warehouse = tmp_path / "w.duckdb"
     summary = ingest([], Settings(warehouse=str(warehouse)), files=files)
     by_location = {f.location: f for f in summary.files}
     assert by_location[gone.location].outcome == "failed" and by_location[gone.location].unreadable
-    assert "disappeared before it could be read" in by_location[gone.location].error
-    assert by_location[locked.location].outcome == "failed"
-    assert "Permission denied" in by_location[locked.location].error
+    assert by_location[gone.location].error == f"{gone.location} disappeared before it could be read"
+    assert by_location[locked.location].outcome == "failed" and by_location[locked.location].unreadable
+    assert by_location[locked.location].error == f"cannot read {locked.location}: Permission denied"
     assert sum(f.outcome == "loaded" for f in summary.files) == len(files) - 2
     status = dict(query(warehouse, "SELECT location, status FROM etl_file"))
     assert status.get(gone.location, "failed") == "failed"
     # Once readable again, the next run loads it.
     if os.geteuid() != 0:
         os.chmod(locked.location, 0o644)
+    monkeypatch.undo()
     again = ingest([str(landing)], Settings(warehouse=str(warehouse)))
     assert [f.outcome for f in again.files if f.location == locked.location] == ["loaded"]
 

@@ -152,13 +152,15 @@ def test_a_file_written_slowly_is_loaded_once_complete(generated, tmp_path, land
     warehouse = tmp_path / "w.duckdb"
     source = sorted(generated.glob("*.csv"))[0]
     lines = source.read_bytes().splitlines(keepends=True)
-    watch = Watch(tmp_path, str(landing), warehouse)
+    # Settled after 3 s unchanged; the writer pauses 0.2 s between chunks: a machine
+    # would have to stall the writer for 2.8 s to make the watcher take half a file.
+    watch = Watch(tmp_path, str(landing), warehouse, "--settle", "3")
     watches.append(watch)
     watch.wait_for_event("watching")
     target = landing / source.name
     with open(target, "wb") as out:
         step = max(1, len(lines) // 12)
-        for i in range(0, len(lines), step):  # a dozen chunks, 0.2 s apart (settle is 0.5 s)
+        for i in range(0, len(lines), step):  # a dozen chunks, 0.2 s apart
             out.write(b"".join(lines[i:i + step]))
             out.flush()
             time.sleep(0.2)

@@ -21,6 +21,7 @@ ENV_MEMORY_LIMIT = "CAFE_ETL_MEMORY_LIMIT"
 ENV_THREADS = "CAFE_ETL_THREADS"
 ENV_BATCH_BYTES = "CAFE_ETL_BATCH_BYTES"
 ENV_LARGE_FILE_BYTES = "CAFE_ETL_LARGE_FILE_BYTES"
+ENV_LOCK_WAIT = "CAFE_ETL_LOCK_WAIT"  # seconds a loader waits for an embedded warehouse another process holds
 ENV_AUTH_TOKEN = "CAFE_ETL_AUTH_TOKEN"  # the dashboard's access token (`serve`)
 ENV_AUTH_TOKEN_FILE = "CAFE_ETL_AUTH_TOKEN_FILE"  # ... or a file holding it
 # The standard variables of the AWS SDKs for an S3-compatible store (MinIO, Ceph, ...).
@@ -58,6 +59,18 @@ def _positive_int(name: str, value: str | None, default: int) -> int:
     return number
 
 
+def _seconds(name: str, value: str | None, default: float) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not 0 <= number <= 86400:
+        raise ConfigError(f"{name} must be between 0 and 86400 seconds")
+    return number
+
+
 @dataclass(frozen=True)
 class Rules:
     """Validation limits (DESIGN §3). Part of the rules, so kept together."""
@@ -83,6 +96,9 @@ class Settings:
     # A local file at least this large is processed in slices (large.slice_bytes).
     large_file_bytes: int = 128 * 1024 * 1024
     s3_endpoint_url: str | None = None
+    # Seconds a loader waits for an embedded (DuckDB) warehouse that another process
+    # holds before giving up as busy.
+    lock_wait: float = 10.0
     rules: Rules = field(default_factory=Rules)
 
     def with_overrides(self, **changes) -> Settings:
@@ -103,5 +119,6 @@ def load_settings(**overrides) -> Settings:
         large_file_bytes=_positive_int(ENV_LARGE_FILE_BYTES, env.get(ENV_LARGE_FILE_BYTES),
                                        Settings.large_file_bytes),
         s3_endpoint_url=next((env[name] for name in ENV_S3_ENDPOINT if env.get(name)), None),
+        lock_wait=_seconds(ENV_LOCK_WAIT, env.get(ENV_LOCK_WAIT), Settings.lock_wait),
     )
     return settings.with_overrides(**overrides)

@@ -94,6 +94,7 @@ class Day(click.ParamType):
 
     name = "date"
     _RELATIVE = re.compile(r"today\s*-\s*(\d{1,4})")
+    FIRST, LAST = date(1900, 1, 1), date(2999, 12, 31)  # far from the calendar's ends, where date sums overflow
 
     def convert(self, value, param, ctx):
         if isinstance(value, date):
@@ -108,9 +109,14 @@ class Day(click.ParamType):
             return today - timedelta(days=int(relative.group(1)))
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
             try:
-                return date.fromisoformat(text)
+                day = date.fromisoformat(text)
             except ValueError:
                 pass  # 2024-13-01, 2023-02-29
+            else:
+                if self.FIRST <= day <= self.LAST:
+                    return day
+                self.fail(f"{value!r} is too far from any sale: give a day between {self.FIRST} and {self.LAST}",
+                          param, ctx)
         self.fail(f"{value!r} is not a date: write YYYY-MM-DD (e.g. 2024-03-04), today, yesterday or today-7",
                   param, ctx)
 

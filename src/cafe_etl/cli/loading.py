@@ -46,13 +46,22 @@ def generate(out_dir, branches, days, seed, start, bad_rate, workers) -> None:
               f"{result.rejected:,} bad rows) to {out_dir}; expected figures in {result.expected_path}")
 
 
-def run_ingest(sources, chosen, command: str = "ingest"):
+def run_ingest(sources, chosen, command: str = "ingest", log_format: str | None = None):
     from cafe_etl.pipeline.run import ingest
     from cafe_etl.sources import discover
 
     files = discover(sources, chosen.s3_endpoint_url)
+    events = {}
+    if log_format:  # one line per claimed batch and per file, as `watch` logs them
+        from functools import partial
+
+        from cafe_etl import logs
+
+        log = logs.setup(log_format)
+        events = {"batch_claimed": lambda claimed: logs.event(log, "claimed", files=len(claimed)),
+                  "batch_done": partial(logs.file_outcomes, log)}
     with progress(command, len(files)) as advance:
-        return ingest(sources, chosen, command=command, progress=advance, files=files)
+        return ingest(sources, chosen, command=command, progress=advance, files=files, **events)
 
 
 def show_run(summary, as_json: bool) -> None:
@@ -69,17 +78,20 @@ def show_run(summary, as_json: bool) -> None:
 @main.command()
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="Also log each claimed batch and each file's outcome on stderr, as they happen")
 @warehouse_option
 @key_options
 @s3_option
 @handle_errors
-def ingest(sources, as_json, warehouse, key_file, customer_keys, s3_endpoint_url) -> None:
+def ingest(sources, as_json, log_format, warehouse, key_file, customer_keys, s3_endpoint_url) -> None:
     """Load new and changed branch exports from SOURCES (files, folders, globs,
     s3://bucket/prefix or s3://bucket/key.csv).
 
     Exit status 0 when every file was processed (even with rejected rows), 1 when a
     file failed, 2 or 3 when the sources or the warehouse cannot be used."""
-    show_run(run_ingest(sources, settings(warehouse, key_file, customer_keys, s3_endpoint_url)), as_json)
+    chosen = settings(warehouse, key_file, customer_keys, s3_endpoint_url)
+    show_run(run_ingest(sources, chosen, log_format=log_format), as_json)
 
 
 @main.command()

@@ -33,6 +33,7 @@ MAX_FILES_PER_BATCH = 2000
 Progress = Callable[[int, int], None]  # (files done, bytes done) since the last call
 StopRequested = Callable[[], bool]  # checked between batches: the batches in hand are finished
 BatchDone = Callable[[list[FileOutcome]], None]  # each batch's outcomes, as soon as it is settled
+BatchClaimed = Callable[[list[str]], None]  # the locations a batch claimed, before it is processed
 
 
 def _chunks(files: Sequence[LandingFile], max_bytes: int, engines: int = 2) -> list[list[LandingFile]]:
@@ -314,6 +315,7 @@ def ingest(
     specs: Sequence[str], settings: Settings, *, command: str = "ingest", progress: Progress | None = None,
     files: Sequence[LandingFile] | None = None, redo: frozenset[int] = frozenset(),
     stop_requested: StopRequested | None = None, batch_done: BatchDone | None = None,
+    batch_claimed: BatchClaimed | None = None,
 ) -> RunSummary:
     """Load every new or changed export named by ``specs`` (or the given ``files``).
 
@@ -322,7 +324,7 @@ def ingest(
     the batches left are not claimed, so the next run takes them."""
     started = time.perf_counter()
     files = discover(specs, settings.s3_endpoint_url) if files is None else files
-    warehouse = open_warehouse(settings.warehouse)
+    warehouse = open_warehouse(settings.warehouse, lock_wait=settings.lock_wait)
     secret = _secret(settings)
     summary = RunSummary(command=command, warehouse=warehouse.describe())
     reader = BatchReader(files, settings.batch_bytes)
@@ -331,7 +333,7 @@ def ingest(
         run = _Loading(session, threading.Lock(), pool.memory, settings, secret, run_id)
         try:
             summary.stopped = _run_batches(pool, iter(reader), progress, lambda engine, batch: _ingest_one(
-                engine, run, batch, summary, redo, batch_done), stop_requested)
+                engine, run, batch, summary, redo, batch_done, batch_claimed), stop_requested)
         except BaseException as exc:
             summary.seconds = time.perf_counter() - started
             with run.ledger_lock:
@@ -345,10 +347,12 @@ def ingest(
 
 
 def _ingest_one(engine: Engine, run: _Loading, batch: list[ReadFile], summary: RunSummary,
-                redo: frozenset[int], batch_done: BatchDone | None) -> None:
+                redo: frozenset[int], batch_done: BatchDone | None, batch_claimed: BatchClaimed | None) -> None:
     skipped = RunSummary(summary.command, summary.warehouse)
     with run.ledger_lock:
         work = _plan(run.session, batch, run.run_id, skipped, redo)
+    if batch_claimed and work.process:
+        batch_claimed([p.read.source.location for p in work.process])
     outcomes = skipped.files + _process(engine, run, work)
     summary.files.extend(outcomes)
     if batch_done:

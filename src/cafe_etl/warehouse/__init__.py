@@ -20,7 +20,9 @@ from cafe_etl.warehouse.base import Warehouse
 _CONNINFO = re.compile(r"^\s*(host|hostaddr|port|dbname|user|password|service|sslmode)\s*=", re.I)
 
 
-def open_warehouse(url: str) -> Warehouse:
+def open_warehouse(url: str, *, lock_wait: float | None = None) -> Warehouse:
+    """The warehouse ``url`` names. ``lock_wait``: seconds a loader waits for an embedded
+    file that another process holds (the default otherwise)."""
     from cafe_etl.warehouse.duckdb import DuckDBWarehouse
 
     scheme, sep, rest = url.partition("://")
@@ -31,12 +33,12 @@ def open_warehouse(url: str) -> Warehouse:
     if not sep:
         if not url.strip():
             raise ConfigError("the warehouse URL is empty")
-        return DuckDBWarehouse(url)
+        return DuckDBWarehouse(url, lock_wait)
     if scheme == "duckdb":
         path = rest[1:] if rest.startswith("/") else ""
         if not path or path == ":memory:":
             raise ConfigError(f"a DuckDB warehouse URL is duckdb:///path/to/file.duckdb, not {url!r}")
-        return DuckDBWarehouse(path)
+        return DuckDBWarehouse(path, lock_wait)
     raise ConfigError(f"unknown warehouse {url!r}: use duckdb:///path/file.duckdb, a file path, "
                       "or postgresql://user@host:port/database")
 

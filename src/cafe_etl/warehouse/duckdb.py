@@ -39,6 +39,7 @@ from cafe_etl.warehouse.base import (
     split_statements,
 )
 from cafe_etl.warehouse.duckdb_access import (
+    WRITER_WAIT,
     FileAccess,
     attach_for_writing,
     check_path,
@@ -430,9 +431,10 @@ class DuckDBReader(Reader):
 
 
 class DuckDBWarehouse(Warehouse):
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, lock_wait: float | None = None) -> None:
         self.path = path
         self.url = f"duckdb:///{path}"
+        self.lock_wait = WRITER_WAIT if lock_wait is None else lock_wait
 
     def describe(self) -> str:
         return self.path
@@ -465,7 +467,7 @@ class DuckDBWarehouse(Warehouse):
     def _attached(self, pool: EnginePool) -> Iterator[DuckDBLoadSession]:
         control = pool.cursor()
         try:
-            attach_for_writing(control, self.path, _ALIAS)
+            attach_for_writing(control, self.path, _ALIAS, self.lock_wait)
             # Checkpoint when the write-ahead log holds this much, not at DuckDB's 16 MB:
             # each checkpoint rewrites every changed table (the customers, a million
             # rows), so a run checkpoints a few times, and once more when it detaches.

@@ -34,10 +34,14 @@ import duckdb
 
 from cafe_etl.errors import WarehouseBusy, WarehouseError
 
-# Seconds a loader waits for other processes holding the file before "busy".
+# Seconds a loader waits for other processes holding the file before "busy", unless
+# told otherwise (CAFE_ETL_LOCK_WAIT); a file younger than this may still be being created.
 WRITER_WAIT = 10.0
 # A marker older than this was left by a loader that died: ignored.
 _MARKER_FRESH = 30.0
+# Every DuckDB database file has this at bytes 8-11 (after the header's checksum).
+_MAGIC = b"DUCK"
+_MAGIC_AT = slice(8, 12)
 
 
 def translate(exc: duckdb.Error, path: str) -> WarehouseError:
@@ -120,14 +124,20 @@ def _fresh(info: os.stat_result) -> bool:
 
 
 def _being_created(exc: duckdb.Error, path: str) -> bool:
-    """DuckDB found no valid header in a file modified a moment ago: another loader is
-    creating it (the file exists before its header is written)."""
+    """DuckDB found no valid header in a file modified a moment ago, whose first bytes
+    are those of a DuckDB file or too few to tell: another loader is creating it (the
+    file exists before its header is written). Reading it is safe here: DuckDB has just
+    refused it, so no connection of this process holds it."""
     if "not a valid DuckDB database file" not in str(exc):
         return False
     try:
-        return _fresh(os.stat(path))
+        if not _fresh(os.stat(path)):
+            return False
+        with open(path, "rb") as handle:
+            head = handle.read(_MAGIC_AT.stop)
     except OSError:
         return True  # gone again: the creator failed; the next try says what is there
+    return len(head) < _MAGIC_AT.stop or head[_MAGIC_AT] == _MAGIC
 
 
 def _wait_again(exc: duckdb.Error, path: str) -> bool:
@@ -148,11 +158,11 @@ def load_wanted(path: str) -> bool:
         return False
 
 
-def attach_for_writing(control: duckdb.DuckDBPyConnection, path: str, alias: str) -> None:
+def attach_for_writing(control: duckdb.DuckDBPyConnection, path: str, alias: str, wait: float = WRITER_WAIT) -> None:
     """Attach the file for writing. While another process reads, writes or creates it,
-    try again for up to ``WRITER_WAIT`` seconds, announcing the wait in a marker file
-    so that readers step aside."""
-    deadline = time.monotonic() + WRITER_WAIT
+    try again for up to ``wait`` seconds, announcing the wait in a marker file so that
+    readers step aside."""
+    deadline = time.monotonic() + wait
     marker = _marker(path)
     try:
         while True:
