@@ -28,9 +28,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from cafe_etl import engine as engine_module
 from cafe_etl.config import load_settings
 from cafe_etl.pipeline import batch as batch_module
-from cafe_etl.pipeline import engine as engine_module
+from cafe_etl.pipeline import reading as reading_module
 from cafe_etl.pipeline import run as run_module
 from cafe_etl.warehouse import duckdb as duckdb_warehouse
 
@@ -134,7 +135,7 @@ def instrument(clock: Clock) -> None:
         finally:
             clock.add(READING, time.thread_time() - started)
 
-    batch_module.read_file = run_module.read_file = timed_read
+    batch_module.read_file = reading_module.read_file = timed_read
 
 
 def main() -> None:

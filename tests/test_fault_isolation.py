@@ -17,7 +17,8 @@ from tests.conftest import SAMPLES, query
 
 from cafe_etl.config import Settings
 from cafe_etl.pipeline import validate
-from cafe_etl.pipeline.run import ingest, validate_files
+from cafe_etl.pipeline.dryrun import dry_run
+from cafe_etl.pipeline.run import ingest
 
 POISON = "leeds_02-01-2020_09-00-00.csv"
 MARK = "POISONED"
@@ -98,7 +99,7 @@ def test_a_value_refused_in_a_sliced_load_fails_only_its_file(warehouse_url, lan
 
 
 def test_validate_narrows_an_engine_error_to_its_file(landing, engine_fault):
-    summary, problems = validate_files([str(landing)], Settings(warehouse="unused.duckdb"))
+    summary, problems = dry_run([str(landing)], Settings(warehouse="unused.duckdb"))
     failed = [p for p in problems if p.reason == "FILE_FAILED"]
     assert [(Path(p.location).name, p.detail) for p in failed] == [
         (POISON, f"{POISON} could not be transformed: something in it made the pipeline fail unexpectedly; "

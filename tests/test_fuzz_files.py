@@ -31,7 +31,8 @@ from tests.conftest import SAMPLES, new_warehouse, query
 from tests.test_crash import check_consistent
 
 from cafe_etl.config import Settings
-from cafe_etl.pipeline.run import ingest, validate_files
+from cafe_etl.pipeline.dryrun import dry_run
+from cafe_etl.pipeline.run import ingest
 
 SAMPLE_FILES = sorted(SAMPLES.rglob("*.csv"))
 _SAMPLE_BYTES = {path: path.read_bytes() for path in SAMPLE_FILES}
@@ -152,7 +153,7 @@ def check_example(folder: Path, url: str, sliced: bool) -> None:
             original = query(url, "SELECT status FROM etl_file WHERE file_id = ?", [f.copy_of])
             assert original[0][0] in ("loaded", "failed"), f.location
     if url.startswith("duckdb"):
-        checked, _ = validate_files([str(folder)], chosen)
+        checked, _ = dry_run([str(folder)], chosen)
         verdicts = {f.location: (f.outcome, f.rejects_by_reason, f.error) for f in checked.files}
         for f in summary.files:
             if f.outcome != "copy":

@@ -17,9 +17,9 @@ import pytest
 from tests.conftest import BACKENDS, FIXTURES, copy_samples, new_warehouse, query, run_cli
 
 from cafe_etl.config import Settings
+from cafe_etl.engine import EnginePool
 from cafe_etl.pipeline import large
 from cafe_etl.pipeline.batch import read_file
-from cafe_etl.pipeline.engine import EnginePool
 from cafe_etl.sources.local import discover
 
 # 16 KiB slices: every sample of more than one slice's worth (most are 50-100 KB) is cut
@@ -245,14 +245,14 @@ def test_a_sliced_file_short_of_memory_even_alone_fails_as_too_large(tmp_path, m
 
 def test_validate_retries_a_sliced_file_alone_and_lists_its_problems_once(tmp_path, monkeypatch):
     from cafe_etl.config import load_settings
-    from cafe_etl.pipeline.run import validate_files
+    from cafe_etl.pipeline.dryrun import dry_run
 
     folder = tmp_path / "landing"
     folder.mkdir()
     repeats = _repeating_file(folder / "slice_town_05-03-2024_08-00-00.csv")
     settings = load_settings(threads=2).with_overrides(large_file_bytes=1, batch_bytes=16384)
     state = _short_of_memory(monkeypatch, after_slices=2)
-    summary, problems = validate_files([str(folder)], settings)
+    summary, problems = dry_run([str(folder)], settings)
     assert state == {"left": 0, "calls": 2}
     assert [f.outcome for f in summary.files] == ["valid"]
     assert [(p.line, p.reason) for p in problems] == [(line, "DUPLICATE_ROW") for line in repeats]

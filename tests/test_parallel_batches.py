@@ -14,8 +14,9 @@ from tests.conftest import query
 from cafe_etl.analytics import report as reports
 from cafe_etl.analytics.jsonout import dumps
 from cafe_etl.config import load_settings
-from cafe_etl.pipeline.engine import Engine, EnginePool, MemoryGate
-from cafe_etl.pipeline.run import _run_batches, ingest
+from cafe_etl.engine import Engine, EnginePool, MemoryGate
+from cafe_etl.pipeline.run import ingest
+from cafe_etl.pipeline.schedule import run_batches as _run_batches
 from cafe_etl.warehouse import open_warehouse
 
 

@@ -233,7 +233,7 @@ def test_no_api_response_or_page_holds_a_known_name_or_card_number(everything):
 def test_the_engine_never_writes_a_spill_file(tmp_path, generated):
     """The engine runs out of memory rather than spill: what it holds mid-batch includes
     names and card numbers. A starved run leaves no file behind, anywhere it could write."""
-    from cafe_etl.pipeline.engine import EnginePool
+    from cafe_etl.engine import EnginePool
 
     with EnginePool(workers=2, threads=1, memory_limit="64MB") as pool:
         assert pool.db.execute("SELECT current_setting('temp_directory')").fetchone()[0] == ""

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cafe_etl.config import Settings
+from cafe_etl.engine import EnginePool
 from cafe_etl.pipeline.batch import judge, read_file
-from cafe_etl.pipeline.engine import EnginePool
-from cafe_etl.pipeline.rules import PLACEHOLDERS, SIZES, Reason
+from cafe_etl.rules import PLACEHOLDERS, SIZES, Reason
 from cafe_etl.sources.base import LandingFile
 
 EXAMPLES = int(os.environ.get("CAFE_ETL_PROPERTY_EXAMPLES", "40"))

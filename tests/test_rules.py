@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 
 from cafe_etl.config import Rules
+from cafe_etl.engine import EnginePool
 from cafe_etl.pipeline import clean, extract, transform, validate
-from cafe_etl.pipeline.engine import EnginePool
 
 GOOD = ('25/08/2021 09:00,Leeds,Ann Lee,"Regular Latte - 2.15, Large Flavoured latte - Vanilla - 2.85",5.0,CARD,'
         "4111111111111111")

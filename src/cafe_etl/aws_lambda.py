@@ -38,10 +38,11 @@ from cafe_etl import logs
 from cafe_etl.config import load_settings
 from cafe_etl.errors import CafeEtlError, ConfigError
 from cafe_etl.pipeline.results import FileOutcome
+from cafe_etl.rules import FileStatus
 from cafe_etl.sources import s3
 
 log = logging.getLogger(logs.LOGGER_NAME)
-SETTLED = ("loaded", "skipped")  # ledger states in which a file needs nothing more
+SETTLED = (FileStatus.LOADED, FileStatus.SKIPPED)  # ledger states in which a file needs nothing more
 
 
 class EventError(CafeEtlError):
@@ -194,11 +195,11 @@ def _ingest(locations: list[str], settings) -> dict[str, FileOutcome]:
     found, outcomes = [], {}
     for location in dict.fromkeys(locations):
         if not s3.is_export(location.rsplit("/", 1)[-1]):
-            outcomes[location] = FileOutcome(location, "ignored", ledger_status="skipped")
+            outcomes[location] = FileOutcome(location, "ignored", ledger_status=FileStatus.SKIPPED)
             continue
         landing = s3.at(location, settings.s3_endpoint_url)
         if landing is None:  # deleted since the event: nothing to load
-            outcomes[location] = FileOutcome(location, "gone", ledger_status="skipped")
+            outcomes[location] = FileOutcome(location, "gone", ledger_status=FileStatus.SKIPPED)
         else:
             found.append(landing)
     if found:

@@ -14,8 +14,12 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cafe_etl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cafe_etl.config import Settings
 
 KEY_BYTES = 32
 
@@ -79,3 +83,13 @@ def _read(path: Path) -> bytes:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(f"the customer key file {path} is readable by others; run: chmod 600 {path}")
     return from_text(text, f"the customer key file {path}")
+
+
+def secret_for(settings: Settings) -> bytes | None:
+    """The customer-key secret a run uses: none when customer keys are off; the one
+    given in the environment; or the key file's, made on first use."""
+    if not settings.customer_keys:
+        return None
+    if settings.customer_key:
+        return from_text(settings.customer_key, "CAFE_ETL_CUSTOMER_KEY")
+    return load_or_create_key(settings.key_file)

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from cafe_etl.analytics.report import UnknownBranch, branch_identity
 from cafe_etl.errors import BadRequest
-from cafe_etl.pipeline.rules import Reason
+from cafe_etl.rules import Reason
 from cafe_etl.warehouse.base import Reader
 
 

@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from cafe_etl.analytics.report import from_key
+from cafe_etl.rules import FileStatus
 from cafe_etl.warehouse.base import Reader
 
 _NAME_DATE = re.compile(r"(\d{2})-(\d{2})-(\d{4})")
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """The ledger at a glance: what `status`, `/metrics`, the report's quality section
+    and the operations API all show, read in one place."""
+
+    files: dict[str, int]  # file versions by status
+    rejects: dict[str, int]  # quarantined rows by reason code
+    last_success: datetime | None  # when a file was last loaded
+
+    def count(self, status: FileStatus) -> int:
+        return self.files.get(status, 0)
+
+
+def ledger_state(reader: Reader) -> LedgerState:
+    return LedgerState(files_by_status(reader), rejects_by_reason(reader), last_success(reader))
 
 
 def files_by_status(reader: Reader) -> dict[str, int]:
@@ -47,8 +65,8 @@ def known_versions(reader: Reader) -> dict[str, str]:
     return dict(rows)
 
 
-def last_success(reader: Reader):
-    return reader.scalar("SELECT max(processed_at) FROM etl_file WHERE status = 'loaded'")
+def last_success(reader: Reader) -> datetime | None:
+    return reader.scalar("SELECT max(processed_at) FROM etl_file WHERE status = ?", [FileStatus.LOADED])
 
 
 def warehouse_counts(reader: Reader) -> dict:
@@ -221,11 +239,13 @@ def rejects_per_day(reader: Reader, first: date, last: date) -> list[dict]:
     return [{"date": day.isoformat(), "reasons": dict(sorted(per_day[day].items()))} for day in sorted(per_day)]
 
 
-def failed_files(reader: Reader, limit: int = 100) -> list[dict]:
+def failed_files(reader: Reader, limit: int | None = 100, *, newest_first: bool = True) -> list[dict]:
+    """Failed file versions, the newest first (or by location), with their errors."""
+    order = "processed_at DESC, file_id DESC" if newest_first else "location, file_id"
     rows = reader.query(
-        """SELECT file_id, location, business_date, processed_at, error
-           FROM etl_file WHERE status = 'failed'
-           ORDER BY processed_at DESC, file_id DESC LIMIT ?""", [limit])
+        f"""SELECT file_id, location, business_date, processed_at, error
+            FROM etl_file WHERE status = ?
+            ORDER BY {order} LIMIT ?""", [FileStatus.FAILED, limit if limit is not None else 2**62])
     return [{"file_id": file_id, "location": location, "business_date": day.isoformat() if day else None,
              "processed_at": at.isoformat(timespec="seconds") if at else None, "error": error}
             for file_id, location, day, at, error in rows]

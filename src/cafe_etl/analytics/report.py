@@ -14,6 +14,7 @@ from datetime import date
 from decimal import Decimal
 
 from cafe_etl.errors import BadRequest
+from cafe_etl.rules import FileStatus
 from cafe_etl.warehouse.base import Reader
 
 CENT = Decimal("0.01")
@@ -207,13 +208,14 @@ def customers(reader: Reader, scope: Scope) -> dict:
 
 def quality(reader: Reader) -> dict:
     """Every file and reject in the warehouse, whatever the period."""
-    status = dict(reader.query("SELECT status, count(*) FROM etl_file GROUP BY status"))
-    reasons = dict(reader.query("SELECT reason_code, count(*) FROM etl_reject GROUP BY reason_code"))
+    from cafe_etl.analytics.operations import ledger_state
+
+    state = ledger_state(reader)
     return {
-        "files_loaded": status.get("loaded", 0),
-        "files_failed": status.get("failed", 0),
-        "rows_rejected": sum(reasons.values()),
-        "rejects_by_reason": dict(sorted(reasons.items())),
+        "files_loaded": state.count(FileStatus.LOADED),
+        "files_failed": state.count(FileStatus.FAILED),
+        "rows_rejected": sum(state.rejects.values()),
+        "rejects_by_reason": dict(sorted(state.rejects.items())),
     }
 
 

@@ -105,13 +105,13 @@ def validate(sources, as_json, key_file, customer_keys, s3_endpoint_url) -> None
     from dataclasses import asdict
 
     from cafe_etl.cli import views
-    from cafe_etl.pipeline.run import validate_files
+    from cafe_etl.pipeline.dryrun import dry_run
     from cafe_etl.sources import discover
 
     chosen = settings(None, key_file, customer_keys, s3_endpoint_url)
     files = discover(sources, chosen.s3_endpoint_url)
     with progress("validate", len(files)) as advance:
-        summary, found = validate_files(sources, chosen, progress=advance, files=files)
+        summary, found = dry_run(sources, chosen, progress=advance, files=files)
     if as_json:
         print_json(summary.to_dict() | {"problems": [asdict(p) for p in found]})
     else:

@@ -76,19 +76,20 @@ def status(as_json, warehouse) -> None:
 
     store = open_warehouse(settings(warehouse).warehouse)
     with store.reader() as r:
+        state = ops.ledger_state(r)
         info = {
             "warehouse": store.describe(),
-            "files_by_status": ops.files_by_status(r),
+            "files_by_status": state.files,
             "warehouse_counts": ops.warehouse_counts(r),
             "last_run": ops.last_run(r),
-            "last_successful_load": r.scalar("SELECT max(processed_at) FROM etl_file WHERE status = 'loaded'"),
-            "rejects_by_reason": ops.rejects_by_reason(r),
-            "failed_files": r.query("SELECT location, error FROM etl_file WHERE status = 'failed' ORDER BY location"),
+            "last_successful_load": state.last_success,
+            "rejects_by_reason": state.rejects,
+            "failed_files": ops.failed_files(r, limit=None, newest_first=False),
             "missing_files": ops.missing_files(r),
         }
     if as_json:
         print_json(info | {
-            "failed_files": [{"location": loc, "error": e} for loc, e in info["failed_files"]],
+            "failed_files": [{"location": f["location"], "error": f["error"]} for f in info["failed_files"]],
             "missing_files": [{"branch": m.branch, "date": m.day.isoformat()} for m in info["missing_files"]],
         })
     else:

@@ -65,7 +65,7 @@ def status(info: dict, console: Console) -> None:
     reasons = info["rejects_by_reason"]
     console.print("rejected rows: " + (", ".join(f"{k} {v:,}" for k, v in reasons.items()) if reasons else "none"))
     for f in info["failed_files"][:MAX_LISTED]:
-        console.print(f"[red]failed[/red] {_name(f[0])}: {f[1]}")
+        console.print(f"[red]failed[/red] {_name(f['location'])}: {f['error']}")
     missing: list[Missing] = info["missing_files"]
     if missing:
         shown = ", ".join(f"{m.branch} {m.day}" for m in missing[:MAX_LISTED])

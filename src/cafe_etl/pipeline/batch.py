@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cafe_etl.config import Settings
+from cafe_etl.engine import Engine
 from cafe_etl.pipeline import clean, extract, stage, transform, validate
 from cafe_etl.pipeline.decode import Decoded, UndecodableFile, decode, fingerprint, scan_file
-from cafe_etl.pipeline.engine import Engine
+from cafe_etl.pipeline.results import FileOutcome
 from cafe_etl.pipeline.validate import FileCounts
+from cafe_etl.rules import FileStatus
 from cafe_etl.sources import LandingFile
+from cafe_etl.warehouse.base import FileRecord
 
 
 @dataclass
@@ -154,3 +157,50 @@ def stage_batch(engine: Engine, judged: list[Judged], file_ids: dict[int, int]) 
         if j.idx is not None and position in file_ids
     ]
     stage.stage(engine, rows)
+
+
+def record_of(j: Judged, file_id: int | None, replaces: int | None, transform_share: float,
+              clear: bool = False) -> FileRecord:
+    """What the ledger records of a judged file."""
+    c = j.counts
+    loaded = j.failure is None
+    return FileRecord(
+        file_id=file_id,
+        status=FileStatus.LOADED if loaded else FileStatus.FAILED,
+        format=j.format,
+        branch_id=c.branch_id if c else None,
+        business_date=c.first_sale.date() if c and c.first_sale and loaded else None,
+        rows_read=j.read.decoded.lines if j.read.decoded else 0,
+        rows_loaded=c.loaded if c and loaded else 0,
+        rows_rejected=c.rejected if c else 0,
+        rows_ignored=c.ignored if c else 0,
+        items_loaded=c.items if c and loaded else 0,
+        seconds_read=j.read.seconds,
+        seconds_transform=transform_share,
+        error=j.failure,
+        replaces=replaces if loaded else None,
+        clear_previous=clear,
+    )
+
+
+def outcome_of(j: Judged, record: FileRecord, *, loaded_as: str = "loaded") -> FileOutcome:
+    """What a run reports of a judged file, as recorded."""
+    outcome = ("reloaded" if record.replaces else loaded_as) if record.status == FileStatus.LOADED else "failed"
+    return FileOutcome(
+        location=j.read.source.location,
+        outcome=outcome,
+        file_id=record.file_id,
+        format=record.format,
+        rows_read=record.rows_read,
+        rows_loaded=record.rows_loaded,
+        rows_rejected=record.rows_rejected,
+        rows_ignored=record.rows_ignored,
+        items_loaded=record.items_loaded,
+        rejects_by_reason=dict(j.counts.reasons) if j.counts else {},
+        error=record.error,
+        replaced_file_id=record.replaces,
+        bytes=j.read.size,
+        seconds=record.seconds_read + record.seconds_transform,
+        unreadable=j.read.unreadable,
+        ledger_status=record.status if record.file_id is not None else None,
+    )

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 
-from cafe_etl.pipeline.engine import Engine
-from cafe_etl.pipeline.rules import MAX_NAME_CHARS
+from cafe_etl.engine import Engine
+from cafe_etl.rules import MAX_NAME_CHARS
 
 _BLOCK = 64  # SHA-256 block size, for HMAC's inner and outer pads
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cafe_etl.pipeline.engine import Engine
-from cafe_etl.pipeline.rules import EXPECTED_FIELDS, Layout
+from cafe_etl.engine import Engine
+from cafe_etl.rules import EXPECTED_FIELDS, Layout
 
 _DOCS_FROM_DISK = """
 SELECT ($disk_idx::INTEGER[])[file_index::BIGINT + 1] AS idx, size AS bytes, 0 AS base, content

@@ -25,11 +25,11 @@ from datetime import datetime
 from typing import TypeVar
 
 from cafe_etl.config import Settings
+from cafe_etl.engine import Engine
 from cafe_etl.pipeline import clean, extract, transform, validate
 from cafe_etl.pipeline.batch import Judged, ReadFile
-from cafe_etl.pipeline.engine import Engine
-from cafe_etl.pipeline.rules import Layout
 from cafe_etl.pipeline.validate import FileCounts
+from cafe_etl.rules import Layout
 
 SURVEY = "survey_"  # prefix of the tables that live from the first slice to the last
 _CANDIDATE_PARTS = 16  # repeated fingerprints are found a sixteenth of the rows at a time

@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cafe_etl.pipeline.batch import ReadFile
+from cafe_etl.rules import FileStatus
 from cafe_etl.warehouse.base import LedgerEntry
 
-DONE = ("loaded", "failed", "skipped")
+DONE = FileStatus.done()
 
 
 @dataclass
@@ -39,17 +40,17 @@ class Plan:
 
 
 def _being_loaded(e: LedgerEntry, run_id: int | None) -> bool:
-    return e.status == "loading" and (e.run_id == run_id or e.claim_live)
+    return e.status == FileStatus.LOADING and (e.run_id == run_id or e.claim_live)
 
 
 def plan(files: list[ReadFile], known: list[LedgerEntry], run_id: int | None,
          redo: frozenset[int] = frozenset()) -> Plan:
     """``redo``: versions to process again although done (``replay``, after a rule fix)."""
     by_version = {(e.location, e.sha256): e for e in known}
-    loaded_at = {e.location: e.file_id for e in known if e.status == "loaded"}
+    loaded_at = {e.location: e.file_id for e in known if e.status == FileStatus.LOADED}
     known_content = {}
     for e in known:
-        if e.status in ("loaded", "replaced") or _being_loaded(e, run_id):
+        if e.status in (FileStatus.LOADED, FileStatus.REPLACED) or _being_loaded(e, run_id):
             known_content.setdefault(e.sha256, e.file_id)
     out = Plan()
     in_batch: dict[str, ReadFile] = {}

@@ -27,9 +27,9 @@ from typing import TypeVar
 
 import duckdb
 
+from cafe_etl.engine import Engine, MemoryGate
 from cafe_etl.errors import CafeEtlError, ContentFault
 from cafe_etl.logs import LOGGER_NAME
-from cafe_etl.pipeline.engine import Engine, MemoryGate
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -7,7 +7,7 @@ are kept for loaded files and for files that failed because every row was bad
 
 from __future__ import annotations
 
-from cafe_etl.pipeline.engine import Engine, temp_table
+from cafe_etl.engine import Engine, temp_table
 
 PAYMENT_KEYS = {"CASH": 1, "CARD": 2}
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from cafe_etl.pipeline.engine import Engine
-from cafe_etl.pipeline.rules import EXPECTED_FIELDS, MAX_NAME_CHARS, SIZES, Layout
+from cafe_etl.engine import Engine
+from cafe_etl.rules import EXPECTED_FIELDS, MAX_NAME_CHARS, SIZES, Layout
 
 # A plain number (an amount or a count), which no product name or flavour is.
 _NUMBER = r"\s*[-+£$€]?[0-9]+([.,][0-9]+)?\s*"

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cafe_etl.config import Rules
-from cafe_etl.pipeline.engine import Engine
-from cafe_etl.pipeline.rules import EXPECTED_FIELDS, MAX_NAME_CHARS, Layout
+from cafe_etl.engine import Engine
+from cafe_etl.rules import EXPECTED_FIELDS, MAX_NAME_CHARS, Layout
 
 # Lines that repeat an earlier line of the same file byte for byte, name and card
 # included, each with the line it repeats. Lines whose hash recurs are the candidates

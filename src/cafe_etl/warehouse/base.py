@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from cafe_etl.engine import Engine, EnginePool
 from cafe_etl.errors import ResultTooLarge
-from cafe_etl.pipeline.engine import Engine, EnginePool
+from cafe_etl.rules import FileStatus
 
 SCHEMA_VERSION = 2  # 2: per-file aggregates, dim_customer.first_branch_key
 
@@ -49,7 +50,7 @@ class FileRecord:
     """What one load writes to the ledger for one file version."""
 
     file_id: int
-    status: str  # loaded | failed
+    status: FileStatus  # loaded or failed
     format: str | None = None
     branch_id: str | None = None
     business_date: date | None = None
@@ -197,7 +198,7 @@ def cleanup(records: Sequence[FileRecord]) -> list[int]:
     """File ids whose rows a load deletes: earlier loads of the versions being processed
     again, and the versions that new ones replace."""
     ids = {r.file_id for r in records if r.clear_previous}
-    ids |= {r.replaces for r in records if r.status == "loaded" and r.replaces is not None}
+    ids |= {r.replaces for r in records if r.status == FileStatus.LOADED and r.replaces is not None}
     return sorted(ids)
 
 

@@ -21,8 +21,9 @@ from typing import Any
 import duckdb
 
 from cafe_etl import __version__
+from cafe_etl.engine import Engine, EnginePool, temp_table
 from cafe_etl.errors import ContentFault, QueryTimeout, WarehouseError, WarehouseMissing
-from cafe_etl.pipeline.engine import Engine, EnginePool, temp_table
+from cafe_etl.rules import FileStatus
 from cafe_etl.warehouse.base import (
     FILE_TABLES,
     SCHEMA_VERSION,
@@ -279,12 +280,13 @@ class DuckDBLoadSession(LoadSession):
                       [run_id, datetime.now(), list(file_ids)])
 
     def claim(self, files: Sequence[NewFile], run_id: int) -> list[int]:
-        return self._insert_files([(f.location, f.sha256, f.size, f.etag, "loading", None, None) for f in files],
+        return self._insert_files([(f.location, f.sha256, f.size, f.etag, FileStatus.LOADING, None, None)
+                                   for f in files],
                                   run_id)
 
     def record_copies(self, copies: Sequence[tuple[NewFile, int]], run_id: int) -> None:
         self._insert_files(
-            [(f.location, f.sha256, f.size, f.etag, "skipped", original, f"same content as file {original}")
+            [(f.location, f.sha256, f.size, f.etag, FileStatus.SKIPPED, original, f"same content as file {original}")
              for f, original in copies],
             run_id,
         )
@@ -390,7 +392,7 @@ class DuckDBPartLoad(PartLoad):
 
     def _finish(self, record: FileRecord) -> None:
         con, file_id = self.con, self.file_id
-        if record.status == "loaded" and record.replaces is not None:
+        if record.status == FileStatus.LOADED and record.replaces is not None:
             _delete_rows_of(con, record.replaces)
         _statements(con, _PART_AGGREGATES, {"file_id": file_id})
         shares = record.rows_loaded // CUSTOMERS_PER_SHARE + 1

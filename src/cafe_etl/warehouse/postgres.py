@@ -35,8 +35,9 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
 from cafe_etl import __version__
+from cafe_etl.engine import Engine, EnginePool
 from cafe_etl.errors import ContentFault, QueryTimeout, WarehouseError, WarehouseMissing
-from cafe_etl.pipeline.engine import Engine, EnginePool
+from cafe_etl.rules import FileStatus
 from cafe_etl.warehouse.base import (
     FILE_TABLES,
     SCHEMA_VERSION,
@@ -399,7 +400,8 @@ class PostgresLoadSession(LoadSession):
         return [by_location[row[0]] for row in rows]
 
     def claim(self, files: Sequence[NewFile], run_id: int) -> list[int]:
-        return self._insert_files([(f.location, f.sha256, f.size, f.etag, "loading", None, None) for f in files],
+        return self._insert_files([(f.location, f.sha256, f.size, f.etag, FileStatus.LOADING, None, None)
+                                   for f in files],
                                   run_id)
 
     def take_over(self, file_ids: Sequence[int], run_id: int) -> None:
@@ -409,7 +411,7 @@ class PostgresLoadSession(LoadSession):
 
     def record_copies(self, copies: Sequence[tuple[NewFile, int]], run_id: int) -> None:
         self._insert_files(
-            [(f.location, f.sha256, f.size, f.etag, "skipped", original, f"same content as file {original}")
+            [(f.location, f.sha256, f.size, f.etag, FileStatus.SKIPPED, original, f"same content as file {original}")
              for f, original in copies],
             run_id,
         )
@@ -549,7 +551,7 @@ class PostgresPartLoad(PartLoad):
 
     def _finish(self, record: FileRecord) -> None:
         con = self.con
-        if record.status == "loaded" and record.replaces is not None:
+        if record.status == FileStatus.LOADED and record.replaces is not None:
             _delete_rows_of(con, [record.replaces])
         for statement in split_statements(_PART_AGGREGATES):
             con.execute(statement, {"file_id": self.file_id})

@@ -245,9 +245,9 @@ def ops_service(request: Request) -> MoneyJSON:
     state = request.app.state
 
     def compute(reader):
-        last = operations.last_success(reader)
-        return {"last_success": last.isoformat(timespec="seconds") if last else None,
-                "files": operations.files_by_status(reader)}
+        state = operations.ledger_state(reader)
+        last = state.last_success
+        return {"last_success": last.isoformat(timespec="seconds") if last else None, "files": state.files}
 
     data = _gateway(request).read(compute).value
     data.update({"version": __version__, "warehouse": state.gateway.warehouse.describe(),

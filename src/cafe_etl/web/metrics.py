@@ -18,7 +18,9 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from cafe_etl import __version__
+from cafe_etl.analytics import operations
 from cafe_etl.errors import CafeEtlError
+from cafe_etl.rules import FileStatus
 from cafe_etl.web.gateway import Gateway
 
 # Whole runs, from a single late file to a month's backlog.
@@ -35,23 +37,23 @@ def _day_epoch(day) -> float:
 
 
 def ledger_figures(reader) -> dict:
-    files = dict(reader.query("SELECT status, count(*) FROM etl_file GROUP BY status"))
+    state = operations.ledger_state(reader)
     rows_loaded, rows_rejected = reader.query(
         """SELECT coalesce(sum(rows_loaded), 0), coalesce(sum(rows_rejected), 0)
-           FROM etl_file WHERE status IN ('loaded', 'replaced')""")[0]
+           FROM etl_file WHERE status IN (?, ?)""", [FileStatus.LOADED, FileStatus.REPLACED])[0]
     bucket_sql = ", ".join(f"sum(CASE WHEN seconds <= {b} THEN 1 ELSE 0 END)" for b in RUN_BUCKETS)
     runs = reader.query(f"SELECT count(*), coalesce(sum(seconds), 0), {bucket_sql} FROM etl_run "
                         "WHERE finished_at IS NOT NULL AND seconds IS NOT NULL")[0]
     return {
-        "files": files,
+        "files": state.files,
         "rows_loaded": int(rows_loaded),
         "rows_rejected": int(rows_rejected),
-        "quarantined": dict(reader.query("SELECT reason_code, count(*) FROM etl_reject GROUP BY reason_code")),
+        "quarantined": state.rejects,
         "runs": (int(runs[0]), float(runs[1]), [int(v or 0) for v in runs[2:]]),
-        "last_success": reader.scalar("SELECT max(processed_at) FROM etl_file WHERE status = 'loaded'"),
+        "last_success": state.last_success,
         "branch_days": reader.query(
             """SELECT b.name, max(f.business_date) FROM etl_file f JOIN dim_branch b ON b.branch_id = f.branch_id
-               WHERE f.status = 'loaded' GROUP BY b.name"""),
+               WHERE f.status = ? GROUP BY b.name""", [FileStatus.LOADED]),
         "running": int(reader.scalar("SELECT count(*) FROM etl_run WHERE status = 'running'") or 0),
     }
 
@@ -89,12 +91,12 @@ class LedgerCollector:
         files = figures["files"]
         processed = CounterMetricFamily("cafe_etl_files_processed", "Branch files settled by the ledger, by outcome",
                                         labels=["outcome"])
-        processed.add_metric(["loaded"], files.get("loaded", 0) + files.get("replaced", 0))
-        processed.add_metric(["failed"], files.get("failed", 0))
-        processed.add_metric(["skipped"], files.get("skipped", 0))
+        processed.add_metric(["loaded"], files.get(FileStatus.LOADED, 0) + files.get(FileStatus.REPLACED, 0))
+        processed.add_metric(["failed"], files.get(FileStatus.FAILED, 0))
+        processed.add_metric(["skipped"], files.get(FileStatus.SKIPPED, 0))
         yield processed
         yield GaugeMetricFamily("cafe_etl_files_pending", "Files claimed by a loader and not yet settled",
-                                value=files.get("loading", 0))
+                                value=files.get(FileStatus.LOADING, 0))
         yield GaugeMetricFamily("cafe_etl_runs_in_progress", "Ingest runs started and not finished",
                                 value=figures["running"])
         yield CounterMetricFamily("cafe_etl_rows_loaded", "Transactions loaded", value=figures["rows_loaded"])

@@ -14,7 +14,7 @@ from typing import Any
 
 import duckdb
 
-from cafe_etl.pipeline import rules
+from cafe_etl import rules
 
 _PLACEHOLDERS = ", ".join(f"'{p}'" for p in rules.PLACEHOLDERS)
 

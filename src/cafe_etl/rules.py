@@ -1,7 +1,8 @@
-"""The vocabulary of the rules in DESIGN §3: reason codes, placeholders, sizes.
+"""The vocabulary of the rules in DESIGN §3 and §4: reason codes, file statuses,
+placeholders, sizes.
 
-Reason codes are a contract (dashboards and alerts count them): add new ones,
-never rename or reuse one.
+Reason codes and file statuses are a contract (dashboards and alerts count them):
+add new ones, never rename or reuse one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,21 @@ class Reason(StrEnum):
     BAD_PAYMENT = "BAD_PAYMENT"
     DUPLICATE_ROW = "DUPLICATE_ROW"
     BRANCH_MISMATCH = "BRANCH_MISMATCH"
+
+
+class FileStatus(StrEnum):
+    """A file version's status in the ledger (``etl_file.status``, DESIGN §4)."""
+
+    LOADING = "loading"  # claimed by a run that is processing it
+    LOADED = "loaded"  # its rows are in the warehouse
+    FAILED = "failed"  # nothing of it is: the file as a whole could not be used
+    SKIPPED = "skipped"  # a copy of content already known at another location
+    REPLACED = "replaced"  # a newer version at the same location took its place
+
+    @classmethod
+    def done(cls) -> tuple[FileStatus, ...]:
+        """Settled: a later run leaves the version alone unless told to process it again."""
+        return (cls.LOADED, cls.FAILED, cls.SKIPPED)
 
 
 # Written by tills and spreadsheets where a value is missing; compared upper-cased.
