@@ -172,8 +172,8 @@ def test_operations_drill_down_shows_only_the_chosen_reason(server, page):
     reasons = page.evaluate("window.cafeEtl.charts['rejects'].getOption().series.map(s => s.name)")
     assert reasons
     page.evaluate(f"window.cafeEtl.showRejectRows({reasons[-1]!r})")
-    page.wait_for_function(
-        "document.querySelector('[data-table=\"reject-rows\"]').dataset.state === 'ready'")
+    page.wait_for_function(  # a function, not an expression: the page's CSP forbids eval
+        "() => document.querySelector('[data-table=\"reject-rows\"]').dataset.state === 'ready'")
     shown = page.eval_on_selector_all('[data-table="reject-rows"] tbody tr td:nth-child(4)',
                                       "cells => cells.map(c => c.textContent)")
     assert shown and set(shown) == {reasons[-1]}

@@ -7,10 +7,11 @@ and API call reads through (parameters bound, never formatted into SQL).
 
 from __future__ import annotations
 
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date
 from typing import Any
 
@@ -64,7 +65,46 @@ class FileRecord:
     seconds_load: float = 0.0
     error: str | None = None
     replaces: int | None = None  # the loaded version of the same location it supersedes
-    clear_previous: bool = False  # rows of an earlier load of this same version to delete first
+    # rows of an earlier load of this same version to delete first (not a ledger value)
+    clear_previous: bool = field(default=False, metadata={"ledger": False})
+
+
+# What a load writes to the ledger is FileRecord itself: its fields are the columns of
+# the staged ``load_record`` rows, and every field but the key and ``replaces`` is a
+# column of ``etl_file`` that the load sets. Adding a ledger column means adding it
+# to the DDL and to FileRecord (and filling it), nothing else.
+_SQL_TYPES = {int: "BIGINT", float: "DOUBLE PRECISION", str: "VARCHAR", date: "DATE", FileStatus: "VARCHAR"}
+_NOT_SET = ("file_id", "replaces")  # the row's key; the version it replaces (marked, not copied)
+
+
+def record_columns() -> list[tuple[str, str]]:
+    """(column, SQL type) of a staged ledger record, in FileRecord's order."""
+    hints = typing.get_type_hints(FileRecord)
+    columns = []
+    for f in fields(FileRecord):
+        if f.metadata.get("ledger", True):
+            kind = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not type(None))
+            columns.append((f.name, _SQL_TYPES[kind]))
+    return columns
+
+
+def record_values(record: FileRecord) -> tuple:
+    return tuple(getattr(record, name) for name, _ in record_columns())
+
+
+def ledger_update(now: str, run_id: str) -> str:
+    """The ledger's part of a load, from the staged ``load_record`` rows: the versions
+    they replace are marked replaced, then each row of ``etl_file`` takes its record.
+    ``now`` and ``run_id`` are the dialect's placeholders."""
+    assignments = ", ".join(f"{name} = r.{name}" for name, _ in record_columns() if name not in _NOT_SET)
+    return f"""
+UPDATE etl_file SET status = '{FileStatus.REPLACED}', replaced_by = r.file_id, processed_at = {now}
+FROM load_record r
+WHERE etl_file.file_id = r.replaces AND r.status = '{FileStatus.LOADED}';
+UPDATE etl_file SET {assignments}, run_id = {run_id}, processed_at = {now}
+FROM load_record r
+WHERE etl_file.file_id = r.file_id
+"""
 
 
 @dataclass

@@ -20,7 +20,6 @@ from typing import Any
 
 import duckdb
 
-from cafe_etl import __version__
 from cafe_etl.engine import Engine, EnginePool, temp_table
 from cafe_etl.errors import ContentFault, QueryTimeout, WarehouseError, WarehouseMissing
 from cafe_etl.rules import FileStatus
@@ -29,14 +28,15 @@ from cafe_etl.warehouse.base import (
     SCHEMA_VERSION,
     FileRecord,
     LedgerEntry,
-    LoadSession,
     NewFile,
     PartLoad,
     Reader,
-    RunTotals,
     Warehouse,
     cleanup,
     fetch_limited,
+    ledger_update,
+    record_columns,
+    record_values,
     split_statements,
 )
 from cafe_etl.warehouse.duckdb_access import (
@@ -49,6 +49,7 @@ from cafe_etl.warehouse.duckdb_access import (
     step_aside_for_a_loader,
     translate,
 )
+from cafe_etl.warehouse.ledger_sql import SqlLedger
 
 _ALIAS = "wh"
 CHECKPOINT_AFTER = "256MB"
@@ -121,19 +122,7 @@ _LOAD_FACTS = ";\n".join([
 ])
 
 # The ledger, in the same transaction as the rows it describes.
-_LEDGER = """
-UPDATE etl_file SET status = 'replaced', replaced_by = r.file_id, processed_at = $now
-FROM load_record r
-WHERE etl_file.file_id = r.replaces AND r.status = 'loaded';
-UPDATE etl_file SET
-    status = r.status, format = r.format, branch_id = r.branch_id, business_date = r.business_date,
-    rows_read = r.rows_read, rows_loaded = r.rows_loaded, rows_rejected = r.rows_rejected,
-    rows_ignored = r.rows_ignored, items_loaded = r.items_loaded, seconds_read = r.seconds_read,
-    seconds_transform = r.seconds_transform, seconds_load = r.seconds_load, error = r.error,
-    run_id = $run_id, processed_at = $now
-FROM load_record r
-WHERE etl_file.file_id = r.file_id
-"""
+_LEDGER = ledger_update(now="$now", run_id="$run_id")
 
 # Its aggregates, from its facts. Distinct customers are counted a share of the
 # customer keys at a time (the shares are disjoint, so their counts add up), so the
@@ -162,12 +151,6 @@ SELECT $file_id, date_key, branch_key, sum(customers)::INTEGER FROM part_custome
 """
 CUSTOMERS_PER_SHARE = 2_000_000
 
-_RECORD_COLUMNS = [
-    ("file_id", "BIGINT"), ("status", "VARCHAR"), ("format", "VARCHAR"), ("branch_id", "VARCHAR"),
-    ("business_date", "DATE"), ("rows_read", "INTEGER"), ("rows_loaded", "INTEGER"), ("rows_rejected", "INTEGER"),
-    ("rows_ignored", "INTEGER"), ("items_loaded", "INTEGER"), ("seconds_read", "DOUBLE"),
-    ("seconds_transform", "DOUBLE"), ("seconds_load", "DOUBLE"), ("error", "VARCHAR"), ("replaces", "BIGINT"),
-]
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
@@ -196,7 +179,7 @@ def _loading(path: str) -> Iterator[None]:
         raise translate(exc, path) from None
 
 
-class DuckDBLoadSession(LoadSession):
+class DuckDBLoadSession(SqlLedger):
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str) -> None:
         self.con = con
         self.path = path
@@ -204,25 +187,6 @@ class DuckDBLoadSession(LoadSession):
 
     def _run(self, sql: str, params: Any = None) -> list[tuple]:
         return self.con.execute(sql, params).fetchall()
-
-    def start_run(self, command: str) -> int:
-        (run_id,) = self._run("SELECT nextval('etl_run_id_seq')")[0]
-        self._run(
-            "INSERT INTO etl_run (run_id, command, started_at, status, version) VALUES (?, ?, ?, 'running', ?)",
-            [run_id, command, datetime.now(), __version__],
-        )
-        return run_id
-
-    def finish_run(self, run_id: int, totals: RunTotals, status: str, error: str | None = None) -> None:
-        self._run(
-            """UPDATE etl_run SET finished_at = ?, status = ?, files_seen = ?, files_loaded = ?, files_failed = ?,
-                   files_skipped = ?, files_replaced = ?, rows_loaded = ?, rows_rejected = ?, bytes_read = ?,
-                   seconds = ?, error = ?
-               WHERE run_id = ?""",
-            [datetime.now(), status, totals.files_seen, totals.files_loaded, totals.files_failed,
-             totals.files_skipped, totals.files_replaced, totals.rows_loaded, totals.rows_rejected,
-             totals.bytes_read, totals.seconds, error, run_id],
-        )
 
     @contextmanager
     def ledger_transaction(self) -> Iterator[None]:
@@ -250,46 +214,6 @@ class DuckDBLoadSession(LoadSession):
                ORDER BY file_id"""
         )
         return [LedgerEntry(*row) for row in rows]
-
-    def _insert_files(self, rows: Sequence[tuple], run_id: int) -> list[int]:
-        """New ledger rows in one statement; their ids, in the order given."""
-        if not rows:
-            return []
-        temp_table(
-            self.con, "new_file",
-            [("n", "INTEGER"), ("location", "VARCHAR"), ("sha256", "VARCHAR"), ("size", "BIGINT"), ("etag", "VARCHAR"),
-             ("status", "VARCHAR"), ("copy_of", "BIGINT"), ("error", "VARCHAR")],
-            [(n, *row) for n, row in enumerate(rows)],
-        )
-        now = datetime.now()
-        ids = self._run(
-            """INSERT INTO etl_file (file_id, location, content_sha256, size_bytes, etag, status, copy_of, error,
-                                     run_id, discovered_at, claimed_at, processed_at)
-               SELECT nextval('etl_file_id_seq'), location, sha256, size, etag, status, copy_of, error, ?, ?, ?,
-                      CASE WHEN status = 'loading' THEN NULL ELSE ?::TIMESTAMP END
-               FROM (SELECT * FROM new_file ORDER BY n)
-               RETURNING file_id, location""",
-            [run_id, now, now, now],
-        )
-        by_location = dict((location, file_id) for file_id, location in ids)
-        return [by_location[row[0]] for row in rows]
-
-    def take_over(self, file_ids: Sequence[int], run_id: int) -> None:
-        if file_ids:
-            self._run("UPDATE etl_file SET run_id = ?, claimed_at = ? WHERE file_id IN (SELECT unnest(?::BIGINT[]))",
-                      [run_id, datetime.now(), list(file_ids)])
-
-    def claim(self, files: Sequence[NewFile], run_id: int) -> list[int]:
-        return self._insert_files([(f.location, f.sha256, f.size, f.etag, FileStatus.LOADING, None, None)
-                                   for f in files],
-                                  run_id)
-
-    def record_copies(self, copies: Sequence[tuple[NewFile, int]], run_id: int) -> None:
-        self._insert_files(
-            [(f.location, f.sha256, f.size, f.etag, FileStatus.SKIPPED, original, f"same content as file {original}")
-             for f, original in copies],
-            run_id,
-        )
 
     def load(self, engine: Engine, records: Sequence[FileRecord], run_id: int) -> None:
         con = engine.con  # the connection that holds the batch's staged tables
@@ -333,16 +257,6 @@ class DuckDBLoadSession(LoadSession):
             _rollback(con)
             raise
 
-    def record_load_seconds(self, seconds: Sequence[tuple[int, float]]) -> None:
-        if seconds:
-            self._run(
-                """UPDATE etl_file SET seconds_load = t.seconds
-                   FROM (SELECT unnest(?::BIGINT[]) AS file_id, unnest(?::DOUBLE[]) AS seconds) t
-                   WHERE etl_file.file_id = t.file_id""",
-                [[f for f, _ in seconds], [s for _, s in seconds]],
-            )
-
-
 def _statements(con: duckdb.DuckDBPyConnection, script: str, params: dict[str, Any]) -> None:
     for statement in split_statements(script):
         used = {k: v for k, v in params.items() if f"${k}" in statement}
@@ -355,15 +269,7 @@ def _delete_rows_of(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
 
 
 def _stage_records(con: duckdb.DuckDBPyConnection, records: Sequence[FileRecord]) -> None:
-    temp_table(
-        con, "load_record", _RECORD_COLUMNS,
-        [
-            (r.file_id, r.status, r.format, r.branch_id, r.business_date, r.rows_read, r.rows_loaded,
-             r.rows_rejected, r.rows_ignored, r.items_loaded, r.seconds_read, r.seconds_transform,
-             r.seconds_load, r.error, r.replaces)
-            for r in records
-        ],
-    )
+    temp_table(con, "load_record", record_columns(), [record_values(r) for r in records])
 
 
 class DuckDBPartLoad(PartLoad):

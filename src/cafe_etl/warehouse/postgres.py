@@ -34,7 +34,6 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
-from cafe_etl import __version__
 from cafe_etl.engine import Engine, EnginePool
 from cafe_etl.errors import ContentFault, QueryTimeout, WarehouseError, WarehouseMissing
 from cafe_etl.rules import FileStatus
@@ -43,16 +42,18 @@ from cafe_etl.warehouse.base import (
     SCHEMA_VERSION,
     FileRecord,
     LedgerEntry,
-    LoadSession,
     NewFile,
     PartLoad,
     Reader,
-    RunTotals,
     Warehouse,
     cleanup,
     fetch_limited,
+    ledger_update,
+    record_columns,
+    record_values,
     split_statements,
 )
+from cafe_etl.warehouse.ledger_sql import SqlLedger
 
 # Each run holds the advisory lock (_RUN_LOCK_CLASS, run_id) while it lives; a claim
 # whose run holds no such lock belongs to a loader that died, and is taken over.
@@ -120,28 +121,10 @@ WHERE excluded.first_seen < dim_customer.first_seen
        AND excluded.first_branch_key < coalesce(dim_customer.first_branch_key, 9223372036854775807))
 """
 
-_RECORD_TABLE = """
-CREATE TEMP TABLE load_record (
-    file_id BIGINT, status VARCHAR, format VARCHAR, branch_id VARCHAR, business_date DATE, rows_read INTEGER,
-    rows_loaded INTEGER, rows_rejected INTEGER, rows_ignored INTEGER, items_loaded INTEGER,
-    seconds_read DOUBLE PRECISION, seconds_transform DOUBLE PRECISION, seconds_load DOUBLE PRECISION,
-    error VARCHAR, replaces BIGINT
-) ON COMMIT DROP
-"""
+_RECORD_TABLE = ("CREATE TEMP TABLE load_record ("
+                 + ", ".join(f"{name} {kind}" for name, kind in record_columns()) + ") ON COMMIT DROP")
 
-_LEDGER_UPDATE = """
-UPDATE etl_file SET status = 'replaced', replaced_by = r.file_id, processed_at = %(now)s
-FROM load_record r
-WHERE etl_file.file_id = r.replaces AND r.status = 'loaded';
-UPDATE etl_file SET
-    status = r.status, format = r.format, branch_id = r.branch_id, business_date = r.business_date,
-    rows_read = r.rows_read, rows_loaded = r.rows_loaded, rows_rejected = r.rows_rejected,
-    rows_ignored = r.rows_ignored, items_loaded = r.items_loaded, seconds_read = r.seconds_read,
-    seconds_transform = r.seconds_transform, seconds_load = r.seconds_load, error = r.error,
-    run_id = %(run_id)s, processed_at = %(now)s
-FROM load_record r
-WHERE etl_file.file_id = r.file_id
-"""
+_LEDGER_UPDATE = ledger_update(now="%(now)s", run_id="%(run_id)s")
 
 
 # A file loaded in parts: its aggregates, from its facts, in the file's transaction.
@@ -309,7 +292,7 @@ class PostgresReader(Reader):
             raise _translate(exc, self.warehouse) from None
 
 
-class PostgresLoadSession(LoadSession):
+class PostgresLoadSession(SqlLedger):
     """The control connection keeps the ledger; each engine loads through its own connection."""
 
     def __init__(self, warehouse: PostgresWarehouse, control: psycopg.Connection, folder: str) -> None:
@@ -334,27 +317,14 @@ class PostgresLoadSession(LoadSession):
 
     # Runs and the ledger ------------------------------------------------------
 
-    def start_run(self, command: str) -> int:
-        (run_id,) = self.con.execute("SELECT nextval('etl_run_id_seq')").fetchone()
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        cursor = self.con.execute(to_pyformat(sql), list(params) or None)
+        return cursor.fetchall() if cursor.description else []
+
+    def _hold_run(self, run_id: int) -> None:
         # Held by this connection while the run lives: the server lets go of it when the
         # loader dies, however it dies, so its claims are known dead at once.
         self.con.execute("SELECT pg_advisory_lock(%s, %s)", [_RUN_LOCK_CLASS, run_id])
-        self.con.execute(
-            "INSERT INTO etl_run (run_id, command, started_at, status, version) VALUES (%s, %s, %s, 'running', %s)",
-            [run_id, command, datetime.now(), __version__],
-        )
-        return run_id
-
-    def finish_run(self, run_id: int, totals: RunTotals, status: str, error: str | None = None) -> None:
-        self.con.execute(
-            """UPDATE etl_run SET finished_at = %s, status = %s, files_seen = %s, files_loaded = %s,
-                   files_failed = %s, files_skipped = %s, files_replaced = %s, rows_loaded = %s,
-                   rows_rejected = %s, bytes_read = %s, seconds = %s, error = %s
-               WHERE run_id = %s""",
-            [datetime.now(), status, totals.files_seen, totals.files_loaded, totals.files_failed,
-             totals.files_skipped, totals.files_replaced, totals.rows_loaded, totals.rows_rejected,
-             totals.bytes_read, totals.seconds, error, run_id],
-        )
 
     @contextmanager
     def ledger_transaction(self) -> Iterator[None]:
@@ -380,52 +350,6 @@ class PostgresLoadSession(LoadSession):
             [_RUN_LOCK_CLASS, [f.location for f in files], [f.sha256 for f in files if f.sha256]],
         ).fetchall()
         return [LedgerEntry(*row) for row in rows]
-
-    def _insert_files(self, rows: Sequence[tuple], run_id: int) -> list[int]:
-        if not rows:
-            return []
-        columns = list(zip(*rows, strict=True))
-        found = self.con.execute(
-            """INSERT INTO etl_file (file_id, location, content_sha256, size_bytes, etag, status, copy_of, error,
-                                     run_id, discovered_at, claimed_at, processed_at)
-               SELECT nextval('etl_file_id_seq'), f.location, f.sha256, f.size, f.etag, f.status, f.copy_of,
-                      f.error, %s, localtimestamp, localtimestamp,
-                      CASE WHEN f.status = 'loading' THEN NULL ELSE localtimestamp END
-               FROM unnest(%s::varchar[], %s::varchar[], %s::bigint[], %s::varchar[], %s::varchar[], %s::bigint[],
-                           %s::varchar[]) AS f(location, sha256, size, etag, status, copy_of, error)
-               RETURNING file_id, location""",
-            [run_id, *map(list, columns)],
-        ).fetchall()
-        by_location = {location: file_id for file_id, location in found}
-        return [by_location[row[0]] for row in rows]
-
-    def claim(self, files: Sequence[NewFile], run_id: int) -> list[int]:
-        return self._insert_files([(f.location, f.sha256, f.size, f.etag, FileStatus.LOADING, None, None)
-                                   for f in files],
-                                  run_id)
-
-    def take_over(self, file_ids: Sequence[int], run_id: int) -> None:
-        if file_ids:
-            self.con.execute("UPDATE etl_file SET run_id = %s, claimed_at = localtimestamp WHERE file_id = ANY(%s)",
-                             [run_id, list(file_ids)])
-
-    def record_copies(self, copies: Sequence[tuple[NewFile, int]], run_id: int) -> None:
-        self._insert_files(
-            [(f.location, f.sha256, f.size, f.etag, FileStatus.SKIPPED, original, f"same content as file {original}")
-             for f, original in copies],
-            run_id,
-        )
-
-    def record_load_seconds(self, seconds: Sequence[tuple[int, float]]) -> None:
-        if seconds:
-            self.con.execute(
-                """UPDATE etl_file SET seconds_load = t.seconds
-                   FROM unnest(%s::bigint[], %s::float8[]) AS t(file_id, seconds)
-                   WHERE etl_file.file_id = t.file_id""",
-                [[f for f, _ in seconds], [s for _, s in seconds]],
-            )
-
-    # Loading a batch ------------------------------------------------------------
 
     def load(self, engine: Engine, records: Sequence[FileRecord], run_id: int) -> None:
         files = self._export(engine, run_id)
@@ -519,9 +443,7 @@ def _write_ledger(con: psycopg.Connection, records: Sequence[FileRecord], run_id
     con.execute(_RECORD_TABLE)
     with con.cursor().copy("COPY load_record FROM STDIN") as copy:
         for r in records:
-            copy.write_row((r.file_id, r.status, r.format, r.branch_id, r.business_date, r.rows_read,
-                            r.rows_loaded, r.rows_rejected, r.rows_ignored, r.items_loaded, r.seconds_read,
-                            r.seconds_transform, r.seconds_load, r.error, r.replaces))
+            copy.write_row(record_values(r))
     for statement in split_statements(_LEDGER_UPDATE):
         con.execute(statement, {"now": datetime.now(), "run_id": run_id})
 
