@@ -7,6 +7,7 @@ add new ones, never rename or reuse one.
 
 from __future__ import annotations
 
+from datetime import date
 from enum import StrEnum
 
 
@@ -71,3 +72,9 @@ class Layout(StrEnum):
 
     V1 = "v1"  # canonical: time, branch, customer, basket, total, payment, card
     V0 = "v0-legacy"  # Isle of Wight: time, branch, customer, basket triples, payment, total, card
+
+
+# Days a period may name, on every surface (CLI and dashboard): far enough either way
+# for any real question, and far from the ends of the calendar, where "the previous
+# period" or "the day after" overflow.
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2999, 12, 31)

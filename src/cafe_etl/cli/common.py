@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cafe_etl import __version__
 from cafe_etl.config import ENV_WAREHOUSE, load_settings
 from cafe_etl.errors import CafeEtlError, redact
+from cafe_etl.rules import FIRST_DAY, LAST_DAY
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -94,7 +95,6 @@ class Day(click.ParamType):
 
     name = "date"
     _RELATIVE = re.compile(r"today\s*-\s*(\d{1,4})")
-    FIRST, LAST = date(1900, 1, 1), date(2999, 12, 31)  # far from the calendar's ends, where date sums overflow
 
     def convert(self, value, param, ctx):
         if isinstance(value, date):
@@ -113,9 +113,9 @@ class Day(click.ParamType):
             except ValueError:
                 pass  # 2024-13-01, 2023-02-29
             else:
-                if self.FIRST <= day <= self.LAST:
+                if FIRST_DAY <= day <= LAST_DAY:
                     return day
-                self.fail(f"{value!r} is too far from any sale: give a day between {self.FIRST} and {self.LAST}",
+                self.fail(f"{value!r} is too far from any sale: give a day between {FIRST_DAY} and {LAST_DAY}",
                           param, ctx)
         self.fail(f"{value!r} is not a date: write YYYY-MM-DD (e.g. 2024-03-04), today, yesterday or today-7",
                   param, ctx)

@@ -106,8 +106,7 @@ def _process(engine: Engine, run: _Loading, work: _Work) -> list[FileOutcome]:
     slices. A batch that cannot be finished is settled by ``settle``'s one policy: retried
     alone, split, or narrowed down to the one file that fails."""
     settings = run.settings
-    outcomes = _record_failures(engine, run, [(Judged(f, None, None, f.error), record_of(
-        Judged(f, None, None, f.error), file_id, None, 0.0)) for f, file_id in work.unreadable])
+    outcomes = _record_failures(engine, run, [_failure(f, file_id, f.error) for f, file_id in work.unreadable])
     policy = {
         "engine": engine, "memory": run.memory,
         "give_up": lambda p, why: _give_up(engine, run, p, why),
@@ -160,9 +159,15 @@ def _load_sliced(engine: Engine, run: _Loading, planned: ledger.Planned) -> File
 
 def _give_up(engine: Engine, run: _Loading, planned: ledger.Planned, why: str) -> FileOutcome:
     """The file cannot be processed: recorded as failed with ``why``, nothing of it loaded."""
-    judged = Judged(planned.read, None, None, why)
-    return _record_failures(engine, run, [(judged, record_of(judged, planned.file_id, planned.replaces, 0.0,
-                                                           planned.clear))])[0]
+    failed = _failure(planned.read, planned.file_id, why, planned.replaces, planned.clear)
+    return _record_failures(engine, run, [failed])[0]
+
+
+def _failure(read: ReadFile, file_id: int, why: str, replaces: int | None = None,
+             clear: bool = False) -> tuple[Judged, FileRecord]:
+    """A file that loads nothing, judged and recorded as failed with ``why``."""
+    judged = Judged(read, None, None, why)
+    return judged, record_of(judged, file_id, replaces, 0.0, clear)
 
 
 def _record_failures(engine: Engine, run: _Loading, failed: list[tuple[Judged, FileRecord]]) -> list[FileOutcome]:

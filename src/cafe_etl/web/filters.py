@@ -11,14 +11,12 @@ from datetime import date, timedelta
 
 from cafe_etl.analytics import operations, report
 from cafe_etl.errors import BadRequest
+from cafe_etl.rules import FIRST_DAY, LAST_DAY
 from cafe_etl.warehouse.base import Reader
 
 DEFAULT_DAYS = 28  # the period shown when none is asked for: the latest four weeks with data
 MAX_DAYS = 3 * 366  # a longer range is almost surely a typing mistake, and costly to answer
 MAX_BRANCH_NAME = 200
-# Days a filter may name: far enough either way for any real question, and far from
-# the ends of the calendar, where "the previous period" or "the day after" overflow.
-FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2999, 12, 31)
 
 
 class BadFilter(BadRequest):
