@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields
 from datetime import date
+from enum import Enum
 from typing import Any
 
 from cafe_etl.engine import Engine, EnginePool
 from cafe_etl.errors import ResultTooLarge
 from cafe_etl.rules import FileStatus
-
-SCHEMA_VERSION = 2  # 2: per-file aggregates, dim_customer.first_branch_key
 
 # The tables whose rows belong to one file version (keyed by file_id): what leaves
 # with a replaced or reprocessed version, facts before the rows they hang off.
@@ -71,10 +70,9 @@ class FileRecord:
 
 # What a load writes to the ledger is FileRecord itself: its fields are the columns of
 # the staged ``load_record`` rows, and every field but the key and ``replaces`` is a
-# column of ``etl_file`` that the load sets. Adding a ledger column means adding it
-# to the DDL and to FileRecord (and filling it), nothing else.
+# column of ``etl_file`` that the load sets (load_sql.py). Adding a ledger column means
+# adding it to the DDL and to FileRecord (and filling it), nothing else.
 _SQL_TYPES = {int: "BIGINT", float: "DOUBLE PRECISION", str: "VARCHAR", date: "DATE", FileStatus: "VARCHAR"}
-_NOT_SET = ("file_id", "replaces")  # the row's key; the version it replaces (marked, not copied)
 
 
 def record_columns() -> list[tuple[str, str]]:
@@ -89,22 +87,8 @@ def record_columns() -> list[tuple[str, str]]:
 
 
 def record_values(record: FileRecord) -> tuple:
-    return tuple(getattr(record, name) for name, _ in record_columns())
-
-
-def ledger_update(now: str, run_id: str) -> str:
-    """The ledger's part of a load, from the staged ``load_record`` rows: the versions
-    they replace are marked replaced, then each row of ``etl_file`` takes its record.
-    ``now`` and ``run_id`` are the dialect's placeholders."""
-    assignments = ", ".join(f"{name} = r.{name}" for name, _ in record_columns() if name not in _NOT_SET)
-    return f"""
-UPDATE etl_file SET status = '{FileStatus.REPLACED}', replaced_by = r.file_id, processed_at = {now}
-FROM load_record r
-WHERE etl_file.file_id = r.replaces AND r.status = '{FileStatus.LOADED}';
-UPDATE etl_file SET {assignments}, run_id = {run_id}, processed_at = {now}
-FROM load_record r
-WHERE etl_file.file_id = r.file_id
-"""
+    values = (getattr(record, name) for name, _ in record_columns())
+    return tuple(v.value if isinstance(v, Enum) else v for v in values)
 
 
 @dataclass
@@ -240,12 +224,3 @@ def cleanup(records: Sequence[FileRecord]) -> list[int]:
     ids = {r.file_id for r in records if r.clear_previous}
     ids |= {r.replaces for r in records if r.status == FileStatus.LOADED and r.replaces is not None}
     return sorted(ids)
-
-
-def split_statements(script: str) -> Iterator[str]:
-    """The statements of a schema file: separated by ';' at the end of a line."""
-    for chunk in script.split(";\n"):
-        lines = [line for line in chunk.splitlines() if not line.strip().startswith("--")]
-        statement = "\n".join(lines).strip().rstrip(";")
-        if statement:
-            yield statement

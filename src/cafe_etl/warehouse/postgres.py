@@ -1,15 +1,9 @@
 """The PostgreSQL warehouse: a server that many loaders write to and many readers read.
 
-DuckDB stays the processing engine. A staged batch leaves the engine as CSV (written
-by DuckDB itself into a private temporary folder: the staged rows hold no personal
-data) and enters PostgreSQL with ``COPY``, never row by row:
-
-* new dimension rows are copied into temporary tables and merged with
-  ``INSERT … WHERE NOT EXISTS`` while the dimension tables are locked against other
-  mergers, in a transaction of their own (short, and harmless if the batch then fails);
-* the batch itself is one transaction: rows of replaced versions deleted, facts and
-  rejects copied in, the ledger updated. Fact appends never conflict, so loaders copy
-  at the same time.
+Its dialect of the shared SQL load session (``load_sql``). DuckDB stays the processing
+engine; a staged batch leaves it as CSV and enters PostgreSQL with ``COPY``. Loaders
+in many processes merge dimensions under table locks, customers under the primary
+key, and append facts at the same time.
 
 Claims are made under a lock on ``etl_file`` (DESIGN §4: one loader per file).
 Deadlocks, serialisation failures and dropped connections are retried with backoff.
@@ -20,14 +14,10 @@ from __future__ import annotations
 import os
 import random
 import re
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from datetime import datetime
-from importlib import resources
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 import psycopg
@@ -37,23 +27,10 @@ from psycopg.conninfo import conninfo_to_dict
 from cafe_etl.engine import Engine, EnginePool
 from cafe_etl.errors import ContentFault, QueryTimeout, WarehouseError, WarehouseMissing
 from cafe_etl.rules import FileStatus
-from cafe_etl.warehouse.base import (
-    FILE_TABLES,
-    SCHEMA_VERSION,
-    FileRecord,
-    LedgerEntry,
-    NewFile,
-    PartLoad,
-    Reader,
-    Warehouse,
-    cleanup,
-    fetch_limited,
-    ledger_update,
-    record_columns,
-    record_values,
-    split_statements,
-)
-from cafe_etl.warehouse.ledger_sql import SqlLedger
+from cafe_etl.warehouse import schema
+from cafe_etl.warehouse.base import LedgerEntry, NewFile, Reader, Warehouse, fetch_limited
+from cafe_etl.warehouse.load_sql import NO_KEY, SqlLoadSession, export_path
+from cafe_etl.warehouse.schema import Hooks
 
 # Each run holds the advisory lock (_RUN_LOCK_CLASS, run_id) while it lives; a claim
 # whose run holds no such lock belongs to a loader that died, and is taken over.
@@ -62,87 +39,26 @@ RETRIES = 6
 _SCHEMA_LOCK = 7_163_320_001  # pg_advisory_lock key: one process creates or upgrades the schema
 _TRANSIENT = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable,
               psycopg.OperationalError)
-_DIMENSION_TABLES = ("dim_date", "dim_branch", "dim_product")
 
 T = TypeVar("T")
 
-# Engine relation -> (warehouse table, columns): what a batch copies into PostgreSQL.
-_DIMENSIONS = {
-    "out_date": ("stg_date", "date_key, date"),
-    "out_branch": ("stg_branch", "branch_key, branch_id, name, first_seen"),
-    "out_product": ("stg_product", "product_key, size, name, flavour"),
-}
-_CUSTOMERS = {"out_customer": ("stg_customer", "customer_key, first_seen, first_branch_key")}
-_FACTS = {
-    "out_sale": ("fact_sale", "file_id, source_row, date_key, time_key, branch_key, payment_key, customer_key, "
-                              "item_count, total"),
-    "out_item": ("fact_sale_item", "file_id, source_row, line_number, product_key, unit_price, date_key, branch_key"),
-    "out_reject": ("etl_reject", "file_id, source_row, reason_code, detail, row_data, run_id"),
-    "out_product_day": ("agg_product_day", "file_id, date_key, branch_key, product_key, quantity, revenue"),
-    "out_sale_hour": ("agg_sale_hour", "file_id, date_key, branch_key, hour, transactions, items, revenue"),
-    "out_customer_day": ("agg_customer_day", "file_id, date_key, branch_key, customers"),
-}
-
-_STAGING = """
-CREATE TEMP TABLE stg_date (date_key INTEGER, date DATE) ON COMMIT DROP;
-CREATE TEMP TABLE stg_branch (branch_key BIGINT, branch_id VARCHAR, name VARCHAR, first_seen DATE) ON COMMIT DROP;
-CREATE TEMP TABLE stg_product (product_key BIGINT, size VARCHAR, name VARCHAR, flavour VARCHAR) ON COMMIT DROP
-"""
-
-_MERGE_DIMENSIONS = """
-INSERT INTO dim_date
-SELECT s.date_key, s.date, extract(year FROM s.date), extract(quarter FROM s.date), extract(month FROM s.date),
-       trim(to_char(s.date, 'Month')), extract(week FROM s.date), extract(isodow FROM s.date),
-       trim(to_char(s.date, 'Day')), extract(isodow FROM s.date) >= 6
-FROM stg_date s WHERE NOT EXISTS (SELECT 1 FROM dim_date d WHERE d.date_key = s.date_key);
-INSERT INTO dim_branch
-SELECT s.branch_key, s.branch_id, s.name, s.first_seen
-FROM stg_branch s WHERE NOT EXISTS (SELECT 1 FROM dim_branch d WHERE d.branch_key = s.branch_key);
-UPDATE dim_branch SET name = s.name
-FROM stg_branch s
-WHERE dim_branch.branch_key = s.branch_key AND dim_branch.name = lower(dim_branch.name) AND s.name <> lower(s.name);
-UPDATE dim_branch SET first_seen = s.first_seen
-FROM stg_branch s
-WHERE dim_branch.branch_key = s.branch_key AND (dim_branch.first_seen IS NULL OR s.first_seen < dim_branch.first_seen);
-INSERT INTO dim_product
-SELECT s.product_key, s.size, s.name, s.flavour
-FROM stg_product s WHERE NOT EXISTS (SELECT 1 FROM dim_product d WHERE d.product_key = s.product_key)
-"""
-
-# Customers are many (a month of a large chain: a million): merged without the lock,
+# Customers are many (a month of a large chain: a million): merged without a lock,
 # each key settled by the primary key itself, in key order so that two loaders never
 # wait on each other crosswise.
-_MERGE_CUSTOMERS = """
+_MERGE_CUSTOMERS = f"""
 INSERT INTO dim_customer (customer_key, first_seen, first_branch_key)
-SELECT customer_key, first_seen, first_branch_key FROM stg_customer ORDER BY customer_key
+SELECT customer_key, first_seen, first_branch_key FROM merge_customer ORDER BY customer_key
 ON CONFLICT (customer_key) DO UPDATE SET first_seen = excluded.first_seen, first_branch_key = excluded.first_branch_key
 WHERE excluded.first_seen < dim_customer.first_seen
    OR (excluded.first_seen = dim_customer.first_seen
-       AND excluded.first_branch_key < coalesce(dim_customer.first_branch_key, 9223372036854775807))
+       AND excluded.first_branch_key < coalesce(dim_customer.first_branch_key, {NO_KEY}))
 """
 
-_RECORD_TABLE = ("CREATE TEMP TABLE load_record ("
-                 + ", ".join(f"{name} {kind}" for name, kind in record_columns()) + ") ON COMMIT DROP")
+HOOKS = Hooks(compression=lambda _: "", unique_key="PRIMARY KEY",
+              index=lambda what: f"CREATE INDEX IF NOT EXISTS {what}")
 
-_LEDGER_UPDATE = ledger_update(now="%(now)s", run_id="%(run_id)s")
-
-
-# A file loaded in parts: its aggregates, from its facts, in the file's transaction.
-_PART_FACTS = {k: _FACTS[k] for k in ("out_sale", "out_item", "out_reject")}
-_PART_AGGREGATES = """
-INSERT INTO agg_product_day
-SELECT file_id, date_key, branch_key, product_key, count(*), sum(unit_price)
-FROM fact_sale_item WHERE file_id = %(file_id)s
-GROUP BY file_id, date_key, branch_key, product_key;
-INSERT INTO agg_sale_hour
-SELECT file_id, date_key, branch_key, time_key / 100, count(*), sum(item_count), sum(total)
-FROM fact_sale WHERE file_id = %(file_id)s
-GROUP BY file_id, date_key, branch_key, time_key / 100;
-INSERT INTO agg_customer_day
-SELECT file_id, date_key, branch_key, count(DISTINCT customer_key)
-FROM fact_sale WHERE file_id = %(file_id)s AND customer_key IS NOT NULL
-GROUP BY file_id, date_key, branch_key
-"""
+# DuckDB's names of the types staged rows have, where PostgreSQL's differ.
+_PG_TYPES = {"DOUBLE": "DOUBLE PRECISION", "FLOAT": "REAL", "HUGEINT": "NUMERIC", "TINYINT": "SMALLINT"}
 
 
 def to_pyformat(sql: str) -> str:
@@ -192,28 +108,15 @@ class PostgresWarehouse(Warehouse):
             con.execute("SET default_transaction_read_only = on")
         return con
 
-    def _schema(self) -> list[str]:
-        folder = resources.files("cafe_etl.warehouse") / "schema"
-        return [*split_statements((folder / "postgres.sql").read_text()),
-                *split_statements((folder / "upgrade.sql").read_text()),
-                *split_statements((folder / "marts.sql").read_text())]
-
     def ensure_schema(self, con: psycopg.Connection) -> None:
         # Concurrent "CREATE … IF NOT EXISTS" can still collide in the catalog: one at a time.
-        with con.transaction():
-            con.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK])
-            if con.execute("SELECT to_regclass('etl_schema')").fetchone()[0] is not None and con.execute(
-                    "SELECT 1 FROM etl_schema WHERE version = %s", [SCHEMA_VERSION]).fetchone():
-                return
-            for statement in self._schema():
-                con.execute(statement)
-            con.execute("INSERT INTO etl_schema VALUES (%s, %s)", [SCHEMA_VERSION, datetime.now()])
+        schema.ensure(lambda sql, params: _rows(con.execute(to_pyformat(sql), list(params) or None)), HOOKS,
+                      lock=f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
 
     @contextmanager
     def load_session(self, pool: EnginePool) -> Iterator[PostgresLoadSession]:
         control = self.connect()
-        folder = tempfile.mkdtemp(prefix="cafe-etl-")  # 0700: private to this user
-        session = PostgresLoadSession(self, control, folder)
+        session = PostgresLoadSession(self, control)
         try:
             self.ensure_schema(control)
             yield session
@@ -221,7 +124,6 @@ class PostgresWarehouse(Warehouse):
             raise _translate(exc, self) from None
         finally:
             session.close()
-            shutil.rmtree(folder, ignore_errors=True)
 
     @contextmanager
     def reader(self, time_limit: float | None = None, wait: float = 0.0) -> Iterator[PostgresReader]:
@@ -292,21 +194,36 @@ class PostgresReader(Reader):
             raise _translate(exc, self.warehouse) from None
 
 
-class PostgresLoadSession(SqlLedger):
-    """The control connection keeps the ledger; each engine loads through its own connection."""
+def _rows(cursor: psycopg.Cursor) -> list[tuple]:
+    return cursor.fetchall() if cursor.description else []
 
-    def __init__(self, warehouse: PostgresWarehouse, control: psycopg.Connection, folder: str) -> None:
+
+class PostgresLoadSession(SqlLoadSession):
+    """The PostgreSQL dialect of a load session. The control connection keeps the
+    ledger; each engine loads through a connection of its own. Staged rows leave the
+    engine as CSV, written by DuckDB itself into the session's private folder (they
+    hold no personal data), and enter PostgreSQL with ``COPY``, never row by row."""
+
+    MERGE_CUSTOMERS = _MERGE_CUSTOMERS
+    CUSTOMERS_IN_TURN = False  # the primary key settles concurrent mergers
+    # One merger at a time, tables always in the same order: no duplicate key, no deadlock.
+    LOCK_DIMENSIONS = "LOCK TABLE dim_date, dim_branch, dim_product IN SHARE ROW EXCLUSIVE MODE"
+
+    def __init__(self, warehouse: PostgresWarehouse, control: psycopg.Connection) -> None:
+        super().__init__(control)
         self.warehouse = warehouse
-        self.con = control
-        self.folder = folder
         self._loaders: dict[int, psycopg.Connection] = {}
         self._guard = threading.Lock()
 
     def close(self) -> None:
         for con in [*self._loaders.values(), self.con]:
             con.close()
+        super().close()
 
-    def _loader(self, engine: Engine, fresh: bool = False) -> psycopg.Connection:
+    def _execute(self, con: psycopg.Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return _rows(con.execute(to_pyformat(sql), list(params) or None))
+
+    def _connection(self, engine: Engine, fresh: bool = False) -> psycopg.Connection:
         with self._guard:
             con = self._loaders.get(id(engine))
             if con is None or fresh or con.closed:
@@ -315,11 +232,43 @@ class PostgresLoadSession(SqlLedger):
                 con = self._loaders[id(engine)] = self.warehouse.connect()
             return con
 
-    # Runs and the ledger ------------------------------------------------------
+    @contextmanager
+    def _part_connection(self) -> Iterator[psycopg.Connection]:
+        con = self.warehouse.connect()
+        try:
+            yield con
+        finally:
+            con.close()
 
-    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        cursor = self.con.execute(to_pyformat(sql), list(params) or None)
-        return cursor.fetchall() if cursor.description else []
+    def _attempt(self, engine: Engine, work: Callable[[psycopg.Connection], None]) -> None:
+        _retrying(lambda: work(self._connection(engine)), on_retry=lambda: self._connection(engine, fresh=True))
+
+    def _stage(self, engine: Engine, con: psycopg.Connection, name: str, select: str) -> None:
+        columns = ", ".join(f"{column} {_PG_TYPES.get(kind, kind)}"
+                            for column, kind, *_ in engine.rows(f"DESCRIBE {select}"))
+        con.execute(f"CREATE TEMP TABLE {name} ({columns}) ON COMMIT DROP")
+        self._copy(engine, con, name, None, select)
+
+    def _append(self, engine: Engine, con: psycopg.Connection, table: str, columns: str, select: str) -> None:
+        self._copy(engine, con, table, columns, select)
+
+    def _copy(self, engine: Engine, con: psycopg.Connection, table: str, columns: str | None, select: str) -> None:
+        path = export_path(self.folder, table, engine, "csv")
+        engine.run(f"COPY ({select}) TO '{path}' (FORMAT csv, HEADER false)")
+        try:
+            if os.path.getsize(path) == 0:
+                return
+            into = f"{table} ({columns})" if columns else table
+            with con.cursor().copy(f"COPY {into} FROM STDIN (FORMAT csv)") as copy, open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    copy.write(chunk)
+        finally:
+            os.unlink(path)
+
+    def _content_faults(self) -> AbstractContextManager[None]:
+        return _refusals(self.warehouse)
+
+    # The ledger's locking --------------------------------------------------------
 
     def _hold_run(self, run_id: int) -> None:
         # Held by this connection while the run lives: the server lets go of it when the
@@ -337,8 +286,8 @@ class PostgresLoadSession(SqlLedger):
         if not files:
             return []
         rows = self.con.execute(
-            """SELECT file_id, location, content_sha256, status, run_id,
-                      status = 'loading' AND EXISTS (
+            f"""SELECT file_id, location, content_sha256, status, run_id,
+                      status = '{FileStatus.LOADING}' AND EXISTS (
                           SELECT 1 FROM pg_locks l
                           WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
                             AND l.classid = %s AND l.objid::bigint = etl_file.run_id
@@ -350,133 +299,3 @@ class PostgresLoadSession(SqlLedger):
             [_RUN_LOCK_CLASS, [f.location for f in files], [f.sha256 for f in files if f.sha256]],
         ).fetchall()
         return [LedgerEntry(*row) for row in rows]
-
-    def load(self, engine: Engine, records: Sequence[FileRecord], run_id: int) -> None:
-        files = self._export(engine, run_id)
-        try:
-            self.load_dimensions(engine, files)
-            with _refusals(self.warehouse):
-                _retrying(lambda: self._load_batch(self._loader(engine), files, records, run_id),
-                          on_retry=lambda: self._loader(engine, fresh=True))
-        finally:
-            for path in files.values():
-                os.unlink(path)
-
-    @contextmanager
-    def load_parts(self, engine: Engine, file_id: int, run_id: int, clear_first: bool) -> Iterator[PartLoad]:
-        con = self.warehouse.connect()  # holds the file's transaction from the first part to the last
-        parts = PostgresPartLoad(self, con, file_id, run_id)
-        try:
-            con.execute("BEGIN")
-            if clear_first:
-                _delete_rows_of(con, [file_id])
-            yield parts
-        finally:
-            if not parts.committed and not con.closed:
-                with suppress(psycopg.Error):
-                    con.execute("ROLLBACK")
-            con.close()
-
-    def load_dimensions(self, engine: Engine, files: dict[str, str]) -> None:
-        with _refusals(self.warehouse):
-            _retrying(lambda: self._load_dimensions(self._loader(engine), files),
-                      on_retry=lambda: self._loader(engine, fresh=True))
-            _retrying(lambda: self._load_customers(self._loader(engine), files),
-                      on_retry=lambda: self._loader(engine, fresh=True))
-
-    def _export(self, engine: Engine, run_id: int, relations: dict | None = None) -> dict[str, str]:
-        """The staged relations as CSV files written by the engine itself."""
-        files = {}
-        relations = relations or (_DIMENSIONS | _CUSTOMERS | _FACTS)
-        for relation, (_, columns) in relations.items():
-            select = columns.replace("run_id", f"{int(run_id)} AS run_id")
-            path = os.path.join(self.folder, f"{relation}-{id(engine)}.csv")
-            engine.run(f"COPY (SELECT {select} FROM {relation}) TO '{path}' (FORMAT csv, HEADER false)")
-            files[relation] = path
-        return files
-
-    @staticmethod
-    def _copy_file(con: psycopg.Connection, table: str, columns: str, path: str) -> None:
-        if os.path.getsize(path) == 0:
-            return
-        with con.cursor().copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT csv)") as copy, open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                copy.write(chunk)
-
-    def _load_dimensions(self, con: psycopg.Connection, files: dict[str, str]) -> None:
-        with con.transaction():
-            for statement in split_statements(_STAGING):
-                con.execute(statement)
-            for relation, (table, columns) in _DIMENSIONS.items():
-                self._copy_file(con, table, columns, files[relation])
-            # One merger at a time, tables always in the same order: no duplicate key, no deadlock.
-            con.execute(f"LOCK TABLE {', '.join(_DIMENSION_TABLES)} IN SHARE ROW EXCLUSIVE MODE")
-            for statement in split_statements(_MERGE_DIMENSIONS):
-                con.execute(statement)
-
-    def _load_customers(self, con: psycopg.Connection, files: dict[str, str]) -> None:
-        with con.transaction():
-            con.execute("CREATE TEMP TABLE stg_customer "
-                        "(customer_key BIGINT, first_seen DATE, first_branch_key BIGINT) ON COMMIT DROP")
-            for relation, (table, columns) in _CUSTOMERS.items():
-                self._copy_file(con, table, columns, files[relation])
-            con.execute(_MERGE_CUSTOMERS)
-
-    def _load_batch(self, con: psycopg.Connection, files: dict[str, str], records: Sequence[FileRecord],
-                    run_id: int) -> None:
-        clear = cleanup(records)
-        with con.transaction():
-            _delete_rows_of(con, clear)
-            for relation, (table, columns) in _FACTS.items():
-                self._copy_file(con, table, columns, files[relation])
-            # The ledger last: its row locks are held for the shortest time.
-            _write_ledger(con, records, run_id)
-
-
-def _delete_rows_of(con: psycopg.Connection, file_ids: Sequence[int]) -> None:
-    if file_ids:
-        for table in FILE_TABLES:
-            con.execute(f"DELETE FROM {table} WHERE file_id = ANY(%s)", [list(file_ids)])
-
-
-def _write_ledger(con: psycopg.Connection, records: Sequence[FileRecord], run_id: int) -> None:
-    con.execute(_RECORD_TABLE)
-    with con.cursor().copy("COPY load_record FROM STDIN") as copy:
-        for r in records:
-            copy.write_row(record_values(r))
-    for statement in split_statements(_LEDGER_UPDATE):
-        con.execute(statement, {"now": datetime.now(), "run_id": run_id})
-
-
-class PostgresPartLoad(PartLoad):
-    def __init__(self, session: PostgresLoadSession, con: psycopg.Connection, file_id: int, run_id: int) -> None:
-        self.session = session
-        self.con = con
-        self.file_id = file_id
-        self.run_id = run_id
-        self.committed = False
-
-    def add(self, engine: Engine) -> None:
-        files = self.session._export(engine, self.run_id, _DIMENSIONS | _CUSTOMERS | _PART_FACTS)
-        try:
-            self.session.load_dimensions(engine, files)
-            with _refusals(self.session.warehouse):
-                for relation, (table, columns) in _PART_FACTS.items():
-                    self.session._copy_file(self.con, table, columns, files[relation])
-        finally:
-            for path in files.values():
-                os.unlink(path)
-
-    def finish(self, record: FileRecord) -> None:
-        with _refusals(self.session.warehouse):
-            self._finish(record)
-
-    def _finish(self, record: FileRecord) -> None:
-        con = self.con
-        if record.status == FileStatus.LOADED and record.replaces is not None:
-            _delete_rows_of(con, [record.replaces])
-        for statement in split_statements(_PART_AGGREGATES):
-            con.execute(statement, {"file_id": self.file_id})
-        _write_ledger(con, [record], self.run_id)
-        con.execute("COMMIT")
-        self.committed = True

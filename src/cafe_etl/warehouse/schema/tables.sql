@@ -1,5 +1,11 @@
--- cafe-etl warehouse, DuckDB dialect. Table and column names are a contract
--- (DESIGN §5): add columns, never rename. Statements are separated by ";\n".
+-- cafe-etl warehouse: the tables of every SQL backend (DuckDB, PostgreSQL). Table and
+-- column names are a contract (DESIGN §5): add columns, never rename. Statements are
+-- separated by ";\n". Types are written as both dialects (and, where practical,
+-- Amazon Redshift) read them. What differs is a hook in braces, which each dialect
+-- spells (warehouse/schema.py):
+--   {compression METHOD}  a column's compression, named (DuckDB) or left to the server
+--   {unique_key}          a key kept unique by an index, or by the loader alone
+--   {index NAME ON ...}   a secondary index: PostgreSQL's; DuckDB's zonemaps serve instead
 
 CREATE TABLE IF NOT EXISTS etl_schema (
     version INTEGER NOT NULL,
@@ -17,10 +23,10 @@ CREATE TABLE IF NOT EXISTS dim_date (
     year SMALLINT NOT NULL,
     quarter SMALLINT NOT NULL,
     month SMALLINT NOT NULL,
-    month_name VARCHAR NOT NULL,
+    month_name VARCHAR(16) NOT NULL,
     week SMALLINT NOT NULL,                -- ISO week
     weekday SMALLINT NOT NULL,             -- ISO: 1 = Monday
-    weekday_name VARCHAR NOT NULL,
+    weekday_name VARCHAR(16) NOT NULL,
     is_weekend BOOLEAN NOT NULL
 );
 
@@ -28,7 +34,7 @@ CREATE TABLE IF NOT EXISTS dim_time (
     time_key SMALLINT PRIMARY KEY,         -- HHMM
     hour SMALLINT NOT NULL,
     minute SMALLINT NOT NULL,
-    day_part VARCHAR NOT NULL
+    day_part VARCHAR(16) NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS dim_branch (
@@ -47,13 +53,14 @@ CREATE TABLE IF NOT EXISTS dim_product (
 
 CREATE TABLE IF NOT EXISTS dim_payment_method (
     payment_key SMALLINT PRIMARY KEY,
-    method VARCHAR NOT NULL UNIQUE
+    method VARCHAR(16) NOT NULL UNIQUE
 );
 
--- No primary-key index: with a million customers an index costs more than the
--- anti-join that keeps keys unique (one writer at a time holds the file).
+-- DuckDB keeps no index on the key: with a million customers an index costs more
+-- than the anti-join that keeps keys unique (one writer at a time holds the file).
+-- PostgreSQL's loaders merge at the same time, so the key settles who wins.
 CREATE TABLE IF NOT EXISTS dim_customer (
-    customer_key BIGINT NOT NULL,          -- keyed hash of name and card: no personal data
+    customer_key BIGINT {unique_key},          -- keyed hash of name and card: no personal data
     first_seen DATE NOT NULL,
     first_branch_key BIGINT                -- of the branches on the first day, the lowest key
 );
@@ -66,27 +73,30 @@ ALTER TABLE dim_customer ADD COLUMN IF NOT EXISTS first_branch_key BIGINT;
 -- file's rows share their file, branch and (nearly always) day, so those compress as
 -- runs; counters and money as packed integers; keys derived from hashes do not
 -- compress. Naming it spares the analysis of every method on every write.
+-- PostgreSQL finds a file's rows (replaced, or loaded again) through a BRIN index.
 CREATE TABLE IF NOT EXISTS fact_sale (
-    file_id BIGINT NOT NULL USING COMPRESSION rle,
-    source_row INTEGER NOT NULL USING COMPRESSION bitpacking,
-    date_key INTEGER NOT NULL USING COMPRESSION rle,
-    time_key SMALLINT NOT NULL USING COMPRESSION bitpacking,
-    branch_key BIGINT NOT NULL USING COMPRESSION rle,
-    payment_key SMALLINT NOT NULL USING COMPRESSION bitpacking,
-    customer_key BIGINT USING COMPRESSION uncompressed,
-    item_count SMALLINT NOT NULL USING COMPRESSION bitpacking,
-    total DECIMAL(10, 2) NOT NULL USING COMPRESSION bitpacking
+    file_id BIGINT NOT NULL {compression rle},
+    source_row INTEGER NOT NULL {compression bitpacking},
+    date_key INTEGER NOT NULL {compression rle},
+    time_key SMALLINT NOT NULL {compression bitpacking},
+    branch_key BIGINT NOT NULL {compression rle},
+    payment_key SMALLINT NOT NULL {compression bitpacking},
+    customer_key BIGINT {compression uncompressed},
+    item_count SMALLINT NOT NULL {compression bitpacking},
+    total NUMERIC(10, 2) NOT NULL {compression bitpacking}
 );
+{index fact_sale_file ON fact_sale USING brin (file_id)};
 
 CREATE TABLE IF NOT EXISTS fact_sale_item (
-    file_id BIGINT NOT NULL USING COMPRESSION rle,
-    source_row INTEGER NOT NULL USING COMPRESSION bitpacking,
-    line_number SMALLINT NOT NULL USING COMPRESSION bitpacking,
-    product_key BIGINT NOT NULL USING COMPRESSION uncompressed,
-    unit_price DECIMAL(10, 2) NOT NULL USING COMPRESSION bitpacking,
-    date_key INTEGER NOT NULL USING COMPRESSION rle,  -- the sale's, so product questions need no join
-    branch_key BIGINT NOT NULL USING COMPRESSION rle
+    file_id BIGINT NOT NULL {compression rle},
+    source_row INTEGER NOT NULL {compression bitpacking},
+    line_number SMALLINT NOT NULL {compression bitpacking},
+    product_key BIGINT NOT NULL {compression uncompressed},
+    unit_price NUMERIC(10, 2) NOT NULL {compression bitpacking},
+    date_key INTEGER NOT NULL {compression rle},  -- the sale's, so product questions need no join
+    branch_key BIGINT NOT NULL {compression rle}
 );
+{index fact_sale_item_file ON fact_sale_item USING brin (file_id)};
 
 -- Aggregates, one set per loaded file (so a replaced file's leave with it): what the
 -- dashboard and the marts read instead of every line item. Exact, not sampled.
@@ -97,8 +107,9 @@ CREATE TABLE IF NOT EXISTS agg_product_day (
     branch_key BIGINT NOT NULL,
     product_key BIGINT NOT NULL,
     quantity INTEGER NOT NULL,
-    revenue DECIMAL(12, 2) NOT NULL
+    revenue NUMERIC(12, 2) NOT NULL
 );
+{index agg_product_day_file ON agg_product_day USING brin (file_id)};
 
 CREATE TABLE IF NOT EXISTS agg_sale_hour (
     file_id BIGINT NOT NULL,
@@ -107,8 +118,9 @@ CREATE TABLE IF NOT EXISTS agg_sale_hour (
     hour SMALLINT NOT NULL,
     transactions INTEGER NOT NULL,
     items INTEGER NOT NULL,
-    revenue DECIMAL(12, 2) NOT NULL
+    revenue NUMERIC(12, 2) NOT NULL
 );
+{index agg_sale_hour_file ON agg_sale_hour USING brin (file_id)};
 
 -- Distinct customers (keyed hashes) per file, i.e. per branch and day.
 CREATE TABLE IF NOT EXISTS agg_customer_day (
@@ -117,15 +129,16 @@ CREATE TABLE IF NOT EXISTS agg_customer_day (
     branch_key BIGINT NOT NULL,
     customers INTEGER NOT NULL
 );
+{index agg_customer_day_file ON agg_customer_day USING brin (file_id)};
 
 -- Operations -----------------------------------------------------------------
 
 CREATE TABLE IF NOT EXISTS etl_run (
     run_id BIGINT PRIMARY KEY,
-    command VARCHAR NOT NULL,
+    command VARCHAR(32) NOT NULL,
     started_at TIMESTAMP NOT NULL,
     finished_at TIMESTAMP,
-    status VARCHAR NOT NULL,               -- running | succeeded | failed | stopped
+    status VARCHAR(16) NOT NULL,               -- running | succeeded | failed | stopped
     files_seen INTEGER NOT NULL DEFAULT 0,
     files_loaded INTEGER NOT NULL DEFAULT 0,
     files_failed INTEGER NOT NULL DEFAULT 0,
@@ -134,18 +147,18 @@ CREATE TABLE IF NOT EXISTS etl_run (
     rows_loaded BIGINT NOT NULL DEFAULT 0,
     rows_rejected BIGINT NOT NULL DEFAULT 0,
     bytes_read BIGINT NOT NULL DEFAULT 0,
-    seconds DOUBLE,
+    seconds DOUBLE PRECISION,
     error VARCHAR,
-    version VARCHAR NOT NULL
+    version VARCHAR(32) NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS etl_file (
     file_id BIGINT PRIMARY KEY,
     location VARCHAR NOT NULL,             -- path or s3://bucket/key: the file's identity
-    content_sha256 VARCHAR NOT NULL,       -- the version
+    content_sha256 VARCHAR(64) NOT NULL,       -- the version
     size_bytes BIGINT NOT NULL,
     etag VARCHAR,
-    status VARCHAR NOT NULL,               -- loading | loaded | failed | skipped | replaced
+    status VARCHAR(16) NOT NULL,               -- loading | loaded | failed | skipped | replaced
     format VARCHAR,                        -- layout and encoding detected
     branch_id VARCHAR,
     business_date DATE,                    -- the day of its sales
@@ -154,9 +167,9 @@ CREATE TABLE IF NOT EXISTS etl_file (
     rows_rejected INTEGER,
     rows_ignored INTEGER,                  -- header and blank lines
     items_loaded INTEGER,
-    seconds_read DOUBLE,
-    seconds_transform DOUBLE,
-    seconds_load DOUBLE,
+    seconds_read DOUBLE PRECISION,
+    seconds_transform DOUBLE PRECISION,
+    seconds_load DOUBLE PRECISION,
     copy_of BIGINT,                        -- skipped: same content as this file
     replaced_by BIGINT,                    -- replaced: by this newer version
     error VARCHAR,
@@ -168,12 +181,26 @@ CREATE TABLE IF NOT EXISTS etl_file (
 );
 -- Upgrades of warehouses created by earlier versions: columns are only ever added.
 ALTER TABLE etl_file ADD COLUMN IF NOT EXISTS claimed_at TIMESTAMP;
+{index etl_file_content ON etl_file (content_sha256)};
 
 CREATE TABLE IF NOT EXISTS etl_reject (
     file_id BIGINT NOT NULL,
     source_row INTEGER NOT NULL,
-    reason_code VARCHAR NOT NULL,
+    reason_code VARCHAR(32) NOT NULL,
     detail VARCHAR,
     row_data VARCHAR,                      -- the row as written, personal data removed
     run_id BIGINT
 );
+{index etl_reject_file ON etl_reject (file_id)};
+
+-- Seed rows.
+INSERT INTO dim_time
+SELECT (h * 100 + m)::SMALLINT, h::SMALLINT, m::SMALLINT,
+       CASE WHEN h < 6 THEN 'night' WHEN h < 12 THEN 'morning' WHEN h < 14 THEN 'lunch'
+            WHEN h < 17 THEN 'afternoon' WHEN h < 22 THEN 'evening' ELSE 'night' END
+FROM generate_series(0, 23) AS hours(h), generate_series(0, 59) AS minutes(m)
+WHERE NOT EXISTS (SELECT 1 FROM dim_time);
+
+INSERT INTO dim_payment_method
+SELECT v.payment_key, v.method FROM (VALUES (1, 'CASH'), (2, 'CARD')) AS v(payment_key, method)
+WHERE NOT EXISTS (SELECT 1 FROM dim_payment_method);

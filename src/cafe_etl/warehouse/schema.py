@@ -1,0 +1,93 @@
+"""The warehouse schema, written once for every SQL backend, and how it is put in place.
+
+``schema/tables.sql`` holds the tables in types both dialects read; where they differ
+(compression, which keys an index keeps unique, secondary indexes) it names a hook in
+braces, ``{compression rle}``, that each dialect spells (``Hooks``). ``marts.sql`` (the
+views) and ``upgrade.sql`` (the data changes of each schema version) are portable as
+they stand.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+SCHEMA_VERSION = 2  # 2: per-file aggregates, dim_customer.first_branch_key
+
+_HOOK = re.compile(r"\{(\w+)(?: ([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """How one dialect spells the hooks of ``tables.sql``."""
+
+    compression: Callable[[str], str]  # the method's name -> the column clause
+    unique_key: str  # the clause of a key that must stay unique
+    index: Callable[[str], str]  # "name ON table (...)" -> a statement, or "" for none
+
+    def spell(self, statement: str) -> str:
+        def one(match: re.Match) -> str:
+            name, argument = match.group(1), match.group(2) or ""
+            if name == "unique_key":
+                return self.unique_key
+            if name in ("compression", "index"):
+                return getattr(self, name)(argument)
+            raise ValueError(f"unknown schema hook {{{name}}}")
+
+        return _HOOK.sub(one, statement)
+
+
+def split_statements(script: str) -> Iterator[str]:
+    """The statements of a schema file: separated by ';' at the end of a line."""
+    for chunk in script.split(";\n"):
+        lines = [line for line in chunk.splitlines() if not line.strip().startswith("--")]
+        statement = "\n".join(lines).strip().rstrip(";")
+        if statement:
+            yield statement
+
+
+def _script(name: str) -> str:
+    return (resources.files("cafe_etl.warehouse") / "schema" / name).read_text()
+
+
+def statements(hooks: Hooks) -> list[str]:
+    """Every statement that creates (or completes) the schema, in the dialect's words."""
+    spelled = [hooks.spell(s) for s in split_statements(_script("tables.sql"))]
+    return [s for s in spelled if s] + list(split_statements(_script("marts.sql")))
+
+
+def ensure(execute: Callable[[str, Sequence[Any]], list[tuple]], hooks: Hooks, lock: str | None = None) -> None:
+    """Create or upgrade the schema in one transaction, unless it is at this version.
+
+    ``execute`` runs one statement with ``?`` parameters; ``lock``, if given, is run
+    first inside the transaction, so that two processes never create it at once.
+    """
+    execute("BEGIN", ())
+    try:
+        if lock:
+            execute(lock, ())
+        if not _current(execute):
+            for statement in statements(hooks):
+                execute(statement, ())
+            for statement in split_statements(_script("upgrade.sql")):
+                execute(statement, ())
+            execute("INSERT INTO etl_schema VALUES (?, ?)", (SCHEMA_VERSION, datetime.now()))
+        execute("COMMIT", ())
+    except BaseException:
+        with suppress(Exception):  # the first error is the one to report
+            execute("ROLLBACK", ())
+        raise
+
+
+def _current(execute: Callable[[str, Sequence[Any]], list[tuple]]) -> bool:
+    exists = execute("SELECT count(*) FROM information_schema.tables "
+                     "WHERE table_name = 'etl_schema' AND table_schema = current_schema() "
+                     "AND table_catalog = current_database()", ())
+    if not exists[0][0]:
+        return False
+    return bool(execute("SELECT count(*) FROM etl_schema WHERE version = ?", (SCHEMA_VERSION,))[0][0])
