@@ -40,6 +40,15 @@ class FileStatus(StrEnum):
         return (cls.LOADED, cls.FAILED, cls.SKIPPED)
 
 
+class RunStatus(StrEnum):
+    """A run's status (``etl_run.status``)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"  # every file it took was loaded or skipped
+    FAILED = "failed"  # a file failed, or the run itself stopped on an error
+    STOPPED = "stopped"  # asked to stop: batches not started were left for the next run
+
+
 # Written by tills and spreadsheets where a value is missing; compared upper-cased.
 PLACEHOLDERS = ("", "N/A", "NA", "NONE", "NULL", "-", "MISSING")
 

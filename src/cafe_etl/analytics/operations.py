@@ -59,9 +59,9 @@ def known_versions(reader: Reader) -> dict[str, str]:
     rows = reader.query(
         """SELECT location, etag FROM etl_file
            WHERE file_id IN (SELECT max(file_id) FROM etl_file
-                             WHERE status IN ('loaded', 'failed', 'skipped') AND content_sha256 <> ''
+                             WHERE status IN (?, ?, ?) AND content_sha256 <> ''
                              GROUP BY location)
-             AND etag IS NOT NULL""")
+             AND etag IS NOT NULL""", FileStatus.done())
     return dict(rows)
 
 
@@ -92,7 +92,7 @@ def missing_files(reader: Reader, until: date | None = None) -> list[Missing]:
     rows = reader.query(
         """SELECT b.name, f.business_date
            FROM etl_file f JOIN dim_branch b ON b.branch_id = f.branch_id
-           WHERE f.status = 'loaded' AND f.business_date IS NOT NULL"""
+           WHERE f.status = ? AND f.business_date IS NOT NULL""", [FileStatus.LOADED]
     )
     delivered: dict[str, set[date]] = {}
     for branch, day in rows:
@@ -165,8 +165,8 @@ def replay_candidates(reader: Reader, *, file: str | None = None, branch: str | 
     rows = reader.query(
         """SELECT file_id, location, content_sha256, status, branch_id, business_date, coalesce(rows_rejected, 0)
            FROM etl_file
-           WHERE (status = 'failed' AND content_sha256 <> '') OR (status = 'loaded' AND rows_rejected > 0)
-           ORDER BY location"""
+           WHERE (status = ? AND content_sha256 <> '') OR (status = ? AND rows_rejected > 0)
+           ORDER BY location""", [FileStatus.FAILED, FileStatus.LOADED]
     )
     out = [ReplayCandidate(*row) for row in rows]
     if file:
@@ -218,8 +218,9 @@ def arrivals(reader: Reader) -> dict:
     business day any branch has delivered (its file may still come). Missing: a day
     before that with no loaded file, from the branch's first delivery on."""
     gaps = missing_files(reader)
-    newest = reader.scalar("SELECT max(business_date) FROM etl_file WHERE status = 'loaded'")
-    branches = reader.scalar("SELECT count(DISTINCT branch_id) FROM etl_file WHERE status = 'loaded'") or 0
+    newest = reader.scalar("SELECT max(business_date) FROM etl_file WHERE status = ?", [FileStatus.LOADED])
+    branches = reader.scalar("SELECT count(DISTINCT branch_id) FROM etl_file WHERE status = ?",
+                             [FileStatus.LOADED]) or 0
     late = [m.branch for m in gaps if m.day == newest] if newest else []
     missing = [{"branch": m.branch, "date": m.day.isoformat()} for m in gaps if m.day != newest]
     return {"latest_business_day": newest.isoformat() if newest else None, "branches": branches,

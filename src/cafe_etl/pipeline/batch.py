@@ -19,7 +19,7 @@ from cafe_etl.pipeline.results import FileOutcome
 from cafe_etl.pipeline.validate import FileCounts
 from cafe_etl.rules import FileStatus
 from cafe_etl.sources import LandingFile
-from cafe_etl.warehouse.base import FileRecord
+from cafe_etl.warehouse.base import FileRecord, RowCounts
 
 
 @dataclass
@@ -164,17 +164,15 @@ def record_of(j: Judged, file_id: int | None, replaces: int | None, transform_sh
     """What the ledger records of a judged file."""
     c = j.counts
     loaded = j.failure is None
+    lines = j.read.decoded.lines if j.read.decoded else 0
+    counts = c.row_counts(lines, loaded) if c else RowCounts(rows_read=lines)
     return FileRecord(
         file_id=file_id,
         status=FileStatus.LOADED if loaded else FileStatus.FAILED,
         format=j.format,
         branch_id=c.branch_id if c else None,
         business_date=c.first_sale.date() if c and c.first_sale and loaded else None,
-        rows_read=j.read.decoded.lines if j.read.decoded else 0,
-        rows_loaded=c.loaded if c and loaded else 0,
-        rows_rejected=c.rejected if c else 0,
-        rows_ignored=c.ignored if c else 0,
-        items_loaded=c.items if c and loaded else 0,
+        **counts.row_counts(),
         seconds_read=j.read.seconds,
         seconds_transform=transform_share,
         error=j.failure,
@@ -191,11 +189,7 @@ def outcome_of(j: Judged, record: FileRecord, *, loaded_as: str = "loaded") -> F
         outcome=outcome,
         file_id=record.file_id,
         format=record.format,
-        rows_read=record.rows_read,
-        rows_loaded=record.rows_loaded,
-        rows_rejected=record.rows_rejected,
-        rows_ignored=record.rows_ignored,
-        items_loaded=record.items_loaded,
+        **record.row_counts(),
         rejects_by_reason=dict(j.counts.reasons) if j.counts else {},
         error=record.error,
         replaced_file_id=record.replaces,

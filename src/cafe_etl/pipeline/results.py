@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from cafe_etl.warehouse.base import RunTotals
+from cafe_etl.warehouse.base import RowCounts, RunTotals
 
 # What a run did with a file. "loaded" and "reloaded" (a new version replacing an
 # older one) put rows in the warehouse; "failed" did not; "unchanged" and "copy"
@@ -19,16 +19,13 @@ OUTCOMES = ("loaded", "reloaded", "failed", "unchanged", "copy", "elsewhere", "v
 
 
 @dataclass
-class FileOutcome:
+class FileOutcome(RowCounts):
+    """What a run did with one file; its row counts are the ledger's (``RowCounts``)."""
+
     location: str
     outcome: str
     file_id: int | None = None
     format: str | None = None
-    rows_read: int = 0
-    rows_loaded: int = 0
-    rows_rejected: int = 0
-    rows_ignored: int = 0
-    items_loaded: int = 0
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     copy_of: int | None = None
@@ -103,8 +100,13 @@ class RunSummary:
             "rejects_by_reason": self.rejects_by_reason(),
             "transactions_per_second": round(rate, 1),
             "bytes_read": self.bytes_read,
-            "file_results": [asdict(f) | {"seconds": round(f.seconds, 4)} for f in self.files],
+            "file_results": [_file_result(f) for f in self.files],
         }
+
+
+def _file_result(f: FileOutcome) -> dict:
+    """One file's result in ``--json``: flat, where and what first."""
+    return {"location": f.location, "outcome": f.outcome} | asdict(f) | {"seconds": round(f.seconds, 4)}
 
 
 @dataclass

@@ -27,7 +27,7 @@ from cafe_etl.pipeline.reading import BatchReader
 from cafe_etl.pipeline.results import FileOutcome, RunSummary
 from cafe_etl.pipeline.schedule import Progress, StopRequested, engine_pool, run_batches
 from cafe_etl.pipeline.settle import file_name, settle, transforming
-from cafe_etl.rules import FileStatus
+from cafe_etl.rules import FileStatus, RunStatus
 from cafe_etl.sources import LandingFile, discover
 from cafe_etl.warehouse import open_warehouse
 from cafe_etl.warehouse.base import FileRecord, LedgerEntry, LoadSession, NewFile, PartLoad
@@ -213,11 +213,11 @@ def ingest(
         except BaseException as exc:
             summary.seconds = time.perf_counter() - started
             with run.ledger_lock:
-                session.finish_run(run_id, summary.totals(), "failed", error=type(exc).__name__)
+                session.finish_run(run_id, summary.totals(), RunStatus.FAILED, error=type(exc).__name__)
             raise
         summary.files.sort(key=lambda f: f.location)
         summary.seconds = time.perf_counter() - started
-        status = "stopped" if summary.stopped else "succeeded" if summary.ok else "failed"
+        status = RunStatus.STOPPED if summary.stopped else RunStatus.SUCCEEDED if summary.ok else RunStatus.FAILED
         session.finish_run(run_id, summary.totals(), status)
     return summary
 

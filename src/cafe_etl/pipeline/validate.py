@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from cafe_etl.config import Rules
 from cafe_etl.engine import Engine
 from cafe_etl.rules import EXPECTED_FIELDS, MAX_NAME_CHARS, Layout
+from cafe_etl.warehouse.base import RowCounts
 
 # Lines that repeat an earlier line of the same file byte for byte, name and card
 # included, each with the line it repeats. Lines whose hash recurs are the candidates
@@ -201,6 +202,12 @@ class FileCounts:
     @property
     def ignored(self) -> int:
         return self.header_lines + self.blank_lines
+
+    def row_counts(self, lines_read: int, loaded: bool) -> RowCounts:
+        """The file's counts as the ledger and the run's summary keep them; a file that
+        fails loads nothing, though its rejects may still be quarantined."""
+        return RowCounts(rows_read=lines_read, rows_loaded=self.loaded if loaded else 0, rows_rejected=self.rejected,
+                         rows_ignored=self.ignored, items_loaded=self.items if loaded else 0)
 
 
 def validate(engine: Engine, rules: Rules, now: datetime, duplicates: str = _DUPLICATES) -> dict[int, FileCounts]:

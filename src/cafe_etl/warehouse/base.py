@@ -18,7 +18,7 @@ from typing import Any
 
 from cafe_etl.engine import Engine, EnginePool
 from cafe_etl.errors import ResultTooLarge
-from cafe_etl.rules import FileStatus
+from cafe_etl.rules import FileStatus, RunStatus
 
 # The tables whose rows belong to one file version (keyed by file_id): what leaves
 # with a replaced or reprocessed version, facts before the rows they hang off.
@@ -45,8 +45,26 @@ class NewFile:
     etag: str | None = None
 
 
+@dataclass(kw_only=True)
+class RowCounts:
+    """What became of a file's lines: one object carried from the engine's verdict to
+    the ledger (``FileRecord``) and the run's summary (``FileOutcome``), which both
+    extend it. A counter added here is a ledger column (add it to the DDL) and a field
+    of every file's result in ``ingest --json``."""
+
+    rows_read: int = 0  # lines, header and blank lines included
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    rows_ignored: int = 0  # header and blank lines
+    items_loaded: int = 0  # line items of the loaded sales
+
+    def row_counts(self) -> dict[str, int]:
+        """The counters alone, to hand on: ``FileOutcome(..., **record.row_counts())``."""
+        return {f.name: getattr(self, f.name) for f in fields(RowCounts)}
+
+
 @dataclass
-class FileRecord:
+class FileRecord(RowCounts):
     """What one load writes to the ledger for one file version."""
 
     file_id: int
@@ -54,11 +72,6 @@ class FileRecord:
     format: str | None = None
     branch_id: str | None = None
     business_date: date | None = None
-    rows_read: int = 0
-    rows_loaded: int = 0
-    rows_rejected: int = 0
-    rows_ignored: int = 0
-    items_loaded: int = 0
     seconds_read: float = 0.0
     seconds_transform: float = 0.0
     seconds_load: float = 0.0
@@ -112,7 +125,7 @@ class LoadSession(ABC):
     def start_run(self, command: str) -> int: ...
 
     @abstractmethod
-    def finish_run(self, run_id: int, totals: RunTotals, status: str, error: str | None = None) -> None: ...
+    def finish_run(self, run_id: int, totals: RunTotals, status: RunStatus, error: str | None = None) -> None: ...
 
     @abstractmethod
     def ledger_transaction(self) -> AbstractContextManager[None]:

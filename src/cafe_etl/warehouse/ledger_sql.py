@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from cafe_etl import __version__
-from cafe_etl.rules import FileStatus
+from cafe_etl.rules import FileStatus, RunStatus
 from cafe_etl.warehouse.base import LoadSession, NewFile, RunTotals
 
 _NEW_FILES = f"""
@@ -57,11 +57,11 @@ class SqlLedger(LoadSession):
     def start_run(self, command: str) -> int:
         (run_id,) = self._run("SELECT nextval('etl_run_id_seq')")[0]
         self._hold_run(run_id)
-        self._run("INSERT INTO etl_run (run_id, command, started_at, status, version) VALUES (?, ?, ?, 'running', ?)",
-                  [run_id, command, datetime.now(), __version__])
+        self._run("INSERT INTO etl_run (run_id, command, started_at, status, version) VALUES (?, ?, ?, ?, ?)",
+                  [run_id, command, datetime.now(), RunStatus.RUNNING, __version__])
         return run_id
 
-    def finish_run(self, run_id: int, totals: RunTotals, status: str, error: str | None = None) -> None:
+    def finish_run(self, run_id: int, totals: RunTotals, status: RunStatus, error: str | None = None) -> None:
         self._run(_FINISH_RUN, [datetime.now(), status, totals.files_seen, totals.files_loaded, totals.files_failed,
                                 totals.files_skipped, totals.files_replaced, totals.rows_loaded, totals.rows_rejected,
                                 totals.bytes_read, totals.seconds, error, run_id])

@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from cafe_etl import __version__
 from cafe_etl.analytics import operations
 from cafe_etl.errors import CafeEtlError
-from cafe_etl.rules import FileStatus
+from cafe_etl.rules import FileStatus, RunStatus
 from cafe_etl.web.gateway import Gateway
 
 # Whole runs, from a single late file to a month's backlog.
@@ -54,7 +54,7 @@ def ledger_figures(reader) -> dict:
         "branch_days": reader.query(
             """SELECT b.name, max(f.business_date) FROM etl_file f JOIN dim_branch b ON b.branch_id = f.branch_id
                WHERE f.status = ? GROUP BY b.name""", [FileStatus.LOADED]),
-        "running": int(reader.scalar("SELECT count(*) FROM etl_run WHERE status = 'running'") or 0),
+        "running": int(reader.scalar("SELECT count(*) FROM etl_run WHERE status = ?", [RunStatus.RUNNING]) or 0),
     }
 
 
