@@ -189,6 +189,25 @@ def query(url: str, sql: str, params=()) -> list[tuple]:
         return reader.query(sql, params)
 
 
+def customer_mismatches(url: str) -> list[tuple]:
+    """Customers whose first sale in ``dim_customer`` is not what the facts say (day, and
+    the lowest branch key that day), or who are in one and not the other: none, always."""
+    return query(url, """
+        WITH truth AS (
+            SELECT f.customer_key, d.date AS first_seen, min(f.branch_key) AS first_branch_key
+            FROM fact_sale f
+            JOIN (SELECT customer_key, min(date_key) AS first_key FROM fact_sale
+                  WHERE customer_key IS NOT NULL GROUP BY customer_key) k
+              ON k.customer_key = f.customer_key AND k.first_key = f.date_key
+            JOIN dim_date d ON d.date_key = f.date_key
+            GROUP BY f.customer_key, d.date)
+        SELECT t.customer_key, t.first_seen, t.first_branch_key, c.customer_key, c.first_seen, c.first_branch_key
+        FROM truth t FULL OUTER JOIN dim_customer c ON c.customer_key = t.customer_key
+        WHERE t.customer_key IS NULL OR c.customer_key IS NULL OR t.first_seen <> c.first_seen
+           OR t.first_branch_key <> c.first_branch_key
+        ORDER BY 1, 4 LIMIT 20""")
+
+
 def text_values(url: str) -> list[str]:
     """Every distinct value of every text column of every table (fingerprints excepted)."""
     columns = query(

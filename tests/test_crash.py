@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.conftest import BACKENDS, new_warehouse, query, run_cli
+from tests.conftest import BACKENDS, customer_mismatches, new_warehouse, query, run_cli
 
 TRIALS = int(os.environ.get("CAFE_ETL_CRASH_TRIALS", "3"))
 SMALL_BATCHES = {"CAFE_ETL_BATCH_BYTES": "150000"}  # two or three files per batch: many commits per run
@@ -190,3 +190,4 @@ def check_consistent(url: str) -> None:
     facts = query(url, "SELECT count(*), coalesce(sum(total), 0) FROM fact_sale")[0]
     aggregates = query(url, "SELECT coalesce(sum(transactions), 0), coalesce(sum(revenue), 0) FROM agg_sale_hour")[0]
     assert tuple(facts) == tuple(aggregates)
+    assert customer_mismatches(url) == []  # each customer's first sale, as the facts hold it

@@ -17,7 +17,8 @@ from cafe_etl.web.app import create_app
 BUSINESS = ["/api/overview/figures", "/api/overview/daily", "/api/what/products", "/api/what/sizes",
             "/api/what/flavours", "/api/what/mix", "/api/where/ranking", "/api/where/trend",
             "/api/where/best-sellers", "/api/when/heatmap", "/api/when/peak-hours", "/api/when/hours",
-            "/api/customers/daily", "/api/customers/repeat"]
+            "/api/customers/counts", "/api/customers/rfm", "/api/customers/cohorts", "/api/customers/weekly",
+            "/api/customers/repeat"]
 OPERATIONS = ["/api/ops/files", "/api/ops/arrivals", "/api/ops/rejects", "/api/ops/reject-rows", "/api/ops/failed",
               "/api/ops/runs", "/api/ops/service", "/api/meta"]
 BAD_FILE = "Nowhere_01-01-2024_09-00-00.csv"
@@ -163,20 +164,28 @@ def test_when_heatmap_hours_and_peaks(site):
 
 
 def test_customers_new_and_returning(site):
+    from tests.conftest import query
+
     client, url, _ = site
     meta = get(client, "/api/meta")
     period = {"from": meta["first_day"], "to": meta["last_day"]}
     report = run_cli("report", "--warehouse", url, "--format", "json").json()
-    daily = get(client, "/api/customers/daily", **period)["data"]
-    assert sum(d["new"] for d in daily) == report["customers"]["new"]  # the whole history: all are new once
-    from tests.conftest import query
-
-    first_day = query(url, "SELECT count(DISTINCT customer_key) FROM fact_sale WHERE date_key = "
-                           "(SELECT min(date_key) FROM fact_sale)")[0][0]
-    assert daily[0]["new"] == first_day  # everybody is new on the first day
-    assert all(d["customers"] == d["new"] + d["returning"] for d in daily)
+    assert get(client, "/api/customers/counts", **period)["data"] == report["customers"]
+    weekly = get(client, "/api/customers/weekly", **period)["data"]
+    assert sum(w["new"] for w in weekly) == report["customers"]["new"]  # the whole history: all are new once
+    assert weekly[0]["new"] == weekly[0]["customers"] > 0  # everybody is new in the first week
+    assert weekly[0]["from"] == period["from"] and weekly[-1]["to"] == period["to"]
+    assert all(w["customers"] == w["new"] + w["returning"] for w in weekly)
     repeat = get(client, "/api/customers/repeat", **period)["data"]
-    assert sum(r["customers"] for r in repeat) == sum(d["customers"] for d in daily)
+    per_branch = query(url, """SELECT b.name, count(DISTINCT f.customer_key),
+                                      count(DISTINCT CASE WHEN f.date_key > first.first_key THEN f.customer_key END)
+                               FROM fact_sale f JOIN dim_branch b ON b.branch_key = f.branch_key
+                               JOIN (SELECT branch_key, customer_key, min(date_key) AS first_key FROM fact_sale
+                                     GROUP BY branch_key, customer_key) first
+                                 ON first.branch_key = f.branch_key AND first.customer_key = f.customer_key
+                               WHERE f.customer_key IS NOT NULL GROUP BY b.name""")
+    assert {r["branch"]: (r["customers"], r["repeat_customers"]) for r in repeat} == \
+        {name: (total, again) for name, total, again in per_branch}
     assert all(0 <= r["repeat_rate_pct"] <= 100 for r in repeat)
 
 

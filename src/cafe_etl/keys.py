@@ -10,18 +10,46 @@ every invocation derives the same customer keys.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cafe_etl.errors import ConfigError
+from cafe_etl.rules import PLACEHOLDERS
 
 if TYPE_CHECKING:
     from cafe_etl.config import Settings
 
 KEY_BYTES = 32
+KEY_HEX_DIGITS = 15  # 60 bits: a key fits a signed BIGINT
+
+
+def customer_key(secret: bytes, name: str, card: str = "") -> int | None:
+    """The key cafe-etl gives the customer ``name`` paying with ``card`` (its digits;
+    empty for cash), for a CRM that holds the same secret to match target lists.
+
+    The identity is the name lower-cased with its whitespace collapsed, a NUL, and the
+    card's digits; the key is the first 60 bits of its HMAC-SHA256 under the secret.
+    A sale without a name (a placeholder such as ``N/A``) has no customer: None. The
+    same person paying cash and by card has two keys, as a till sees two customers.
+    """
+    if name is None or name.strip(" ").upper() in PLACEHOLDERS:
+        return None
+    identity = _collapse(name).lower() + "\0" + re.sub(r"[^0-9]", "", card or "")
+    digest = hmac.new(secret, identity.encode("utf-8"), hashlib.sha256).hexdigest()
+    return int(digest[:KEY_HEX_DIGITS], 16)
+
+
+def _collapse(text: str) -> str:
+    """Whitespace runs as one space, the ends trimmed of spaces: the engine's ``collapse``."""
+    if "  " in text or "\t" in text:
+        return re.sub(r"[\t\n\f\r ]+", " ", text.strip(" "))
+    return text.strip(" ")
 
 
 def from_text(text: str, source: str) -> bytes:

@@ -261,51 +261,5 @@ def revenue_by_hour(reader: Reader, scope: Scope) -> list[dict]:
     return [{"hour": int(h), "transactions": int(t), "revenue": money(r)} for h, t, r in sorted(rows)]
 
 
-# Customers -------------------------------------------------------------------
-
-def _new_customers(reader: Reader, scope: Scope, group: str) -> list[tuple]:
-    """Customers whose first day at the chain falls in the period (counted at their
-    first branch when one branch is chosen), grouped by ``group``."""
-    clause, params = "c.first_seen BETWEEN ? AND ?", [scope.first, scope.last]
-    if scope.branch_key is not None:
-        clause += " AND c.first_branch_key = ?"
-        params.append(scope.branch_key)
-    return reader.query(f"SELECT {group}, count(*) FROM dim_customer c WHERE {clause} GROUP BY {group}", params)
-
-
-def customers_over_time(reader: Reader, scope: Scope) -> list[dict]:
-    """Customers per day (distinct keyed hashes per branch and day; no personal data):
-    new (their first day at the chain) or returning. Sales without a customer key
-    (no name, no card) are not counted."""
-    where, params = scope.where("a")
-    visits = dict(reader.query(
-        f"SELECT a.date_key, sum(a.customers) FROM agg_customer_day a WHERE {where} GROUP BY a.date_key", params))
-    new = {day: int(n) for day, n in _new_customers(reader, scope, "c.first_seen")}
-    out = []
-    for day in _calendar(scope):
-        total = int(visits.get(date_key(day), 0))
-        fresh = min(new.get(day, 0), total)
-        out.append({"date": day.isoformat(), "customers": total, "new": fresh, "returning": total - fresh})
-    return out
-
-
-def repeat_rate(reader: Reader, scope: Scope) -> list[dict]:
-    """Per branch: customer visits in the period (distinct customers per day) and the
-    share by returning customers, i.e. customers seen at the chain on an earlier day."""
-    where, params = scope.where("a")
-    visits = reader.query(
-        f"""SELECT b.branch_key, b.name, sum(a.customers)
-            FROM agg_customer_day a JOIN dim_branch b ON b.branch_key = a.branch_key
-            WHERE {where} GROUP BY b.branch_key, b.name""", params)
-    new = {key: int(n) for key, n in _new_customers(reader, scope, "c.first_branch_key")}
-    out = []
-    for key, branch, total in visits:
-        total = int(total)
-        returning = max(total - new.get(key, 0), 0)
-        out.append({"branch": branch, "customers": total, "repeat_customers": returning,
-                    "repeat_rate_pct": round(100 * returning / total, 1) if total else 0.0})
-    return sorted(out, key=lambda r: (-r["repeat_rate_pct"], r["branch"]))
-
-
 def _calendar(scope: Scope) -> list[date]:
     return [scope.first + timedelta(days=n) for n in range((scope.last - scope.first).days + 1)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 from cafe_etl.errors import BadRequest
@@ -84,6 +84,27 @@ def resolve(reader: Reader, filters: Filters) -> Scope:
     if first is None or last is None:
         return Scope(None, None, branch_key)  # an empty warehouse and no period asked for
     return Scope(first, last, branch_key)
+
+
+RECENT_DAYS = 28  # an insight's period when none is asked for: the latest four weeks with sales
+
+
+def recent(reader: Reader, filters: Filters, days: int = RECENT_DAYS) -> Scope:
+    """The scope of an insight and of the dashboard (DESIGN §11): as asked; without a
+    first day, the latest ``days`` days with sales up to the last day (never before
+    the first day with sales)."""
+    resolved = resolve(reader, filters)
+    if resolved.empty:
+        return resolved
+    first = resolved.first
+    if filters.first is None:
+        first = max(first, resolved.last - timedelta(days=days - 1))
+    if first > resolved.last:
+        # One end given, the other taken from the data, and they cross.
+        low, high = sales_window(reader)
+        raise BadPeriod(f"from ({first}) is after to ({resolved.last}); the sales run "
+                        f"from {low} to {high} unless you give both ends")
+    return Scope(first, resolved.last, resolved.branch_key)
 
 
 def sales_window(reader: Reader, branch_key: int | None = None) -> tuple[date | None, date | None]:
@@ -185,22 +206,20 @@ def payments(reader: Reader, scope: Scope) -> list[dict]:
 
 def customers(reader: Reader, scope: Scope) -> dict:
     """New: first sale ever inside the period. Returning: first sale before it.
-    Repeat: sales on two or more days inside the period."""
+    Repeat: sales on two or more days inside the period. A customer's first sale is
+    ``dim_customer.first_seen``, which loads keep exact (warehouse/load_sql.py)."""
     where, params = scope.where("f")
     row = reader.query(
-        f"""WITH first_sale AS (
-                SELECT customer_key, min(date_key) AS first_key
-                FROM fact_sale WHERE customer_key IS NOT NULL GROUP BY customer_key
-            ), inside AS (
+        f"""WITH inside AS (
                 SELECT f.customer_key, count(DISTINCT f.date_key) AS days
                 FROM fact_sale f WHERE f.customer_key IS NOT NULL AND {where}
                 GROUP BY f.customer_key
             )
             SELECT count(*),
-                   coalesce(sum(CASE WHEN s.first_key >= ? THEN 1 ELSE 0 END), 0),
+                   coalesce(sum(CASE WHEN c.first_seen >= ? THEN 1 ELSE 0 END), 0),
                    coalesce(sum(CASE WHEN i.days >= 2 THEN 1 ELSE 0 END), 0)
-            FROM inside i JOIN first_sale s ON s.customer_key = i.customer_key""",
-        [*params, date_key(scope.first)],
+            FROM inside i JOIN dim_customer c ON c.customer_key = i.customer_key""",
+        [*params, scope.first],
     )[0]
     distinct, new, repeat = (int(v) for v in row)
     return {"distinct": distinct, "new": new, "returning": distinct - new, "repeat": repeat}

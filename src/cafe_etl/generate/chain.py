@@ -18,9 +18,21 @@ _SUFFIXES = ("Central", "North", "South", "East", "West", "Station", "Market", "
 
 @dataclass(frozen=True)
 class Customer:
+    """A regular of one branch. Regulars differ in how often they come (``weight``)
+    and many come in spells: active ``active_weeks`` weeks out of every ``cycle``,
+    so on any day some have just started coming, some have lapsed and some return."""
+
     name: str
     card: str
     prefers_card: float
+    weight: float = 1.0
+    cycle: int = 1  # weeks
+    active_weeks: int = 1
+    phase: int = 0
+
+    def active_on(self, day_number: int) -> bool:
+        """``day_number``: the day's ordinal (``date.toordinal()``)."""
+        return (day_number // 7 + self.phase) % self.cycle < self.active_weeks
 
 
 @dataclass(frozen=True)
@@ -32,7 +44,9 @@ class Branch:
     closes: int  # hour the doors shut (exclusive)
     items: tuple[menu.MenuItem, ...]
     cum_weights: tuple[float, ...]
-    regulars: tuple[Customer, ...]
+    regulars: tuple[Customer, ...]  # come often, some in spells
+    occasional_count: int = 0  # customers who come now and then, any day (see ``occasionals``)
+    people_seed: int = 0
 
     @property
     def slug(self) -> str:
@@ -85,10 +99,17 @@ def _branch_menu(rng: random.Random) -> tuple[tuple[menu.MenuItem, ...], tuple[f
     return tuple(items), tuple(itertools.accumulate(weights))
 
 
+def _regular(rng: random.Random) -> Customer:
+    name, card, prefers_card = random_name(rng), luhn_card(rng), rng.choice((0.2, 0.6, 0.6, 0.9))
+    weight = rng.lognormvariate(0.0, 1.0)  # a few come daily, most now and then
+    if rng.random() < 0.3:
+        return Customer(name, card, prefers_card, weight)  # always around
+    cycle = rng.randint(8, 40)
+    return Customer(name, card, prefers_card, weight, cycle, rng.randint(3, cycle - 2), rng.randrange(cycle))
+
+
 def _regulars(rng: random.Random, count: int) -> tuple[Customer, ...]:
-    return tuple(
-        Customer(random_name(rng), luhn_card(rng), rng.choice((0.2, 0.6, 0.6, 0.9))) for _ in range(count)
-    )
+    return tuple(_regular(rng) for _ in range(count))
 
 
 @lru_cache(maxsize=8)
@@ -102,5 +123,15 @@ def build_chain(branches: int, seed: int) -> tuple[Branch, ...]:
         closes = rng.choice((17, 18, 20, 20, 21))
         items, cum_weights = _branch_menu(rng)
         regulars = _regulars(rng, int(weekday * rng.uniform(0.3, 0.6)))
-        out.append(Branch(index, name, weekday, opens, closes, items, cum_weights, regulars))
+        out.append(Branch(index, name, weekday, opens, closes, items, cum_weights, regulars,
+                          int(weekday * rng.uniform(2.0, 4.0)), rng.randrange(2**32)))
     return tuple(out)
+
+
+@lru_cache(maxsize=256)
+def occasionals(branch: Branch) -> tuple[Customer, ...]:
+    """The branch's occasional customers: many, so made only where the branch's days
+    are generated (each worker process makes its own branches' once)."""
+    rng = random.Random(f"occasionals:{branch.people_seed}")
+    return tuple(Customer(random_name(rng), luhn_card(rng), rng.choice((0.3, 0.6, 0.8)))
+                 for _ in range(branch.occasional_count))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import random
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 
 from cafe_etl.generate import faults
-from cafe_etl.generate.chain import Branch, luhn_card, random_name
+from cafe_etl.generate.chain import Branch, Customer, luhn_card, occasionals, random_name
 from cafe_etl.generate.tillformat import Sale, format_line
 
 # Relative footfall per hour: a morning rush, a lunch peak, a quieter afternoon.
@@ -20,7 +21,8 @@ _WEEKEND_HOURS = {8: 3, 9: 6, 10: 9, 11: 10, 12: 10, 13: 9, 14: 7, 15: 6, 16: 5,
 _DAY_FACTOR = (1.0, 0.95, 1.0, 1.05, 1.1, 1.2, 0.8)  # Monday .. Sunday
 _BASKET_SIZES = (1, 2, 3, 4, 5, 6)
 _BASKET_CUM = (32, 59, 77, 89, 96, 100)
-_REGULAR_SHARE = 0.4
+_REGULAR_SHARE = 0.35  # sales by a branch's regulars
+_OCCASIONAL_SHARE = 0.3  # by its occasional customers; the rest by passers-by, seen once
 _REPEAT_ITEM = 0.2
 _CARD_SHARE = 0.6
 
@@ -67,10 +69,22 @@ def _basket(branch: Branch, rng: random.Random) -> tuple:
     return tuple(items)
 
 
-def _sale(branch: Branch, minute: int, rng: random.Random) -> Sale:
-    if branch.regulars and rng.random() < _REGULAR_SHARE:
-        regular = rng.choice(branch.regulars)
+def _regulars_on(branch: Branch, day: date) -> tuple[list[Customer], list[float]]:
+    """The branch's regulars who come in on ``day``, and their cumulative visit weights."""
+    ordinal = day.toordinal()
+    active = [c for c in branch.regulars if c.active_on(ordinal)]
+    return active, list(itertools.accumulate(c.weight for c in active))
+
+
+def _sale(branch: Branch, minute: int, rng: random.Random, regulars: tuple[list[Customer], list[float]]) -> Sale:
+    active, weights = regulars
+    who = rng.random()
+    if active and who < _REGULAR_SHARE:
+        regular = rng.choices(active, cum_weights=weights)[0]
         name, card, card_share = regular.name, regular.card, regular.prefers_card
+    elif branch.occasional_count and who < _REGULAR_SHARE + _OCCASIONAL_SHARE:
+        occasional = rng.choice(occasionals(branch))
+        name, card, card_share = occasional.name, occasional.card, occasional.prefers_card
     else:
         name, card, card_share = random_name(rng), "", _CARD_SHARE
     items = _basket(branch, rng)
@@ -108,9 +122,10 @@ def generate_day(
     lines: list[str] = []
     seen: set[str] = set()
     good: list[Sale] = []
+    regulars = _regulars_on(branch, day)
     for minute in _minutes(branch, day, count, rng):
         while True:
-            sale = _sale(branch, minute, rng)
+            sale = _sale(branch, minute, rng, regulars)
             line = format_line(day, branch.name, sale)
             kind = None
             if bad_rate and rng.random() < bad_rate:

@@ -4,11 +4,18 @@ A batch's staged ``out_*`` relations live in the processing engine. Loading them
 the same work on every SQL warehouse:
 
 1. dimensions: the batch's dates, branches and products are merged by one engine at
-   a time, then its customers, each in a short transaction of its own (a dimension row
-   whose batch then fails is harmless: a product nobody bought from yet);
+   a time, in a short transaction of their own (a dimension row whose batch then
+   fails is harmless: a product nobody bought from yet);
 2. the batch, in one transaction: the rows of versions replaced or processed again
-   are deleted, the facts, rejects and per-file aggregates appended, the ledger
-   updated. Appends never conflict, so engines load their batches at the same time.
+   are deleted, the batch's customers merged, the facts, rejects and per-file
+   aggregates appended, the ledger updated. Appends never conflict, so engines load
+   their batches at the same time.
+
+A customer's first sale (``dim_customer.first_seen`` and ``first_branch_key``) is kept
+exact: it changes only in the transaction that loads the facts behind it, the
+earliest sale winning, and when rows leave with a replaced version, the customers
+they held are settled again from the facts that remain (those left with no sale at
+all leave the dimension). Analytics read a customer's first sale from there.
 
 A file too large for one batch is loaded in parts (``SqlPartLoad``) on a connection of
 its own holding one transaction, and committed once.
@@ -49,7 +56,7 @@ DIMENSION_INPUTS = {
     "merge_branch": "SELECT branch_key, branch_id, name, first_seen FROM out_branch",
     "merge_product": "SELECT product_key, size, name, flavour FROM out_product",
 }
-CUSTOMER_INPUTS = {"merge_customer": "SELECT customer_key, first_seen, first_branch_key FROM out_customer"}
+CUSTOMER_INPUT = "SELECT customer_key, first_seen, first_branch_key FROM out_customer"
 
 MERGE_DIMENSIONS = """
 INSERT INTO dim_date (date_key, date, year, quarter, month, month_name, week, weekday, weekday_name, is_weekend)
@@ -118,6 +125,52 @@ GROUP BY date_key, branch_key
 """
 CUSTOMERS_PER_SHARE = 2_000_000
 
+
+
+def _day_of(key: str) -> str:
+    """The DATE of a YYYYMMDD key, in integer arithmetic every warehouse does exactly.
+    (Not a join with dim_date: a file's transaction may have begun before its dates
+    were added, and a snapshot would not see them.)"""
+    return (f"make_date(CAST(({key} - {key} % 10000) / 10000 AS INTEGER), "
+            f"CAST(({key} % 10000 - {key} % 100) / 100 AS INTEGER), CAST({key} % 100 AS INTEGER))")
+
+
+# A file loaded in parts: its customers' first sales in it, from its facts, to merge.
+_PART_FIRST_SALES = f"""
+CREATE TEMP TABLE merge_customer AS
+SELECT f.customer_key, {_day_of("f.date_key")} AS first_seen, min(f.branch_key) AS first_branch_key
+FROM fact_sale f
+JOIN (SELECT customer_key, min(date_key) AS first_key FROM fact_sale
+      WHERE file_id = ? AND customer_key IS NOT NULL GROUP BY customer_key) m
+  ON m.customer_key = f.customer_key AND m.first_key = f.date_key
+WHERE f.file_id = ?
+GROUP BY f.customer_key, f.date_key
+"""
+
+# Customers whose rows a load deletes (replaced versions, or a version processed
+# again), noted before the delete and settled again from the facts after the load.
+_NOTE_LOST_CUSTOMERS = """
+INSERT INTO load_lost_customer
+SELECT DISTINCT customer_key FROM fact_sale
+WHERE file_id = ANY(CAST(? AS BIGINT[])) AND customer_key IS NOT NULL
+"""
+_SETTLE_LOST_CUSTOMERS = f"""
+UPDATE dim_customer SET first_seen = m.first_seen, first_branch_key = m.first_branch_key
+FROM (SELECT f.customer_key, {_day_of("f.date_key")} AS first_seen, min(f.branch_key) AS first_branch_key
+      FROM fact_sale f
+      JOIN (SELECT s.customer_key, min(s.date_key) AS first_key FROM fact_sale s
+            JOIN load_lost_customer l ON l.customer_key = s.customer_key
+            GROUP BY s.customer_key) k
+        ON k.customer_key = f.customer_key AND k.first_key = f.date_key
+      GROUP BY f.customer_key, f.date_key) m
+WHERE dim_customer.customer_key = m.customer_key
+  AND (dim_customer.first_seen <> m.first_seen
+       OR coalesce(dim_customer.first_branch_key, {NO_KEY}) <> coalesce(m.first_branch_key, {NO_KEY}));
+DELETE FROM dim_customer
+WHERE customer_key IN (SELECT customer_key FROM load_lost_customer)
+  AND NOT EXISTS (SELECT 1 FROM fact_sale f WHERE f.customer_key = dim_customer.customer_key)
+"""
+
 # The ledger, in the same transaction as the rows it describes: the versions that new
 # ones replace are marked replaced, then each ledger row takes its record. Every field
 # of FileRecord but the key and ``replaces`` is a column of etl_file that a load sets.
@@ -145,15 +198,23 @@ class SqlLoadSession(SqlLedger):
     # The dialect's customer merge: ``merge_customer`` into ``dim_customer``, the earliest
     # first sighting winning (ties: the lowest first branch key).
     MERGE_CUSTOMERS: str
-    # Whether customers are merged by one engine at a time (no index keeps their keys unique).
+    # Whether batches that merge customers load one at a time in this process (no index
+    # keeps their keys unique, and two engines must not add the same customer).
     CUSTOMERS_IN_TURN: bool = True
     # Run inside a dimension merge's transaction, before it: keeps out other processes' mergers.
     LOCK_DIMENSIONS: str | None = None
+    # Run first in a transaction that settles customers again: waits for, then keeps out,
+    # other processes' loads that merge customers, so the facts it reads are final.
+    LOCK_CUSTOMERS: str | None = None
 
     def __init__(self, con: Connection) -> None:
         self.con = con  # the control connection: the ledger and runs
         self.folder = tempfile.mkdtemp(prefix="cafe-etl-")  # 0700: rows crossing over, private to this user
-        self._merging = threading.Lock()
+        self._merging = threading.Lock()  # dimension merges, one engine at a time
+        # Loads that merge customers, one at a time where CUSTOMERS_IN_TURN. Reentrant: a
+        # file loaded in parts holds it from its first part to its commit (a transaction
+        # sees the snapshot it began with, so no other merge may commit meanwhile).
+        self._customers = threading.RLock()
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -199,37 +260,51 @@ class SqlLoadSession(SqlLedger):
     def load(self, engine: Engine, records: Sequence[FileRecord], run_id: int) -> None:
         with self._content_faults():
             self._merge_dimensions(engine)
-            self._attempt(engine, lambda con: self._load_batch(engine, con, records, run_id))
+            with self._customers_turn():
+                self._attempt(engine, lambda con: self._load_batch(engine, con, records, run_id))
 
     def _load_batch(self, engine: Engine, con: Connection, records: Sequence[FileRecord], run_id: int) -> None:
+        clear = cleanup(records)
         with self._transaction(con):
-            self._delete_rows_of(con, cleanup(records))
+            if clear and self.LOCK_CUSTOMERS:
+                self._execute(con, self.LOCK_CUSTOMERS)
+            self._note_lost_customers(con, clear)
+            self._delete_rows_of(con, clear)
+            self._stage(engine, con, "merge_customer", CUSTOMER_INPUT)
+            self._merge_customers(con)
             for table, (columns, relation) in (_FACTS | _AGGREGATES).items():
                 self._append(engine, con, table, columns, _select(columns, relation, run_id))
+            self._settle_lost_customers(con)
             # The ledger last: its row locks are held for the shortest time.
             self._write_ledger(con, records, run_id)
+
+    def _customers_turn(self) -> AbstractContextManager:
+        return self._customers if self.CUSTOMERS_IN_TURN else nullcontext()
 
     def _merge_dimensions(self, engine: Engine) -> None:
         lock = [self.LOCK_DIMENSIONS] if self.LOCK_DIMENSIONS else []
         with self._merging:
-            self._attempt(engine, lambda con: self._merge(engine, con, DIMENSION_INPUTS, lock, MERGE_DIMENSIONS))
-        with self._merging if self.CUSTOMERS_IN_TURN else nullcontext():
-            self._attempt(engine, lambda con: self._merge(engine, con, CUSTOMER_INPUTS, [], self.MERGE_CUSTOMERS))
+            self._attempt(engine, lambda con: self._merge(engine, con, lock))
 
-    def _merge(self, engine: Engine, con: Connection, inputs: dict[str, str], first: list[str], script: str) -> None:
+    def _merge(self, engine: Engine, con: Connection, first: list[str]) -> None:
         with self._transaction(con):
-            for name, select in inputs.items():
+            for name, select in DIMENSION_INPUTS.items():
                 self._stage(engine, con, name, select)
-            for statement in [*first, *split_statements(script)]:
+            for statement in [*first, *split_statements(MERGE_DIMENSIONS)]:
                 self._execute(con, statement)
+
+    def _merge_customers(self, con: Connection) -> None:
+        for statement in split_statements(self.MERGE_CUSTOMERS):
+            self._execute(con, statement)
 
     @contextmanager
     def load_parts(self, engine: Engine, file_id: int, run_id: int, clear_first: bool) -> Iterator[PartLoad]:
-        with self._part_connection() as con:
+        with self._customers_turn(), self._part_connection() as con:
             parts = SqlPartLoad(self, con, file_id, run_id)
             try:
                 with self._content_faults():
                     self._execute(con, "BEGIN")
+                    self._note_lost_customers(con, [file_id] if clear_first else [])
                     if clear_first:
                         self._delete_rows_of(con, [file_id])
                 yield parts
@@ -255,10 +330,25 @@ class SqlLoadSession(SqlLedger):
         with suppress(Exception):
             self._execute(con, "ROLLBACK")
 
+    def _note_lost_customers(self, con: Connection, file_ids: Sequence[int], *, adding: bool = False) -> None:
+        """Note the customers of the versions whose rows are about to be deleted, for
+        ``_settle_lost_customers``; ``adding``: to those noted earlier in the transaction."""
+        if not adding:
+            self._execute(con, "DROP TABLE IF EXISTS load_lost_customer")
+        self._execute(con, "CREATE TEMP TABLE IF NOT EXISTS load_lost_customer (customer_key BIGINT)")
+        if file_ids:
+            self._execute(con, _NOTE_LOST_CUSTOMERS, [list(file_ids)])
+
     def _delete_rows_of(self, con: Connection, file_ids: Sequence[int]) -> None:
         if file_ids:
             for table in FILE_TABLES:
                 self._execute(con, f"DELETE FROM {table} WHERE file_id = ANY(CAST(? AS BIGINT[]))", [list(file_ids)])
+
+    def _settle_lost_customers(self, con: Connection) -> None:
+        """The first sale of every customer noted by ``_delete_rows_of``, from the facts
+        now in place; a customer left with no sale leaves the dimension."""
+        for statement in split_statements(_SETTLE_LOST_CUSTOMERS):
+            self._execute(con, statement)
 
     def _write_ledger(self, con: Connection, records: Sequence[FileRecord], run_id: int) -> None:
         rows = [record_values(r) for r in records]
@@ -286,15 +376,22 @@ class SqlPartLoad(PartLoad):
 
     def finish(self, record: FileRecord) -> None:
         session, con, file_id = self.session, self.con, self.file_id
-        with session._content_faults():
-            if record.status == FileStatus.LOADED and record.replaces is not None:
-                session._delete_rows_of(con, [record.replaces])
+        replaced = [record.replaces] if record.status == FileStatus.LOADED and record.replaces is not None else []
+        with session._content_faults(), session._customers_turn():
+            if (replaced or record.clear_previous) and session.LOCK_CUSTOMERS:
+                session._execute(con, session.LOCK_CUSTOMERS)
+            session._note_lost_customers(con, replaced, adding=True)
+            session._delete_rows_of(con, replaced)
             for statement in split_statements(_PART_AGGREGATES):
                 session._execute(con, statement, [file_id] * statement.count("?"))
             shares = record.rows_loaded // CUSTOMERS_PER_SHARE + 1
             for share in range(shares):
                 session._execute(con, _PART_CUSTOMERS, [file_id, shares, shares, shares, share])
             session._execute(con, _PART_CUSTOMER_DAYS, [file_id])
+            session._execute(con, "DROP TABLE IF EXISTS merge_customer")
+            session._execute(con, _PART_FIRST_SALES, [file_id, file_id])
+            session._merge_customers(con)
+            session._settle_lost_customers(con)
             session._write_ledger(con, [record], self.run_id)
             session._execute(con, "COMMIT")
             self.committed = True

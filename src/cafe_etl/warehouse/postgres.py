@@ -66,6 +66,13 @@ def to_pyformat(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+def _bound(sql: str, params) -> tuple[str, list | None]:
+    """A statement and its parameters as psycopg takes them. Without parameters psycopg
+    reads the text as it is, so it is left as it is (a % stays single)."""
+    params = list(params)
+    return (to_pyformat(sql), params) if params else (sql, None)
+
+
 def _retrying(attempt: Callable[[], T], on_retry: Callable[[], None] | None = None) -> T:
     """Run ``attempt``; on a deadlock, serialisation failure or lost connection, wait and again."""
     for n in range(RETRIES):
@@ -110,7 +117,7 @@ class PostgresWarehouse(Warehouse):
 
     def ensure_schema(self, con: psycopg.Connection) -> None:
         # Concurrent "CREATE … IF NOT EXISTS" can still collide in the catalog: one at a time.
-        schema.ensure(lambda sql, params: _rows(con.execute(to_pyformat(sql), list(params) or None)), HOOKS,
+        schema.ensure(lambda sql, params: _rows(con.execute(*_bound(sql, params))), HOOKS,
                       lock=f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
 
     @contextmanager
@@ -184,7 +191,7 @@ class PostgresReader(Reader):
     def query(self, sql: str, params: Sequence[Any] = (), *, max_rows: int | None = None) -> list[tuple]:
         try:
             with self.con.cursor() as cursor:
-                cursor.execute(to_pyformat(sql), list(params) or None)
+                cursor.execute(*_bound(sql, params))
                 return fetch_limited(cursor, max_rows)
         except pg_errors.QueryCanceled as exc:
             if self.time_limit:
@@ -206,6 +213,7 @@ class PostgresLoadSession(SqlLoadSession):
 
     MERGE_CUSTOMERS = _MERGE_CUSTOMERS
     CUSTOMERS_IN_TURN = False  # the primary key settles concurrent mergers
+    LOCK_CUSTOMERS = "LOCK TABLE dim_customer IN SHARE ROW EXCLUSIVE MODE"
     # One merger at a time, tables always in the same order: no duplicate key, no deadlock.
     LOCK_DIMENSIONS = "LOCK TABLE dim_date, dim_branch, dim_product IN SHARE ROW EXCLUSIVE MODE"
 
@@ -221,7 +229,7 @@ class PostgresLoadSession(SqlLoadSession):
         super().close()
 
     def _execute(self, con: psycopg.Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        return _rows(con.execute(to_pyformat(sql), list(params) or None))
+        return _rows(con.execute(*_bound(sql, params)))
 
     def _connection(self, engine: Engine, fresh: bool = False) -> psycopg.Connection:
         with self._guard:

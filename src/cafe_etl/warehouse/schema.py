@@ -17,7 +17,7 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
-SCHEMA_VERSION = 2  # 2: per-file aggregates, dim_customer.first_branch_key
+SCHEMA_VERSION = 3  # 2: per-file aggregates, dim_customer.first_branch_key; 3: first sales exact
 
 _HOOK = re.compile(r"\{(\w+)(?: ([^}]*))?\}")
 

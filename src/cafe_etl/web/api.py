@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from cafe_etl import __version__
-from cafe_etl.analytics import business, operations
+from cafe_etl.analytics import business, customer_render, customers, operations, report
 from cafe_etl.analytics.report import Scope
 from cafe_etl.web import filters as web_filters
 from cafe_etl.web.gateway import Gateway
@@ -143,16 +143,67 @@ def when_hours(request: Request, first: From = None, to: To = None, branch: Bran
     return _business(request, first, to, branch, business.revenue_by_hour)
 
 
-@_get("/customers/daily", "New and returning customers per day")
-def customers_daily(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
-    """Distinct customers per day (by keyed hash, no personal data): new to the chain that day, or returning."""
-    return _business(request, first, to, branch, business.customers_over_time)
+@_get("/customers/counts", "Distinct, new, returning and repeat customers")
+def customers_counts(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """DESIGN §8's counts by keyed customer hash: distinct customers with a sale in the period;
+    new (first sale ever inside it), returning (first sale before it), repeat (sales on 2+ days)."""
+    return _business(request, first, to, branch, report.customers)
+
+
+@_get("/customers/rfm", "RFM segments and sales per customer")
+def customers_rfm(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """The ten RFM segments of DESIGN §11 (customers, sales, revenue, and what each means) and how
+    many customers made 1, 2, ... 9 and 10 or more sales in the period."""
+    return _business(request, first, to, branch, customers.rfm)
+
+
+@_get("/customers/cohorts", "Weekly cohorts and their retention")
+def customers_cohorts(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """Customers by the week of their first sale ever (Mondays in the period), and the share with a
+    sale in each later week that has ended. Chain-wide: empty when a branch is chosen."""
+    return _business(request, first, to, branch, _cohorts)
+
+
+def _cohorts(reader, scope: Scope) -> list[dict]:
+    return customers.cohorts(reader, scope) if scope.branch_key is None else []
+
+
+@_get("/customers/weekly", "New and returning customers per week")
+def customers_weekly(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """Each week's distinct customers (Monday to Sunday, cut to the period): new to the chain that
+    week, or returning. The weeks' new customers add up to the period's."""
+    return _business(request, first, to, branch, customers.weekly)
 
 
 @_get("/customers/repeat", "Repeat rate per branch")
 def customers_repeat(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
-    """Per branch, distinct customers in the period and the share who came on two or more days."""
-    return _business(request, first, to, branch, business.repeat_rate)
+    """Per branch: customers with a sale there in the period, and the share who bought there on two
+    or more days (DESIGN §11's repeat rate)."""
+    return _business(request, first, to, branch, customers.repeat_by_branch)
+
+
+SegmentName = Annotated[str, Query(description="A segment's name, e.g. At Risk", max_length=40)]
+
+
+@router.get("/customers/list", summary="A segment's target list (CSV)", tags=["customers"], responses=_ERRORS,
+            response_class=Response)
+def customers_list(request: Request, segment: SegmentName, first: From = None, to: To = None,
+                   branch: Branch = None) -> Response:
+    """The customer keys of one segment with their scores, recency, sales, revenue and first and
+    last sale in the period, as CSV: keys only, for a CRM that holds the same secret."""
+    wanted = web_filters.parse(first, to, branch)
+    chosen = customers.segment_named(segment)
+
+    def compute(reader):
+        scope = web_filters.scope(reader, wanted)
+        return scope, customers.target_list(reader, report.Filters(scope.first, scope.last, wanted.branch),
+                                            chosen)[1]
+
+    scope, rows = _gateway(request).read(compute).value
+    name = "-".join(chosen.name.lower().replace("'", "").split())
+    period = f"-{scope.first}-to-{scope.last}" if scope.first else ""
+    return Response(customer_render.target_csv(rows), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}{period}.csv"'})
 
 
 @router.get("/meta", summary="Branches and the period the warehouse holds", tags=["meta"], responses=_ERRORS)

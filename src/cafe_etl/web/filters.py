@@ -64,23 +64,16 @@ def parse(first: str | None, last: str | None, branch: str | None) -> PeriodFilt
 
 
 def scope(reader: Reader, filters: PeriodFilters) -> report.Scope:
-    """The filters resolved against the warehouse. Without dates: the latest
-    ``DEFAULT_DAYS`` days that have sales. An unknown branch raises ``BadFilter``."""
+    """The filters resolved against the warehouse as every insight resolves them
+    (``report.recent``): without dates, the latest ``DEFAULT_DAYS`` days that have
+    sales. An unknown branch, or ends that cross, raise ``BadFilter``."""
     try:
-        resolved = report.resolve(reader, report.Filters(filters.first, filters.last, filters.branch))
+        resolved = report.recent(reader, report.Filters(filters.first, filters.last, filters.branch), DEFAULT_DAYS)
     except (report.UnknownBranch, report.BadPeriod) as exc:
         raise BadFilter(str(exc)) from None
-    if resolved.empty:
-        return resolved
-    first = resolved.first
-    if filters.first is None:
-        first = max(first, resolved.last - timedelta(days=DEFAULT_DAYS - 1))
-    if first > resolved.last:
-        # One end given, the other taken from the data, and they cross.
-        raise BadFilter(f"from ({first}) is after to ({resolved.last}); the sales run "
-                        f"from {resolved.first} to {resolved.last} unless you give both ends")
-    check_period(first, resolved.last)  # with the ends the data filled in
-    return report.Scope(first, resolved.last, resolved.branch_key)
+    if not resolved.empty:
+        check_period(resolved.first, resolved.last)  # with the ends the data filled in
+    return resolved
 
 
 def operations_period(reader: Reader, wanted: PeriodFilters) -> tuple[date | None, date | None]:

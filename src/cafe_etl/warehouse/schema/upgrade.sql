@@ -26,4 +26,21 @@ FROM (SELECT f.customer_key, d.date, min(f.branch_key) AS branch_key
       WHERE f.customer_key IS NOT NULL
       GROUP BY f.customer_key, d.date) m
 WHERE dim_customer.first_branch_key IS NULL
-  AND m.customer_key = dim_customer.customer_key AND m.date = dim_customer.first_seen;
+  AND m.customer_key = dim_customer.customer_key AND m.date = dim_customer.first_seen;;
+
+-- Schema 3: every customer's first sale (day, and lowest branch key that day) as the
+-- facts hold it; customers without a sale leave. Loads keep it so from now on.
+UPDATE dim_customer SET first_seen = m.first_seen, first_branch_key = m.first_branch_key
+FROM (SELECT f.customer_key, d.date AS first_seen, min(f.branch_key) AS first_branch_key
+      FROM fact_sale f
+      JOIN (SELECT customer_key, min(date_key) AS first_key FROM fact_sale
+            WHERE customer_key IS NOT NULL GROUP BY customer_key) k
+        ON k.customer_key = f.customer_key AND k.first_key = f.date_key
+      JOIN dim_date d ON d.date_key = f.date_key
+      GROUP BY f.customer_key, d.date) m
+WHERE dim_customer.customer_key = m.customer_key
+  AND (dim_customer.first_seen <> m.first_seen OR dim_customer.first_branch_key IS NULL
+       OR dim_customer.first_branch_key <> m.first_branch_key);
+
+DELETE FROM dim_customer
+WHERE NOT EXISTS (SELECT 1 FROM fact_sale f WHERE f.customer_key = dim_customer.customer_key);

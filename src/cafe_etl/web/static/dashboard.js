@@ -154,17 +154,73 @@
         { type: "line", name: "Transactions", yAxisIndex: 1, data: body.data.map((h) => h.transactions) },
       ],
     }),
-    customers: (el, body) => chart(el, {
+    weekly: (el, body) => chart(el, {
       tooltip: tooltipAxis, legend: { top: 0 }, grid,
-      xAxis: { type: "category", data: body.data.map((d) => d.date) },
-      yAxis: { type: "value" },
+      xAxis: { type: "category", name: "Week from", nameLocation: "middle", nameGap: 28,
+               data: body.data.map((w) => w.week) },
+      yAxis: { type: "value", name: "Customers" },
       series: [
-        { type: "bar", stack: "c", name: "Returning", data: body.data.map((d) => d.returning) },
-        { type: "bar", stack: "c", name: "New", data: body.data.map((d) => d.new) },
+        { type: "bar", stack: "c", name: "Returning", data: body.data.map((w) => w.returning) },
+        { type: "bar", stack: "c", name: "New", data: body.data.map((w) => w.new) },
       ],
     }),
-    repeat: (el, body) => horizontalBars(el, body.data.slice(0, 25).map((b) => b.branch),
-      body.data.slice(0, 25).map((b) => b.repeat_rate_pct), "Repeat rate %", (v) => `${v}%`),
+    repeat: (el, body) => chart(el, {
+      tooltip: Object.assign({}, tooltipAxis, { formatter: (items) => {
+        const b = body.data[items[0].dataIndex];
+        return `${b.branch}<br>${b.repeat_rate_pct}%: ${whole.format(b.repeat_customers)} of ` +
+               `${whole.format(b.customers)} customers bought here on 2+ days`;
+      } }),
+      grid,
+      xAxis: { type: "value", name: "Repeat rate %", nameLocation: "middle", nameGap: 24, max: 100,
+               axisLabel: { formatter: (v) => `${v}%` } },
+      yAxis: { type: "category", data: body.data.slice(0, 25).map((b) => b.branch), inverse: true,
+               axisLabel: { width: 220, overflow: "truncate" } },
+      series: [{ type: "bar", name: "Repeat rate %", data: body.data.slice(0, 25).map((b) => b.repeat_rate_pct) }],
+    }),
+    segments: (el, body) => chart(el, {
+      tooltip: Object.assign({}, tooltipAxis, { formatter: (items) => {
+        const s = body.data.segments[items[0].dataIndex];
+        return `${s.segment}: ${whole.format(s.customers)} customers, ${whole.format(s.sales)} sales, ` +
+               `${money.format(s.revenue)}<br>${s.meaning}`;
+      } }),
+      legend: { top: 0 }, grid: Object.assign({}, grid, { top: 48 }),
+      xAxis: [{ type: "value", name: "Customers", position: "top" },
+              { type: "value", name: "Revenue", position: "bottom", axisLabel: { formatter: money2 } }],
+      yAxis: { type: "category", inverse: true, data: body.data.segments.map((s) => s.segment),
+               axisLabel: { width: 160, overflow: "truncate" } },
+      series: [
+        { type: "bar", name: "Customers", data: body.data.segments.map((s) => s.customers) },
+        { type: "bar", name: "Revenue", xAxisIndex: 1, data: body.data.segments.map((s) => s.revenue) },
+      ],
+    }),
+    frequency: (el, body) => chart(el, {
+      tooltip: tooltipAxis, grid,
+      xAxis: { type: "category", name: "Sales in the period", nameLocation: "middle", nameGap: 28,
+               data: body.data.frequency.map((f) => f.sales) },
+      yAxis: { type: "value", name: "Customers" },
+      series: [{ type: "bar", name: "Customers", data: body.data.frequency.map((f) => f.customers) }],
+    }),
+    cohorts: (el, body) => {
+      const weeks = Math.max(1, ...body.data.map((c) => c.retention.length));
+      const cells = [];
+      body.data.forEach((c, y) => c.retention.forEach((share, x) => cells.push([x, y, Math.round(share * 1000) / 10])));
+      return chart(el, {
+        tooltip: { position: "top", formatter: (p) => {
+          const c = body.data[p.value[1]];
+          return `Customers first seen the week of ${c.week} (${whole.format(c.customers)}):<br>` +
+                 `${p.value[2]}% bought again in week +${p.value[0]}`;
+        } },
+        grid: Object.assign({}, grid, { bottom: 56 }),
+        xAxis: { type: "category", name: "Weeks after the first", nameLocation: "middle", nameGap: 24,
+                 data: [...Array(weeks).keys()].map((k) => `+${k}`), splitArea: { show: true } },
+        yAxis: { type: "category", name: "First week", inverse: true, splitArea: { show: true },
+                 data: body.data.map((c) => `${c.week} (${whole.format(c.customers)})`) },
+        visualMap: { min: 0, max: 100, calculable: true, orient: "horizontal", left: "center", bottom: 0,
+                     formatter: (v) => `${Math.round(v)}%`, inRange: { color: ["#fbf3ea", "#d08c60", "#6b3a1e"] } },
+        series: [{ type: "heatmap", name: "Retention %", data: cells, label: { show: weeks <= 8,
+                   formatter: (p) => `${p.value[2]}%` } }],
+      });
+    },
     files: (el, body) => {
       const statuses = ["loaded", "failed", "skipped", "replaced", "loading"]
         .filter((s) => body.data.some((d) => d[s]));
@@ -231,6 +287,27 @@
   }
 
   const renders = {
+    "customer-counts": (el, body) => {
+      const c = body.data || { distinct: 0, new: 0, returning: 0, repeat: 0 };
+      for (const key of ["distinct", "new", "returning", "repeat"]) setFigure(el, key, whole.format(c[key]));
+      setFigure(el, "repeat_share", c.distinct ? `${(100 * c.repeat / c.distinct).toFixed(1)}%` : "–");
+    },
+    "segment-lists": (el, body) => {
+      const rows = (body.data ? body.data.segments : []).map((s) => {
+        const tr = row([s.segment, whole.format(s.customers), whole.format(s.sales), money.format(s.revenue),
+                        s.meaning, ""], 0, [false, true, true, true, false, false]);
+        const link = document.createElement("a");
+        const params = new URLSearchParams(filters);
+        params.set("segment", s.segment);
+        link.href = `/api/customers/list?${params}`;
+        link.textContent = "CSV";
+        link.setAttribute("download", "");
+        link.dataset.segment = s.segment;
+        tr.lastChild.append(link);
+        return tr;
+      });
+      el.querySelector("tbody").replaceChildren(...rows);
+    },
     figures: (el, body) => {
       const f = body.data.figures;
       setFigure(el, "revenue", money.format(f.revenue.value), f.revenue.change_pct);
@@ -301,7 +378,7 @@
       if (el.dataset.render) {
         renders[el.dataset.render](el, body);
       } else if (isEmpty(body)) {
-        say(el, "Nothing in this period.", "empty");
+        say(el, el.dataset.empty || "Nothing in this period.", "empty");
         return;
       } else if (el.dataset.chart) {
         charts[el.dataset.chart](el, body);

@@ -1,0 +1,284 @@
+"""Whom to target (DESIGN §11): RFM scores and segments, visit frequency, weekly cohorts.
+
+A customer is a customer key, the keyed hash of a name and card: no personal data is
+read or written here. Every figure is computed in portable SQL from the facts, so
+both warehouses give the same answers, and the dashboard, the API, the CLI and the
+Grafana marts share this one module's definitions.
+
+Scores: ``score(x) = 1 + floor(5 × (RANK() OVER (ORDER BY x) − 1) / n)`` with ties
+taking the lowest rank; R orders by recency descending (the longest-ago last sale
+first), F by the number of sales, M by revenue. The segment follows from (R, F).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+
+from cafe_etl.analytics import report
+from cafe_etl.analytics.report import Filters, Scope, date_key, from_key, money
+from cafe_etl.errors import BadRequest
+from cafe_etl.warehouse.base import Reader
+
+DEFAULT_DAYS = 28  # the scope when no period is given: the last 28 days with data
+MAX_FREQUENCY = 10  # the histogram's last bucket: 10 or more sales
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    meaning: str  # one line: who they are, and what to do
+    recency: tuple[int, ...]  # the R scores it takes
+    frequency: tuple[int, ...]  # the F scores it takes
+
+
+# DESIGN §11, in its order. Every (R, F) pair falls in exactly one segment.
+SEGMENTS = (
+    Segment("Champions", "bought recently and often: reward them, ask for reviews", (5,), (4, 5)),
+    Segment("Loyal", "buy often, a little less recently: offer loyalty perks", (3, 4), (4, 5)),
+    Segment("Potential Loyalists", "recent, a few sales: a membership or a second-visit offer", (4, 5), (2, 3)),
+    Segment("Recent One-Timers", "first and only sale was very recent: welcome them back", (5,), (1,)),
+    Segment("Promising", "one recent sale: build the habit", (4,), (1,)),
+    Segment("Need Attention", "middling recency and frequency: a limited-time offer", (3,), (3,)),
+    Segment("About to Sleep", "few sales, going quiet: a reminder before they lapse", (3,), (1, 2)),
+    Segment("At Risk", "used to buy regularly, not lately: win them back", (1, 2), (3, 4)),
+    Segment("Can't Lose", "the most frequent buyers, gone quiet: reach out personally", (1, 2), (5,)),
+    Segment("Hibernating", "few sales, long ago: a low-cost nudge, or let go", (1, 2), (1, 2)),
+)
+SEGMENT_NAMES = tuple(s.name for s in SEGMENTS)
+
+
+class UnknownSegment(BadRequest):
+    pass
+
+
+def segment_named(name: str) -> Segment:
+    """A segment by name, any case; a clear error listing them otherwise."""
+    for segment in SEGMENTS:
+        if segment.name.lower() == " ".join(name.split()).lower():
+            return segment
+    raise UnknownSegment(f"unknown segment {name!r}; the segments are: {', '.join(SEGMENT_NAMES)}")
+
+
+def _segment_case(r: str, f: str) -> str:
+    """The segment of scores ``r`` and ``f`` as a SQL CASE (names are constants, not input)."""
+    whens = " ".join(
+        f"WHEN {r} IN ({', '.join(map(str, s.recency))}) AND {f} IN ({', '.join(map(str, s.frequency))}) "
+        f"THEN '{s.name.replace(chr(39), chr(39) * 2)}'" for s in SEGMENTS)
+    return f"CASE {whens} END"
+
+
+def _score(rank: str) -> str:
+    """1 + floor(5 × (rank − 1) / n) in integers: exact on every warehouse."""
+    return f"1 + CAST((5 * ({rank} - 1) - (5 * ({rank} - 1)) % n) / n AS INTEGER)"
+
+
+# One row per customer with a sale in scope, with its scores and segment. The WHERE
+# clause and its parameters come from the scope; the last parameter is ``to``'s key.
+def _scored_sql(where: str) -> str:
+    return f"""
+WITH per_customer AS (
+    SELECT f.customer_key, count(*) AS sales, sum(f.total) AS revenue,
+           min(f.date_key) AS first_key, max(f.date_key) AS last_key
+    FROM fact_sale f
+    WHERE f.customer_key IS NOT NULL AND {where}
+    GROUP BY f.customer_key
+), ranked AS (
+    SELECT p.*, count(*) OVER () AS n,
+           RANK() OVER (ORDER BY last_key) AS r_rank,
+           RANK() OVER (ORDER BY sales) AS f_rank,
+           RANK() OVER (ORDER BY revenue) AS m_rank
+    FROM per_customer p
+), scored AS (
+    SELECT customer_key, sales, revenue, first_key, last_key,
+           {_score("r_rank")} AS r, {_score("f_rank")} AS f, {_score("m_rank")} AS m
+    FROM ranked
+)
+SELECT customer_key, sales, revenue, first_key, last_key, r, f, m, {_segment_case("r", "f")} AS segment
+FROM scored"""
+
+
+def resolve(reader: Reader, filters: Filters) -> Scope:
+    """The scope: the period asked for; without a first day, the last 28 days with
+    sales (the dashboard's default too)."""
+    return report.recent(reader, filters, DEFAULT_DAYS)
+
+
+def build(reader: Reader, filters: Filters) -> dict:
+    """The ``customers`` answer in DESIGN §11's shape, money as Decimal with 2 places."""
+    scope = resolve(reader, filters)
+    period = {"from": scope.first.isoformat() if scope.first else None,
+              "to": scope.last.isoformat() if scope.last else None}
+    if scope.empty:
+        return {"period": period, "customers": {"distinct": 0, "new": 0, "returning": 0, "repeat": 0},
+                "segments": _segments({}), "frequency": _frequency({}), "cohorts": []}
+    by_segment, by_frequency = _tallies(reader, scope)
+    return {
+        "period": period,
+        "customers": report.customers(reader, scope),
+        "segments": _segments(by_segment),
+        "frequency": _frequency(by_frequency),
+        "cohorts": cohorts(reader, scope) if scope.branch_key is None else [],
+    }
+
+
+def _tallies(reader: Reader, scope: Scope) -> tuple[dict, dict]:
+    """(segment → [customers, sales, revenue], sales bucket → customers), in one pass."""
+    where, params = scope.where("f")
+    rows = reader.query(
+        f"""SELECT segment, CASE WHEN sales >= {MAX_FREQUENCY} THEN {MAX_FREQUENCY} ELSE sales END AS bucket,
+                   count(*), sum(sales), sum(revenue)
+            FROM ({_scored_sql(where)}) s
+            GROUP BY segment, CASE WHEN sales >= {MAX_FREQUENCY} THEN {MAX_FREQUENCY} ELSE sales END""",
+        params)
+    segments: dict[str, list] = {}
+    frequency: dict[int, int] = {}
+    for segment, bucket, customers, sales, revenue in rows:
+        tally = segments.setdefault(segment, [0, 0, Decimal(0)])
+        tally[0] += int(customers)
+        tally[1] += int(sales)
+        tally[2] += Decimal(revenue)
+        frequency[int(bucket)] = frequency.get(int(bucket), 0) + int(customers)
+    return segments, frequency
+
+
+def _segments(tallies: dict) -> list[dict]:
+    out = []
+    for s in SEGMENTS:
+        customers, sales, revenue = tallies.get(s.name, (0, 0, 0))
+        out.append({"segment": s.name, "customers": customers, "sales": sales, "revenue": money(revenue)})
+    return out
+
+
+def _frequency(tallies: dict) -> list[dict]:
+    labels = [(str(n), n) for n in range(1, MAX_FREQUENCY)] + [(f"{MAX_FREQUENCY}+", MAX_FREQUENCY)]
+    return [{"sales": label, "customers": tallies.get(n, 0)} for label, n in labels]
+
+
+def _monday(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+# Each customer's first sale ever and the Monday of its week. ``dim_customer.first_seen``
+# is kept exact by every load (warehouse/load_sql.py), so no fact is scanned for it.
+_FIRST_WEEK = """first_week AS (
+    SELECT c.customer_key, c.first_seen, c.first_seen - (d.weekday - 1) AS monday
+    FROM dim_customer c JOIN dim_date d ON d.date = c.first_seen
+    WHERE c.first_seen BETWEEN ? AND ?
+)"""
+
+
+def cohorts(reader: Reader, scope: Scope) -> list[dict]:
+    """Weekly cohorts (chain-wide): customers by the Monday of the week of their first
+    sale ever, for Mondays in scope; ``retention[k]``: the share of the cohort with a
+    sale in week k after, for every week that ends on or before the scope's last day.
+    A cohort is every customer whose first week it is, as DESIGN §11 defines it: in a
+    week that the scope ends inside, that includes first sales after its last day."""
+    first_monday = scope.first + timedelta(days=(7 - scope.first.weekday()) % 7)
+    if first_monday > scope.last:
+        return []
+    # Day differences are whole weeks by (x - x % 7) / 7: exact on every warehouse.
+    weeks = "((d.date - c.monday) - (d.date - c.monday) % 7) / 7"
+    last_monday = _monday(scope.last)
+    rows = reader.query(
+        f"""WITH {_FIRST_WEEK}, active AS (
+               SELECT DISTINCT c.customer_key, c.monday, CAST({weeks} AS INTEGER) AS week
+               FROM fact_sale f
+               JOIN first_week c ON c.customer_key = f.customer_key
+               JOIN dim_date d ON d.date_key = f.date_key
+               WHERE f.date_key BETWEEN ? AND ?
+           )
+           SELECT monday, CAST(-1 AS INTEGER) AS week, count(*) FROM first_week GROUP BY monday
+           UNION ALL
+           SELECT monday, week, count(*) FROM active GROUP BY monday, week""",
+        [first_monday, last_monday + timedelta(days=6), date_key(first_monday), date_key(scope.last)])
+    active: dict[date, dict[int, int]] = {}
+    for monday, week, customers in rows:
+        active.setdefault(monday, {})[int(week)] = int(customers)
+    out = []
+    for monday in sorted(active):
+        size = active[monday].get(-1, 0)  # the cohort's size; weeks 0, 1, ... its active customers
+        weeks_ended = ((scope.last - monday).days + 1) // 7  # weeks k whose Sunday is on or before the last day
+        out.append({"week": monday.isoformat(), "customers": size,
+                    "retention": [round(active[monday].get(k, 0) / size, 4) if size else 0.0
+                                  for k in range(weeks_ended)]})
+    return out
+
+
+def weekly(reader: Reader, scope: Scope) -> list[dict]:
+    """New and returning customers per week (Monday to Sunday, cut to the scope): the
+    §8 counts of each week. A customer's first sale ever falls in one week only, so
+    the weeks' ``new`` add up to the scope's."""
+    where, params = scope.where("f")
+    rows = reader.query(
+        f"""WITH {_FIRST_WEEK}, visits AS (
+                SELECT DISTINCT f.customer_key, d.date - (d.weekday - 1) AS monday
+                FROM fact_sale f JOIN dim_date d ON d.date_key = f.date_key
+                WHERE f.customer_key IS NOT NULL AND {where}
+            )
+            SELECT v.monday, count(*), sum(CASE WHEN n.monday = v.monday THEN 1 ELSE 0 END)
+            FROM visits v LEFT JOIN first_week n ON n.customer_key = v.customer_key
+            GROUP BY v.monday""",
+        [scope.first, scope.last, *params])
+    found = {monday: (int(total), int(new)) for monday, total, new in rows}
+    out = []
+    monday = _monday(scope.first)
+    while monday <= scope.last:
+        total, new = found.get(monday, (0, 0))
+        out.append({"week": monday.isoformat(), "from": max(monday, scope.first).isoformat(),
+                    "to": min(monday + timedelta(days=6), scope.last).isoformat(),
+                    "customers": total, "new": new, "returning": total - new})
+        monday += timedelta(days=7)
+    return out
+
+
+def repeat_by_branch(reader: Reader, scope: Scope) -> list[dict]:
+    """Per branch (DESIGN §11): customers with a sale there in scope, and how many of
+    them bought there on two or more days: the branch's repeat rate."""
+    where, params = scope.where("f")
+    rows = reader.query(
+        f"""SELECT b.name, count(*), sum(CASE WHEN c.days >= 2 THEN 1 ELSE 0 END)
+            FROM (SELECT f.branch_key, f.customer_key, count(DISTINCT f.date_key) AS days
+                  FROM fact_sale f WHERE f.customer_key IS NOT NULL AND {where}
+                  GROUP BY f.branch_key, f.customer_key) c
+            JOIN dim_branch b ON b.branch_key = c.branch_key
+            GROUP BY b.branch_key, b.name""", params)
+    out = [{"branch": name, "customers": int(total), "repeat_customers": int(repeat),
+            "repeat_rate_pct": round(100 * int(repeat) / int(total), 1) if total else 0.0}
+           for name, total, repeat in rows]
+    return sorted(out, key=lambda r: (-r["repeat_rate_pct"], r["branch"]))
+
+
+def rfm(reader: Reader, scope: Scope) -> dict:
+    """The segments (with what each means) and the sales-per-customer histogram."""
+    by_segment, by_frequency = _tallies(reader, scope)
+    meaning = {s.name: s.meaning for s in SEGMENTS}
+    return {"segments": [s | {"meaning": meaning[s["segment"]]} for s in _segments(by_segment)],
+            "frequency": _frequency(by_frequency)}
+
+
+def target_list(reader: Reader, filters: Filters, segment: Segment) -> tuple[Scope, list[dict]]:
+    """The customers of one segment, for a CRM to match by key: their scores, recency,
+    sales and revenue in scope, and the days of their first and last sale in scope.
+    Keys only: never a name or a card."""
+    scope = resolve(reader, filters)
+    if scope.empty:
+        return scope, []
+    where, params = scope.where("f")
+    rows = reader.query(
+        f"""SELECT customer_key, r, f, m, last_key, sales, revenue, first_key
+            FROM ({_scored_sql(where)}) s WHERE segment = ?
+            ORDER BY revenue DESC, customer_key""",
+        [*params, segment.name])
+    out = []
+    for key, r, f, m, last_key, sales, revenue, first_key in rows:
+        last = from_key(last_key)
+        out.append({"customer_key": key, "segment": segment.name, "r": r, "f": f, "m": m,
+                    "recency_days": (scope.last - last).days, "sales": int(sales), "revenue": money(revenue),
+                    "first_sale": from_key(first_key).isoformat(), "last_sale": last.isoformat()})
+    return scope, out
+
+
+TARGET_COLUMNS = ("customer_key", "segment", "r", "f", "m", "recency_days", "sales", "revenue", "first_sale",
+                  "last_sale")

@@ -1,0 +1,76 @@
+"""Commands that answer the business beyond the report (DESIGN §11): customers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from cafe_etl.cli.common import DAY, EXIT_USAGE, err, fail, handle_errors, main, out, settings, warehouse_option
+
+FROM = click.option("--from", "first", type=DAY, default=None,
+                    help="First day: YYYY-MM-DD, today, yesterday or today-N [default: 27 days before --to]")
+TO = click.option("--to", "last", type=DAY, default=None,
+                  help="Last day: YYYY-MM-DD, today, yesterday or today-N [default: the last day with sales]")
+BRANCH = click.option("--branch", default=None, help="One branch, by name (any case)")
+FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+                      show_default=True)
+
+
+@main.command()
+@FROM
+@TO
+@BRANCH
+@FORMAT
+@click.option("--list", "segment", default=None, metavar="SEGMENT",
+              help='Write the target list of one segment (e.g. "At Risk"): customer keys, scores, sales')
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The target list's CSV file [default: standard output]")
+@warehouse_option
+@handle_errors
+def customers(first, last, branch, fmt, segment, out_file, warehouse) -> None:
+    """Whom to target: RFM segments, sales per customer, weekly cohorts, target lists."""
+    from cafe_etl.analytics import customer_render, jsonout
+    from cafe_etl.analytics import customers as insight
+    from cafe_etl.analytics.report import Filters
+    from cafe_etl.warehouse import open_warehouse
+
+    if out_file is not None and segment is None:
+        fail('--out names the target list\'s file: give the segment too, e.g. --list "At Risk"', EXIT_USAGE)
+    chosen = insight.segment_named(segment) if segment is not None else None
+    filters = Filters(first, last, branch)
+    with open_warehouse(settings(warehouse).warehouse).reader() as reader:
+        if chosen is None:
+            answer = insight.build(reader, filters)
+        else:
+            scope, rows = insight.target_list(reader, filters, chosen)
+    if chosen is None:
+        if fmt == "json":
+            click.echo(jsonout.dumps(answer))
+        elif fmt == "csv":
+            click.echo(customer_render.to_csv(answer), nl=False)
+        else:
+            out.print(customer_render.tables(answer))
+        return
+    text = customer_render.target_csv(rows)
+    period = f"{scope.first} to {scope.last}" if scope.first else "an empty warehouse"
+    if out_file is None:
+        click.echo(text, nl=False)
+        return
+    _write_private(out_file, text)
+    err.print(f"wrote {len(rows):,} {chosen.name} customers ({period}) to {out_file}")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all, readable by its owner only: the keys are
+    pseudonyms of people, for a CRM that holds the same secret."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        fail(f"cannot write {path}: {exc.strerror}", EXIT_USAGE)
