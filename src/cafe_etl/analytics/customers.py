@@ -74,26 +74,38 @@ def _score(rank: str) -> str:
     return f"1 + CAST((5 * ({rank} - 1) - (5 * ({rank} - 1)) % n) / n AS INTEGER)"
 
 
+def _rank_of(column: str) -> str:
+    """RANK() OVER (ORDER BY column) for each distinct value of ``column``: 1 + how many
+    customers have a smaller value. Counted over the values (a few thousand at most)
+    rather than by sorting every customer."""
+    return f"""SELECT {column}, CAST(1 + coalesce(sum(count(*)) OVER (
+                   ORDER BY {column} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS BIGINT) AS rank_
+               FROM per_customer GROUP BY {column}"""
+
+
 # One row per customer with a sale in scope, with its scores and segment. The WHERE
-# clause and its parameters come from the scope; the last parameter is ``to``'s key.
+# clause and its parameters come from the scope. R ranks by recency descending, which
+# is the last sale's day ascending.
 def _scored_sql(where: str) -> str:
     return f"""
-WITH per_customer AS (
+WITH per_customer AS MATERIALIZED (
     SELECT f.customer_key, count(*) AS sales, sum(f.total) AS revenue,
            min(f.date_key) AS first_key, max(f.date_key) AS last_key
     FROM fact_sale f
     WHERE f.customer_key IS NOT NULL AND {where}
     GROUP BY f.customer_key
-), ranked AS (
-    SELECT p.*, count(*) OVER () AS n,
-           RANK() OVER (ORDER BY last_key) AS r_rank,
-           RANK() OVER (ORDER BY sales) AS f_rank,
-           RANK() OVER (ORDER BY revenue) AS m_rank
+), total AS (SELECT count(*) AS n FROM per_customer),
+r_rank AS ({_rank_of("last_key")}),
+f_rank AS ({_rank_of("sales")}),
+m_rank AS ({_rank_of("revenue")}),
+scored AS (
+    SELECT p.customer_key, p.sales, p.revenue, p.first_key, p.last_key,
+           {_score("r.rank_")} AS r, {_score("f.rank_")} AS f, {_score("m.rank_")} AS m
     FROM per_customer p
-), scored AS (
-    SELECT customer_key, sales, revenue, first_key, last_key,
-           {_score("r_rank")} AS r, {_score("f_rank")} AS f, {_score("m_rank")} AS m
-    FROM ranked
+    JOIN r_rank r ON r.last_key = p.last_key
+    JOIN f_rank f ON f.sales = p.sales
+    JOIN m_rank m ON m.revenue = p.revenue
+    CROSS JOIN total
 )
 SELECT customer_key, sales, revenue, first_key, last_key, r, f, m, {_segment_case("r", "f")} AS segment
 FROM scored"""
@@ -113,34 +125,40 @@ def build(reader: Reader, filters: Filters) -> dict:
     if scope.empty:
         return {"period": period, "customers": {"distinct": 0, "new": 0, "returning": 0, "repeat": 0},
                 "segments": _segments({}), "frequency": _frequency({}), "cohorts": []}
-    by_segment, by_frequency = _tallies(reader, scope)
+    by_segment, by_frequency, counts = _tallies(reader, scope)
     return {
         "period": period,
-        "customers": report.customers(reader, scope),
+        "customers": counts,
         "segments": _segments(by_segment),
         "frequency": _frequency(by_frequency),
         "cohorts": cohorts(reader, scope) if scope.branch_key is None else [],
     }
 
 
-def _tallies(reader: Reader, scope: Scope) -> tuple[dict, dict]:
-    """(segment → [customers, sales, revenue], sales bucket → customers), in one pass."""
+def _tallies(reader: Reader, scope: Scope) -> tuple[dict, dict, dict]:
+    """(segment → [customers, sales, revenue], sales bucket → customers, §8's counts),
+    in one pass over the scope's sales. New: first sale ever on or after the scope's
+    first day; repeat: sales on two or more days (the first and last differ)."""
     where, params = scope.where("f")
+    bucket = f"CASE WHEN s.sales >= {MAX_FREQUENCY} THEN {MAX_FREQUENCY} ELSE s.sales END"
     rows = reader.query(
-        f"""SELECT segment, CASE WHEN sales >= {MAX_FREQUENCY} THEN {MAX_FREQUENCY} ELSE sales END AS bucket,
-                   count(*), sum(sales), sum(revenue)
-            FROM ({_scored_sql(where)}) s
-            GROUP BY segment, CASE WHEN sales >= {MAX_FREQUENCY} THEN {MAX_FREQUENCY} ELSE sales END""",
-        params)
+        f"""SELECT s.segment, {bucket}, count(*), sum(s.sales), sum(s.revenue),
+                   sum(CASE WHEN c.first_seen >= ? THEN 1 ELSE 0 END),
+                   sum(CASE WHEN s.first_key < s.last_key THEN 1 ELSE 0 END)
+            FROM ({_scored_sql(where)}) s JOIN dim_customer c ON c.customer_key = s.customer_key
+            GROUP BY s.segment, {bucket}""",
+        [scope.first, *params])
     segments: dict[str, list] = {}
     frequency: dict[int, int] = {}
-    for segment, bucket, customers, sales, revenue in rows:
+    distinct = new = repeat = 0
+    for segment, sales_bucket, customers, sales, revenue, fresh, again in rows:
         tally = segments.setdefault(segment, [0, 0, Decimal(0)])
         tally[0] += int(customers)
         tally[1] += int(sales)
         tally[2] += Decimal(revenue)
-        frequency[int(bucket)] = frequency.get(int(bucket), 0) + int(customers)
-    return segments, frequency
+        frequency[int(sales_bucket)] = frequency.get(int(sales_bucket), 0) + int(customers)
+        distinct, new, repeat = distinct + int(customers), new + int(fresh), repeat + int(again)
+    return segments, frequency, {"distinct": distinct, "new": new, "returning": distinct - new, "repeat": repeat}
 
 
 def _segments(tallies: dict) -> list[dict]:
@@ -239,7 +257,8 @@ def repeat_by_branch(reader: Reader, scope: Scope) -> list[dict]:
     where, params = scope.where("f")
     rows = reader.query(
         f"""SELECT b.name, count(*), sum(CASE WHEN c.days >= 2 THEN 1 ELSE 0 END)
-            FROM (SELECT f.branch_key, f.customer_key, count(DISTINCT f.date_key) AS days
+            FROM (SELECT f.branch_key, f.customer_key,
+                         CASE WHEN min(f.date_key) < max(f.date_key) THEN 2 ELSE 1 END AS days
                   FROM fact_sale f WHERE f.customer_key IS NOT NULL AND {where}
                   GROUP BY f.branch_key, f.customer_key) c
             JOIN dim_branch b ON b.branch_key = c.branch_key
@@ -252,7 +271,7 @@ def repeat_by_branch(reader: Reader, scope: Scope) -> list[dict]:
 
 def rfm(reader: Reader, scope: Scope) -> dict:
     """The segments (with what each means) and the sales-per-customer histogram."""
-    by_segment, by_frequency = _tallies(reader, scope)
+    by_segment, by_frequency, _ = _tallies(reader, scope)
     meaning = {s.name: s.meaning for s in SEGMENTS}
     return {"segments": [s | {"meaning": meaning[s["segment"]]} for s in _segments(by_segment)],
             "frequency": _frequency(by_frequency)}

@@ -211,13 +211,13 @@ def customers(reader: Reader, scope: Scope) -> dict:
     where, params = scope.where("f")
     row = reader.query(
         f"""WITH inside AS (
-                SELECT f.customer_key, count(DISTINCT f.date_key) AS days
+                SELECT f.customer_key, min(f.date_key) AS first_key, max(f.date_key) AS last_key
                 FROM fact_sale f WHERE f.customer_key IS NOT NULL AND {where}
                 GROUP BY f.customer_key
             )
             SELECT count(*),
                    coalesce(sum(CASE WHEN c.first_seen >= ? THEN 1 ELSE 0 END), 0),
-                   coalesce(sum(CASE WHEN i.days >= 2 THEN 1 ELSE 0 END), 0)
+                   coalesce(sum(CASE WHEN i.first_key < i.last_key THEN 1 ELSE 0 END), 0)
             FROM inside i JOIN dim_customer c ON c.customer_key = i.customer_key""",
         [*params, scope.first],
     )[0]

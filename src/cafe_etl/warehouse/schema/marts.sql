@@ -52,3 +52,82 @@ FROM visits v
 LEFT JOIN first_visits n ON n.date_key = v.date_key AND n.branch_key = v.branch_key
 JOIN dim_date d ON d.date_key = v.date_key
 JOIN dim_branch b ON b.branch_key = v.branch_key;
+
+-- Customers (DESIGN §11) over the default period, the last 28 days with sales: what
+-- `cafe-etl customers` answers without a period, for Grafana. One row per customer with
+-- a sale in the period: recency, sales and revenue, the 1-5 scores (RANK, ties taking
+-- the lowest rank) and the segment of (R, F).
+CREATE OR REPLACE VIEW mart_customer_scores AS
+WITH period AS (
+    SELECT max(d.date) AS last_day, max(d.date) - 27 AS first_day
+    FROM agg_sale_hour a JOIN dim_date d ON d.date_key = a.date_key
+), per_customer AS (
+    SELECT f.customer_key, count(*) AS sales, sum(f.total) AS revenue,
+           min(d.date) AS first_sale, max(d.date) AS last_sale
+    FROM fact_sale f
+    JOIN dim_date d ON d.date_key = f.date_key
+    CROSS JOIN period p
+    WHERE f.customer_key IS NOT NULL AND d.date BETWEEN p.first_day AND p.last_day
+    GROUP BY f.customer_key
+), ranked AS (
+    SELECT c.customer_key, c.sales, c.revenue, c.first_sale, c.last_sale, count(*) OVER () AS n,
+           RANK() OVER (ORDER BY c.last_sale) AS r_rank,
+           RANK() OVER (ORDER BY c.sales) AS f_rank,
+           RANK() OVER (ORDER BY c.revenue) AS m_rank
+    FROM per_customer c
+), scored AS (
+    SELECT k.customer_key, p.last_day - k.last_sale AS recency_days, k.sales, k.revenue, k.first_sale, k.last_sale,
+           1 + CAST((5 * (k.r_rank - 1) - (5 * (k.r_rank - 1)) % k.n) / k.n AS INTEGER) AS r,
+           1 + CAST((5 * (k.f_rank - 1) - (5 * (k.f_rank - 1)) % k.n) / k.n AS INTEGER) AS f,
+           1 + CAST((5 * (k.m_rank - 1) - (5 * (k.m_rank - 1)) % k.n) / k.n AS INTEGER) AS m
+    FROM ranked k CROSS JOIN period p
+)
+SELECT s.customer_key, s.recency_days, s.sales, s.revenue, s.first_sale, s.last_sale, s.r, s.f, s.m,
+       CASE WHEN s.r = 5 AND s.f >= 4 THEN 'Champions'
+            WHEN s.r IN (3, 4) AND s.f >= 4 THEN 'Loyal'
+            WHEN s.r >= 4 AND s.f IN (2, 3) THEN 'Potential Loyalists'
+            WHEN s.r = 5 AND s.f = 1 THEN 'Recent One-Timers'
+            WHEN s.r = 4 AND s.f = 1 THEN 'Promising'
+            WHEN s.r = 3 AND s.f = 3 THEN 'Need Attention'
+            WHEN s.r = 3 AND s.f <= 2 THEN 'About to Sleep'
+            WHEN s.r <= 2 AND s.f IN (3, 4) THEN 'At Risk'
+            WHEN s.r <= 2 AND s.f = 5 THEN 'Can''t Lose'
+            ELSE 'Hibernating' END AS segment
+FROM scored s;
+
+CREATE OR REPLACE VIEW mart_customer_segments AS
+SELECT segment, count(*) AS customers, sum(sales) AS sales, sum(revenue) AS revenue
+FROM mart_customer_scores
+GROUP BY segment;
+
+-- Weekly cohorts over the default period: customers by the Monday of the week of their
+-- first sale ever (Mondays in the period), and how many of them bought in each later
+-- week that has ended by the period's last day.
+CREATE OR REPLACE VIEW mart_customer_cohorts AS
+WITH period AS (
+    SELECT max(d.date) AS last_day, max(d.date) - 27 AS first_day
+    FROM agg_sale_hour a JOIN dim_date d ON d.date_key = a.date_key
+), cohort AS (
+    SELECT c.customer_key, c.first_seen - (d.weekday - 1) AS cohort_week
+    FROM dim_customer c
+    JOIN dim_date d ON d.date = c.first_seen
+    CROSS JOIN period p
+    WHERE c.first_seen - (d.weekday - 1) BETWEEN p.first_day AND p.last_day
+), sizes AS (
+    SELECT cohort_week, count(*) AS customers FROM cohort GROUP BY cohort_week
+), active AS (
+    SELECT DISTINCT c.customer_key, c.cohort_week,
+           CAST(((d.date - c.cohort_week) - (d.date - c.cohort_week) % 7) / 7 AS INTEGER) AS weeks_after
+    FROM fact_sale f
+    JOIN cohort c ON c.customer_key = f.customer_key
+    JOIN dim_date d ON d.date_key = f.date_key
+    CROSS JOIN period p
+    WHERE d.date <= p.last_day
+)
+SELECT a.cohort_week, a.weeks_after, s.customers AS cohort_customers, count(*) AS active_customers,
+       CAST(count(*) AS DOUBLE PRECISION) / s.customers AS retention
+FROM active a
+JOIN sizes s ON s.cohort_week = a.cohort_week
+CROSS JOIN period p
+WHERE a.cohort_week + 7 * (a.weeks_after + 1) - 1 <= p.last_day
+GROUP BY a.cohort_week, a.weeks_after, s.customers;
