@@ -32,7 +32,8 @@ from cafe_etl.web.gateway import Limits
 ENDPOINTS = ["/api/overview/figures", "/api/overview/daily", "/api/what/products", "/api/what/sizes",
              "/api/what/flavours", "/api/what/mix", "/api/where/ranking", "/api/where/trend",
              "/api/where/best-sellers", "/api/when/heatmap", "/api/when/peak-hours", "/api/when/hours",
-             "/api/customers/daily", "/api/customers/repeat", "/api/ops/files", "/api/ops/arrivals",
+             "/api/customers/counts", "/api/customers/rfm", "/api/customers/cohorts", "/api/customers/weekly",
+             "/api/customers/repeat", "/api/ops/files", "/api/ops/arrivals",
              "/api/ops/rejects", "/api/ops/reject-rows", "/api/ops/failed", "/api/ops/runs", "/api/ops/service",
              "/metrics"]
 START = date(2024, 1, 1)
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--postgres", metavar="URL", help="measure a PostgreSQL warehouse instead of DuckDB")
     parser.add_argument("--rounds", type=int, default=3, help="times each question is asked")
     parser.add_argument("--skip-ingest", action="store_true", help="the warehouse is already loaded")
+    parser.add_argument("--only", default="", help="measure only the endpoints starting with this, e.g. /api/customers")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     warehouse = args.postgres or f"duckdb:///{(args.out / 'warehouse.duckdb').resolve()}"
@@ -102,7 +104,7 @@ def main() -> None:
               f"{len(mixes)} filter sets x {args.rounds} rounds per endpoint, cache off\n")
         print(f"{'endpoint':28} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
         worst = 0.0
-        for endpoint in ENDPOINTS:
+        for endpoint in [e for e in ENDPOINTS if e.startswith(args.only)]:
             times = []
             for _ in range(args.rounds):
                 for params in mixes:

@@ -44,11 +44,14 @@ def _require_browser() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(generated, tmp_path_factory):
+def server(tmp_path_factory):
     executable = _require_browser()
     folder = tmp_path_factory.mktemp("browser")
     warehouse = folder / "warehouse.duckdb"
-    assert run_cli("ingest", generated, "--warehouse", warehouse).code == 0
+    # Eight days from a Monday: a whole week has ended, so the cohort chart has a column.
+    landing = folder / "landing"
+    assert run_cli("generate", landing, "--branches", 9, "--days", 8, "--seed", 11, "--bad-rate", 0.04).code == 0
+    assert run_cli("ingest", landing, "--warehouse", warehouse).code == 0
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "cafe_etl.cli", "serve", "--port", str(port), "--warehouse", str(warehouse)],
@@ -189,3 +192,21 @@ def test_a_bad_filter_is_explained_on_the_page(server, page):
         assert len(problems) == 1 and "unknown branch 'Atlantis'" in problems[0], path  # said once
         assert "None" not in page.inner_text("h1"), path
         assert page.locator("[data-api]").count() == 0, path  # nothing fetched that would fail again
+
+
+def test_the_customers_page_offers_each_segment_s_target_list(server, page):
+    base, _ = server
+    page.goto(f"{base}/customers")
+    settled(page)
+    links = page.evaluate("""() => [...document.querySelectorAll('a[data-segment]')]
+                             .map(a => [a.dataset.segment, a.getAttribute('href')])""")
+    assert [name for name, _ in links][:2] == ["Champions", "Loyal"] and len(links) == 10
+    shown = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('[data-figure]')]
+                             .map(el => [el.dataset.figure, el.querySelector('.value').textContent]))""")
+    counts = page.evaluate("window.cafeEtl.data['customer-counts'].data")
+    assert shown["distinct"] == f"{counts['distinct']:,}" and shown["new"] == f"{counts['new']:,}"
+    with page.expect_download() as download:
+        page.click("a[data-segment='Hibernating']")
+    text = Path(download.value.path()).read_text()
+    assert text.splitlines()[0] == "customer_key,segment,r,f,m,recency_days,sales,revenue,first_sale,last_sale"
+    assert all(",Hibernating," in line for line in text.splitlines()[1:])

@@ -312,3 +312,17 @@ def test_the_grafana_marts_give_the_default_period_s_figures(loaded, tmp_path):
                   for r in csv.DictReader(f)}
     assert listed == set(query(loaded, "SELECT customer_key, r, f, m, recency_days FROM mart_customer_scores "
                                        "WHERE segment = 'Champions'"))
+
+
+def test_cohorts_of_a_scope_too_long_for_week_bits_come_from_their_own_query(chain, loaded, monkeypatch):
+    from cafe_etl.analytics import customers
+    from cafe_etl.analytics.report import Filters
+    from cafe_etl.warehouse import open_warehouse
+
+    _, truth = chain
+    want = _public(expected_answer(truth, START, LAST))
+    monkeypatch.setattr(customers, "MAX_WEEK_BITS", 2)
+    with open_warehouse(loaded).reader() as reader:
+        got = customers.build(reader, Filters(START, LAST))
+    assert len(got["cohorts"]) > 2
+    assert got["cohorts"] == want["cohorts"] and got["customers"] == want["customers"]

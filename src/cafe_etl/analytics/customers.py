@@ -83,15 +83,28 @@ def _rank_of(column: str) -> str:
                FROM per_customer GROUP BY {column}"""
 
 
-# One row per customer with a sale in scope, with its scores and segment. The WHERE
-# clause and its parameters come from the scope. R ranks by recency descending, which
-# is the last sale's day ascending.
-def _scored_sql(where: str) -> str:
+# Weeks (from a Monday, the first bound parameter) in which a customer bought, as the
+# bits of one number: week k is bit k. Day differences are whole weeks by
+# (x - x % 7) / 7, exact on every warehouse; days before that Monday set no bit.
+_WEEK_BITS = """bit_or(CASE WHEN d.date >= ?
+                   THEN CAST(1 AS BIGINT) << CAST(((d.date - ?) - (d.date - ?) % 7) / 7 AS INTEGER)
+                   ELSE CAST(0 AS BIGINT) END)"""
+MAX_WEEK_BITS = 62  # a longer scope counts its cohorts with a query of their own
+
+
+def _scored(where: str, week_bits: bool = False) -> str:
+    """CTEs ending in ``scored_customer``: one row per customer with a sale in scope,
+    with sales, revenue, first and last day (keys), the scores and the segment, and
+    with ``week_bits`` the weeks they bought in. R ranks by recency descending, which
+    is the last sale's day ascending. Parameters: the week bits' Monday three times
+    (with ``week_bits``), then the scope's."""
+    weeks = f", {_WEEK_BITS} AS weeks" if week_bits else ""
+    dates = "JOIN dim_date d ON d.date_key = f.date_key" if week_bits else ""
     return f"""
 WITH per_customer AS MATERIALIZED (
     SELECT f.customer_key, count(*) AS sales, sum(f.total) AS revenue,
-           min(f.date_key) AS first_key, max(f.date_key) AS last_key
-    FROM fact_sale f
+           min(f.date_key) AS first_key, max(f.date_key) AS last_key{weeks}
+    FROM fact_sale f {dates}
     WHERE f.customer_key IS NOT NULL AND {where}
     GROUP BY f.customer_key
 ), total AS (SELECT count(*) AS n FROM per_customer),
@@ -99,16 +112,15 @@ r_rank AS ({_rank_of("last_key")}),
 f_rank AS ({_rank_of("sales")}),
 m_rank AS ({_rank_of("revenue")}),
 scored AS (
-    SELECT p.customer_key, p.sales, p.revenue, p.first_key, p.last_key,
-           {_score("r.rank_")} AS r, {_score("f.rank_")} AS f, {_score("m.rank_")} AS m
+    SELECT p.*, {_score("r.rank_")} AS r, {_score("f.rank_")} AS f, {_score("m.rank_")} AS m
     FROM per_customer p
     JOIN r_rank r ON r.last_key = p.last_key
     JOIN f_rank f ON f.sales = p.sales
     JOIN m_rank m ON m.revenue = p.revenue
     CROSS JOIN total
-)
-SELECT customer_key, sales, revenue, first_key, last_key, r, f, m, {_segment_case("r", "f")} AS segment
-FROM scored"""
+), scored_customer AS (
+    SELECT s.*, {_segment_case("s.r", "s.f")} AS segment FROM scored s
+)"""
 
 
 def resolve(reader: Reader, filters: Filters) -> Scope:
@@ -125,40 +137,86 @@ def build(reader: Reader, filters: Filters) -> dict:
     if scope.empty:
         return {"period": period, "customers": {"distinct": 0, "new": 0, "returning": 0, "repeat": 0},
                 "segments": _segments({}), "frequency": _frequency({}), "cohorts": []}
-    by_segment, by_frequency, counts = _tallies(reader, scope)
+    by_segment, by_frequency, counts, weekly_cohorts = _tallies(reader, scope, with_cohorts=True)
     return {
         "period": period,
         "customers": counts,
         "segments": _segments(by_segment),
         "frequency": _frequency(by_frequency),
-        "cohorts": cohorts(reader, scope) if scope.branch_key is None else [],
+        "cohorts": weekly_cohorts,
     }
 
 
-def _tallies(reader: Reader, scope: Scope) -> tuple[dict, dict, dict]:
-    """(segment → [customers, sales, revenue], sales bucket → customers, §8's counts),
-    in one pass over the scope's sales. New: first sale ever on or after the scope's
-    first day; repeat: sales on two or more days (the first and last differ)."""
+def _first_monday(scope: Scope) -> date:
+    return scope.first + timedelta(days=(7 - scope.first.weekday()) % 7)
+
+
+def _tallies(reader: Reader, scope: Scope, with_cohorts: bool = False) -> tuple[dict, dict, dict, list]:
+    """(segment → [customers, sales, revenue], sales bucket → customers, §8's counts,
+    cohorts) in one pass over the scope's sales. New: first sale ever on or after the
+    scope's first day; repeat: sales on two or more days (the first and last differ).
+    Cohorts (``with_cohorts``, all branches) come out of the same pass: the weeks each
+    customer bought in are the bits of one number, their first week is dim_customer's."""
     where, params = scope.where("f")
+    monday = _first_monday(scope)
+    weeks = (scope.last - monday).days // 7 + 1 if monday <= scope.last else 0
+    chain_wide = with_cohorts and scope.branch_key is None and weeks > 0
+    bits = chain_wide and weeks <= MAX_WEEK_BITS
+    ctes, values = _scored(where, week_bits=bits), [*([monday] * 3 if bits else []), *params]
+    if bits:
+        ctes += f", {_FIRST_WEEK}"
+        values += [monday, _monday(scope.last) + timedelta(days=6)]
     bucket = f"CASE WHEN s.sales >= {MAX_FREQUENCY} THEN {MAX_FREQUENCY} ELSE s.sales END"
-    rows = reader.query(
-        f"""SELECT s.segment, {bucket}, count(*), sum(s.sales), sum(s.revenue),
-                   sum(CASE WHEN c.first_seen >= ? THEN 1 ELSE 0 END),
-                   sum(CASE WHEN s.first_key < s.last_key THEN 1 ELSE 0 END)
-            FROM ({_scored_sql(where)}) s JOIN dim_customer c ON c.customer_key = s.customer_key
-            GROUP BY s.segment, {bucket}""",
-        [scope.first, *params])
+    sql = f"""{ctes}
+        SELECT 0, s.segment, {bucket}, count(*), sum(s.sales), sum(s.revenue),
+               sum(CASE WHEN c.customer_key IS NULL THEN 0 ELSE 1 END),
+               sum(CASE WHEN s.first_key < s.last_key THEN 1 ELSE 0 END), CAST(NULL AS DATE)
+        FROM scored_customer s
+        LEFT JOIN (SELECT customer_key FROM dim_customer WHERE first_seen >= ?) c ON c.customer_key = s.customer_key
+        GROUP BY s.segment, {bucket}"""
+    values.append(scope.first)
+    if bits:
+        # Rows 1: each cohort's size; rows 2: its customers who bought in week b.
+        sql += """
+        UNION ALL
+        SELECT 1, CAST(NULL AS VARCHAR), CAST(-1 AS BIGINT), count(*), 0, 0, 0, 0, w.monday
+        FROM first_week w GROUP BY w.monday
+        UNION ALL
+        SELECT 2, CAST(NULL AS VARCHAR), CAST(k.b AS BIGINT), count(*), 0, 0, 0, 0, w.monday
+        FROM scored_customer s
+        JOIN first_week w ON w.customer_key = s.customer_key
+        CROSS JOIN generate_series(0, ?) AS k(b)
+        WHERE ((s.weeks >> k.b) & 1) = 1
+        GROUP BY w.monday, k.b"""
+        values.append(weeks - 1)
     segments: dict[str, list] = {}
     frequency: dict[int, int] = {}
+    sizes: dict[date, int] = {}
+    active: dict[date, dict[int, int]] = {}
     distinct = new = repeat = 0
-    for segment, sales_bucket, customers, sales, revenue, fresh, again in rows:
-        tally = segments.setdefault(segment, [0, 0, Decimal(0)])
-        tally[0] += int(customers)
-        tally[1] += int(sales)
-        tally[2] += Decimal(revenue)
-        frequency[int(sales_bucket)] = frequency.get(int(sales_bucket), 0) + int(customers)
-        distinct, new, repeat = distinct + int(customers), new + int(fresh), repeat + int(again)
-    return segments, frequency, {"distinct": distinct, "new": new, "returning": distinct - new, "repeat": repeat}
+    for kind, segment, n, customers, sales, revenue, fresh, again, week in reader.query(sql, values):
+        if kind == 1:
+            sizes[week] = int(customers)
+        elif kind == 2:
+            active.setdefault(week, {})[int(n)] = int(customers)
+        else:
+            tally = segments.setdefault(segment, [0, 0, Decimal(0)])
+            tally[0] += int(customers)
+            tally[1] += int(sales)
+            tally[2] += Decimal(revenue)
+            frequency[int(n)] = frequency.get(int(n), 0) + int(customers)
+            distinct, new, repeat = distinct + int(customers), new + int(fresh), repeat + int(again)
+    counts = {"distinct": distinct, "new": new, "returning": distinct - new, "repeat": repeat}
+    if bits:
+        # Bit b is the week b after the first Monday; a cohort's week k is bit offset + k.
+        found = {m: {k - (m - monday).days // 7: n for k, n in active.get(m, {}).items()} | {-1: size}
+                 for m, size in sizes.items()}
+        kept = _cohort_rows(found, scope.last)
+    elif chain_wide:
+        kept = cohorts(reader, scope)  # a scope too long for the bits of one number
+    else:
+        kept = []
+    return segments, frequency, counts, kept
 
 
 def _segments(tallies: dict) -> list[dict]:
@@ -193,7 +251,7 @@ def cohorts(reader: Reader, scope: Scope) -> list[dict]:
     sale in week k after, for every week that ends on or before the scope's last day.
     A cohort is every customer whose first week it is, as DESIGN §11 defines it: in a
     week that the scope ends inside, that includes first sales after its last day."""
-    first_monday = scope.first + timedelta(days=(7 - scope.first.weekday()) % 7)
+    first_monday = _first_monday(scope)
     if first_monday > scope.last:
         return []
     # Day differences are whole weeks by (x - x % 7) / 7: exact on every warehouse.
@@ -211,15 +269,21 @@ def cohorts(reader: Reader, scope: Scope) -> list[dict]:
            UNION ALL
            SELECT monday, week, count(*) FROM active GROUP BY monday, week""",
         [first_monday, last_monday + timedelta(days=6), date_key(first_monday), date_key(scope.last)])
-    active: dict[date, dict[int, int]] = {}
+    found: dict[date, dict[int, int]] = {}
     for monday, week, customers in rows:
-        active.setdefault(monday, {})[int(week)] = int(customers)
+        found.setdefault(monday, {})[int(week)] = int(customers)
+    return _cohort_rows(found, scope.last)
+
+
+def _cohort_rows(found: dict[date, dict[int, int]], last: date) -> list[dict]:
+    """Cohorts from {Monday: {-1: the cohort's size, k: its customers active in week k}},
+    with retention for every week k that ends on or before ``last``."""
     out = []
-    for monday in sorted(active):
-        size = active[monday].get(-1, 0)  # the cohort's size; weeks 0, 1, ... its active customers
-        weeks_ended = ((scope.last - monday).days + 1) // 7  # weeks k whose Sunday is on or before the last day
+    for monday in sorted(found):
+        size = found[monday].get(-1, 0)
+        weeks_ended = ((last - monday).days + 1) // 7
         out.append({"week": monday.isoformat(), "customers": size,
-                    "retention": [round(active[monday].get(k, 0) / size, 4) if size else 0.0
+                    "retention": [round(found[monday].get(k, 0) / size, 4) if size else 0.0
                                   for k in range(weeks_ended)]})
     return out
 
@@ -271,7 +335,7 @@ def repeat_by_branch(reader: Reader, scope: Scope) -> list[dict]:
 
 def rfm(reader: Reader, scope: Scope) -> dict:
     """The segments (with what each means) and the sales-per-customer histogram."""
-    by_segment, by_frequency, _ = _tallies(reader, scope)
+    by_segment, by_frequency, _, _ = _tallies(reader, scope)
     meaning = {s.name: s.meaning for s in SEGMENTS}
     return {"segments": [s | {"meaning": meaning[s["segment"]]} for s in _segments(by_segment)],
             "frequency": _frequency(by_frequency)}
@@ -286,8 +350,9 @@ def target_list(reader: Reader, filters: Filters, segment: Segment) -> tuple[Sco
         return scope, []
     where, params = scope.where("f")
     rows = reader.query(
-        f"""SELECT customer_key, r, f, m, last_key, sales, revenue, first_key
-            FROM ({_scored_sql(where)}) s WHERE segment = ?
+        f"""{_scored(where)}
+            SELECT customer_key, r, f, m, last_key, sales, revenue, first_key
+            FROM scored_customer WHERE segment = ?
             ORDER BY revenue DESC, customer_key""",
         [*params, segment.name])
     out = []

@@ -183,9 +183,10 @@
         return `${s.segment}: ${whole.format(s.customers)} customers, ${whole.format(s.sales)} sales, ` +
                `${money.format(s.revenue)}<br>${s.meaning}`;
       } }),
-      legend: { top: 0 }, grid: Object.assign({}, grid, { top: 48 }),
-      xAxis: [{ type: "value", name: "Customers", position: "top" },
-              { type: "value", name: "Revenue", position: "bottom", axisLabel: { formatter: money2 } }],
+      legend: { top: 0 }, grid: Object.assign({}, grid, { top: 72, bottom: 32 }),
+      xAxis: [{ type: "value", name: "Customers", position: "top", nameLocation: "middle", nameGap: 24 },
+              { type: "value", name: "Revenue", position: "bottom", nameLocation: "middle", nameGap: 28,
+                axisLabel: { formatter: money2 } }],
       yAxis: { type: "category", inverse: true, data: body.data.segments.map((s) => s.segment),
                axisLabel: { width: 160, overflow: "truncate" } },
       series: [
@@ -210,12 +211,12 @@
           return `Customers first seen the week of ${c.week} (${whole.format(c.customers)}):<br>` +
                  `${p.value[2]}% bought again in week +${p.value[0]}`;
         } },
-        grid: Object.assign({}, grid, { bottom: 56 }),
+        grid: Object.assign({}, grid, { right: 96, bottom: 32 }),
         xAxis: { type: "category", name: "Weeks after the first", nameLocation: "middle", nameGap: 24,
                  data: [...Array(weeks).keys()].map((k) => `+${k}`), splitArea: { show: true } },
         yAxis: { type: "category", name: "First week", inverse: true, splitArea: { show: true },
                  data: body.data.map((c) => `${c.week} (${whole.format(c.customers)})`) },
-        visualMap: { min: 0, max: 100, calculable: true, orient: "horizontal", left: "center", bottom: 0,
+        visualMap: { min: 0, max: 100, calculable: true, orient: "vertical", right: 0, top: "middle",
                      formatter: (v) => `${Math.round(v)}%`, inRange: { color: ["#fbf3ea", "#d08c60", "#6b3a1e"] } },
         series: [{ type: "heatmap", name: "Retention %", data: cells, label: { show: weeks <= 8,
                    formatter: (p) => `${p.value[2]}%` } }],
@@ -361,7 +362,7 @@
   function isEmpty(body) {
     const data = body.data;
     if (data === null || data === undefined) return true;
-    if (Array.isArray(data)) return data.length === 0;
+    if (Array.isArray(data)) return data.length === 0 || data.every((row) => row.retention && !row.retention.length);
     if (data.cells) return data.cells.length === 0;
     if (data.series) return data.series.length === 0;
     if (data.branches && Array.isArray(data.branches)) return data.branches.length === 0;
