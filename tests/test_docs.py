@@ -35,9 +35,11 @@ def _documented_commands() -> dict[str, set[str]]:
 
 
 def test_every_documented_command_and_option_exists():
+    from cafe_etl.cli import main
+
     commands = _documented_commands()
-    assert set(commands) == {"demo", "generate", "ingest", "validate", "report", "status", "rejects", "replay",
-                             "watch", "serve", "audit"}
+    assert set(commands) == set(main.commands)  # every command documented, nothing documented that is not one
+    assert {"demo", "ingest", "report", "customers", "together"} <= set(commands)
     for command, options in commands.items():
         help_text = run_cli(command, "--help").stdout
         for option in options:

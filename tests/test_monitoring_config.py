@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -45,10 +44,11 @@ def expand(sql: str, branches: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def warehouse(generated, tmp_path_factory, postgres_databases):
+def warehouse(tmp_path_factory, postgres_databases):
     require_postgres()
     landing = tmp_path_factory.mktemp("grafana") / "landing"
-    shutil.copytree(generated, landing)
+    # Eight days from a Monday: a whole week has ended, so the cohort panel has rows.
+    assert run_cli("generate", landing, "--branches", 9, "--days", 8, "--seed", 11, "--bad-rate", 0.04).code == 0
     (landing / "Nowhere_01-03-2024_09-00-00.csv").write_text("a,b,c,d,e,f,g,h\n")  # a failed file, for its panel
     last_day = by_day(landing)[max(by_day(landing))]
     last_day[0].unlink()  # a branch late with its newest file, for the missing-files panel

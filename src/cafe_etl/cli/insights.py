@@ -1,4 +1,4 @@
-"""Commands that answer the business beyond the report (DESIGN §11): customers."""
+"""Commands that answer the business beyond the report (DESIGN §11): customers, together."""
 
 from __future__ import annotations
 
@@ -60,6 +60,32 @@ def customers(first, last, branch, fmt, segment, out_file, warehouse) -> None:
         return
     _write_private(out_file, text)
     err.print(f"wrote {len(rows):,} {chosen.name} customers ({period}) to {out_file}")
+
+
+@main.command()
+@FROM
+@TO
+@BRANCH
+@click.option("--min-baskets", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Leave out pairs bought together in fewer sales")
+@FORMAT
+@warehouse_option
+@handle_errors
+def together(first, last, branch, min_baskets, fmt, warehouse) -> None:
+    """What sells together: every pair of products in the same sale, with lift and significance."""
+    from cafe_etl.analytics import jsonout, together_render
+    from cafe_etl.analytics import together as insight
+    from cafe_etl.analytics.report import Filters
+    from cafe_etl.warehouse import open_warehouse
+
+    with open_warehouse(settings(warehouse).warehouse).reader() as reader:
+        answer = insight.build(reader, Filters(first, last, branch), min_baskets)
+    if fmt == "json":
+        click.echo(jsonout.dumps(answer))
+    elif fmt == "csv":
+        click.echo(together_render.to_csv(answer), nl=False)
+    else:
+        out.print(together_render.table(answer))
 
 
 def _write_private(path: Path, text: str) -> None:

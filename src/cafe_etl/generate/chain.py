@@ -47,6 +47,7 @@ class Branch:
     regulars: tuple[Customer, ...]  # come often, some in spells
     occasional_count: int = 0  # customers who come now and then, any day (see ``occasionals``)
     people_seed: int = 0
+    pairings: tuple[tuple[menu.MenuItem, menu.MenuItem], ...] = ()  # menu.PAIRINGS this branch sells
 
     @property
     def slug(self) -> str:
@@ -123,8 +124,10 @@ def build_chain(branches: int, seed: int) -> tuple[Branch, ...]:
         closes = rng.choice((17, 18, 20, 20, 21))
         items, cum_weights = _branch_menu(rng)
         regulars = _regulars(rng, int(weekday * rng.uniform(0.3, 0.6)))
+        by_key = {item.key: item for item in items}
+        pairings = tuple((by_key[a], by_key[b]) for a, b in menu.PAIRINGS if a in by_key and b in by_key)
         out.append(Branch(index, name, weekday, opens, closes, items, cum_weights, regulars,
-                          int(weekday * rng.uniform(2.0, 4.0)), rng.randrange(2**32)))
+                          int(weekday * rng.uniform(2.0, 4.0)), rng.randrange(2**32), pairings))
     return tuple(out)
 
 

@@ -12,6 +12,7 @@ from datetime import date
 
 from cafe_etl.generate import faults
 from cafe_etl.generate.chain import Branch, Customer, luhn_card, occasionals, random_name
+from cafe_etl.generate.menu import PAIRING_CHANCE
 from cafe_etl.generate.tillformat import Sale, format_line
 
 # Relative footfall per hour: a morning rush, a lunch peak, a quieter afternoon.
@@ -66,6 +67,9 @@ def _basket(branch: Branch, rng: random.Random) -> tuple:
     for i in range(1, size):
         if rng.random() < _REPEAT_ITEM:  # "another one of those, please"
             items[i] = items[rng.randrange(i)]
+    for anchor, companion in branch.pairings:
+        if anchor in items and rng.random() < PAIRING_CHANCE:
+            items.append(companion)
     return tuple(items)
 
 

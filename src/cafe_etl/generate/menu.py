@@ -73,6 +73,17 @@ _FAMILIES: dict[str, tuple[tuple[str, ...] | None, int, int, int]] = {
 }
 
 
+# Products bought together more often than chance: with the first in a basket, the
+# second is added to it this often (where the branch sells both). They are the pairs
+# `cafe-etl together` should find on top.
+PAIRINGS = (
+    (("Large", "Mocha", None), ("Regular", "Smoothies", "Berry Beautiful")),
+    (("Regular", "Chai latte", None), ("Regular", "Speciality Tea", "Peppermint")),
+    (("Large", "Flat white", None), ("Large", "Iced americano", None)),
+)
+PAIRING_CHANCE = 0.35
+
+
 def families() -> list[str]:
     return list(_FAMILIES)
 

@@ -188,6 +188,10 @@ class Reader(ABC):
     reader opened with a time limit cancels any query that runs longer
     (``QueryTimeout``)."""
 
+    # Whether a CTE kept once (``AS MATERIALIZED``) is joined well: a planner without
+    # statistics for it (PostgreSQL) may choose a join that takes minutes.
+    keeps_ctes: bool = True
+
     @abstractmethod
     def query(self, sql: str, params: Sequence[Any] = (), *, max_rows: int | None = None) -> list[tuple]: ...
 

@@ -172,6 +172,8 @@ class PostgresReader(Reader):
         self.warehouse = warehouse
         self.time_limit = time_limit
 
+    keeps_ctes = False
+
     def regex_match(self, expression: str) -> str:
         return f"{expression} ~ ?"
 

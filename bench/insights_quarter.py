@@ -1,4 +1,4 @@
-"""Benchmark: `cafe-etl customers` on a quarter of a 200-branch chain.
+"""Benchmark: `cafe-etl customers` and `cafe-etl together` on a quarter of a 200-branch chain.
 
 Uses (or makes) the quarter that ``bench/api_latency.py`` measures: 90 days of 200
 branches (about 7 million sales and a million customers), ingested into a DuckDB file
@@ -7,7 +7,7 @@ too. Each scope is answered ``--runs`` times in this process, through the same c
 the CLI makes; the median and the slowest are printed, with the whole command's wall
 time (a new process: Python's start included) once per scope.
 
-    python bench/customers_quarter.py [--postgres postgresql://postgres@127.0.0.1:5432/test] [--runs 5]
+    python bench/insights_quarter.py [--postgres postgresql://postgres@127.0.0.1:5432/test] [--runs 5]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from api_latency import DAYS, START, prepare  # noqa: E402 - the quarter is api_latency's
 
-from cafe_etl.analytics import customers  # noqa: E402
+from cafe_etl.analytics import customers, together  # noqa: E402
 from cafe_etl.analytics.report import Filters  # noqa: E402
 from cafe_etl.warehouse import open_warehouse  # noqa: E402
 
@@ -51,19 +51,20 @@ def measure(warehouse: str, runs: int) -> None:
         last = reader.scalar("SELECT max(date) FROM dim_date").isoformat()
         branch = reader.scalar("SELECT min(name) FROM dim_branch")
     print(f"\n{store.describe()}: {sales:,} sales, {people:,} customers")
-    print(f"{'scope':28} {'median s':>9} {'max s':>7} {'CLI wall s':>11}")
-    for label, args in scopes(last, branch).items():
-        times = []
-        for _ in range(runs):
+    for command, build in (("customers", customers.build), ("together", together.build)):
+        print(f"\n{command:28} {'median s':>9} {'max s':>7} {'CLI wall s':>11}")
+        for label, args in scopes(last, branch).items():
+            times = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                with store.reader() as reader:
+                    build(reader, _filters(args))
+                times.append(time.perf_counter() - started)
             started = time.perf_counter()
-            with store.reader() as reader:
-                customers.build(reader, _filters(args))
-            times.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        subprocess.run([str(CLI), "customers", "--warehouse", warehouse, "--format", "json", *args], check=True,
-                       stdout=subprocess.DEVNULL)
-        wall = time.perf_counter() - started
-        print(f"{label:28} {statistics.median(times):9.2f} {max(times):7.2f} {wall:11.2f}")
+            subprocess.run([str(CLI), command, "--warehouse", warehouse, "--format", "json", *args], check=True,
+                           stdout=subprocess.DEVNULL)
+            wall = time.perf_counter() - started
+            print(f"{label:28} {statistics.median(times):9.2f} {max(times):7.2f} {wall:11.2f}")
 
 
 def main() -> None:

@@ -1,0 +1,151 @@
+"""`cafe-etl together` (DESIGN §11) against an independent count from the raw baskets, and
+against an established implementation (efficient-apriori), on both backends.
+
+The generator plants pairs (menu.PAIRINGS: with the first product in a basket, the
+second is added a third of the time): they must come out on top, and significant.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from collections import Counter
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from efficient_apriori import apriori
+from scipy.stats import fisher_exact
+from tests.conftest import BACKENDS, new_warehouse, run_cli
+
+from cafe_etl.generate.menu import PAIRINGS
+
+START = date(2024, 3, 4)
+DAYS = 14
+MIN_BASKETS = 20
+
+
+def _product(item: str) -> tuple:
+    label, _price = item.rsplit(" - ", 1)
+    size, rest = label.split(" ", 1)
+    name, _, flavour = rest.partition(" - ")
+    return size, name, flavour or None
+
+
+def read_baskets(folder: Path) -> list[tuple[date, str, frozenset]]:
+    baskets = []
+    for path in sorted(folder.glob("*.csv")):
+        with path.open(newline="") as f:
+            for when, branch, _name, basket, *_ in csv.reader(f):
+                day = datetime.strptime(when, "%d/%m/%Y %H:%M").date()
+                baskets.append((day, branch, frozenset(_product(item) for item in basket.split(", "))))
+    return baskets
+
+
+def _bh(p_values: list[float]) -> list[float]:
+    """Benjamini–Hochberg as the textbook writes it: sort descending, running minimum."""
+    m = len(p_values)
+    ranked = sorted(enumerate(p_values), key=lambda x: x[1], reverse=True)
+    adjusted, best = [0.0] * m, 1.0
+    for position, (i, p) in enumerate(ranked):
+        best = min(best, p * m / (m - position))
+        adjusted[i] = best
+    return adjusted
+
+
+def expected_pairs(baskets, first: date, last: date, branch: str | None, min_baskets: int) -> dict:
+    chosen = [items for day, b, items in baskets if first <= day <= last and (branch is None or b == branch)]
+    total = len(chosen)
+    singles = Counter(p for items in chosen for p in items)
+    doubles = Counter(pair for items in chosen for pair in itertools.combinations(sorted(items, key=_key), 2))
+    kept = {pair: n for pair, n in doubles.items() if n >= min_baskets}
+    p_values = {pair: fisher_exact([[n, singles[pair[0]] - n], [singles[pair[1]] - n,
+                                    total - singles[pair[0]] - singles[pair[1]] + n]], alternative="greater")[1]
+                for pair, n in kept.items()}
+    q = dict(zip(p_values, _bh(list(p_values.values())), strict=True))
+    return {"baskets": total, "singles": singles, "pairs": kept, "q": q}
+
+
+def _key(product: tuple) -> tuple:
+    size, name, flavour = product
+    return name, size, flavour or ""
+
+
+def _as_tuple(p: dict) -> tuple:
+    return p["size"], p["name"], p["flavour"]
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("together") / "landing"
+    result = run_cli("generate", folder, "--branches", 6, "--days", DAYS, "--seed", 5, "--start", START)
+    assert result.code == 0, result.stderr
+    return folder, read_baskets(folder)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def loaded(request, chain, tmp_path_factory, postgres_databases) -> str:
+    url = new_warehouse(request.param, tmp_path_factory.mktemp(f"together-{request.param}"), postgres_databases)
+    result = run_cli("ingest", chain[0], "--warehouse", url)
+    assert result.code == 0, result.stderr
+    return url
+
+
+LAST = START + timedelta(days=DAYS - 1)
+
+
+@pytest.mark.parametrize("args, first, last, pick_branch", [
+    ([], START, LAST, False),  # the default: the last 28 days with data, here all of them
+    (["--from", "2024-03-06", "--to", "2024-03-12"], date(2024, 3, 6), date(2024, 3, 12), False),
+    ([], START, LAST, True),
+])
+def test_pairs_match_an_independent_count(chain, loaded, args, first, last, pick_branch):
+    _, baskets = chain
+    branch = sorted({b for _, b, _ in baskets})[0] if pick_branch else None
+    args = [*args, "--branch", branch] if branch else args
+    result = run_cli("together", "--warehouse", loaded, "--format", "json", "--min-baskets", MIN_BASKETS, *args)
+    assert result.code == 0, result.stderr
+    got, want = result.json(), expected_pairs(baskets, first, last, branch, MIN_BASKETS)
+    assert got["period"] == {"from": first.isoformat(), "to": last.isoformat()}
+    assert got["baskets"] == want["baskets"]
+    pairs = {(_as_tuple(p["a"]), _as_tuple(p["b"])): p for p in got["pairs"]}
+    assert set(pairs) == set(want["pairs"]) and pairs
+    n = want["baskets"]
+    for (a, b), p in pairs.items():
+        n_ab, n_a, n_b = want["pairs"][(a, b)], want["singles"][a], want["singles"][b]
+        assert (p["baskets"], p["a_baskets"], p["b_baskets"]) == (n_ab, n_a, n_b)
+        assert p["support"] == round(n_ab / n, 6) and p["lift"] == round(n_ab * n / (n_a * n_b), 4)
+        assert (p["confidence_ab"], p["confidence_ba"]) == (round(n_ab / n_a, 4), round(n_ab / n_b, 4))
+        assert p["q_value"] == pytest.approx(want["q"][(a, b)], rel=1e-3, abs=1e-300)
+    lifts = [(p["lift"], p["baskets"]) for p in got["pairs"]]
+    assert lifts == sorted(lifts, key=lambda x: (-x[0], -x[1]))
+
+
+def test_the_planted_pairs_come_out_on_top_and_significant(chain, loaded):
+    got = run_cli("together", "--warehouse", loaded, "--format", "json").json()
+    planted = {tuple(sorted(pair, key=_key)) for pair in PAIRINGS}
+    top = [(_as_tuple(p["a"]), _as_tuple(p["b"])) for p in got["pairs"][:len(planted)]]
+    assert set(top) == planted
+    assert all(p["q_value"] <= 0.05 and p["lift"] > 2 for p in got["pairs"][:len(planted)])
+
+
+def test_counts_agree_with_efficient_apriori(chain, loaded):
+    _, baskets = chain
+    transactions = [tuple(sorted(items, key=_key)) for _, _, items in baskets]
+    itemsets, _ = apriori(transactions, min_support=MIN_BASKETS / len(transactions), max_length=2)
+    got = run_cli("together", "--warehouse", loaded, "--format", "json", "--min-baskets", MIN_BASKETS).json()
+    ours = {frozenset((_as_tuple(p["a"]), _as_tuple(p["b"]))): p["baskets"] for p in got["pairs"]}
+    theirs = {frozenset(pair): n for pair, n in itemsets[2].items()}
+    assert ours == theirs
+    for p in got["pairs"]:
+        assert itemsets[1][(_as_tuple(p["a"]),)] == p["a_baskets"]
+
+
+def test_csv_and_table(loaded):
+    text = run_cli("together", "--warehouse", loaded, "--format", "csv").stdout.splitlines()
+    assert text[0].startswith("from,to,sales,a_size,a_name,a_flavour,b_size,b_name,b_flavour,baskets")
+    assert len(text) > 3
+    table = run_cli("together", "--warehouse", loaded)
+    assert table.code == 0 and "Bought together" in table.stdout
+    bad = run_cli("together", "--warehouse", loaded, "--min-baskets", "0")
+    assert bad.code == 2 and "Traceback" not in bad.stderr
