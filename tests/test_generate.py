@@ -11,6 +11,7 @@ from decimal import Decimal
 from cafe_etl.generate import generate
 from cafe_etl.generate.chain import build_chain
 from cafe_etl.generate.day import generate_day
+from cafe_etl.generate.menu import PAIRINGS
 
 
 def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
@@ -43,7 +44,8 @@ def test_rows_are_realistic():
     payments = Counter(r[5] for r in rows)
     assert 0.45 < payments["CARD"] / len(rows) < 0.75
     sizes = Counter(r[3].count(", ") + 1 for r in rows)
-    assert set(sizes) <= set(range(1, 7)) and sizes[1] > sizes[6]
+    # 1 to 6 items, and a planted companion for each planted pair's first product
+    assert set(sizes) <= set(range(1, 7 + len(PAIRINGS))) and sizes[1] > sizes[6]
     for r in rows:
         prices = [Decimal(item.rsplit(" - ", 1)[1]) for item in r[3].split(", ")]
         assert sum(prices) == Decimal(r[4])

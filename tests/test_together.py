@@ -149,3 +149,14 @@ def test_csv_and_table(loaded):
     assert table.code == 0 and "Bought together" in table.stdout
     bad = run_cli("together", "--warehouse", loaded, "--min-baskets", "0")
     assert bad.code == 2 and "Traceback" not in bad.stderr
+
+
+def test_without_scipy_the_command_says_what_to_install(monkeypatch):
+    import sys
+
+    from cafe_etl.analytics import together
+    from cafe_etl.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)
+    with pytest.raises(ConfigError, match=r"pip install 'cafe-etl\[insights\]'"):
+        together._hypergeom()

@@ -10,10 +10,9 @@ p-value that lift > 1 (Fisher's exact test: the hypergeometric upper tail).
 
 from __future__ import annotations
 
-from scipy.stats import hypergeom
-
 from cafe_etl.analytics import report
 from cafe_etl.analytics.report import Filters, Scope
+from cafe_etl.errors import ConfigError
 from cafe_etl.warehouse.base import Reader
 
 DEFAULT_MIN_BASKETS = 30
@@ -64,12 +63,21 @@ def pairs(reader: Reader, scope: Scope, min_baskets: int = DEFAULT_MIN_BASKETS) 
                       "support": round(n_ab / total, 6), "confidence_ab": round(n_ab / n_a, 4),
                       "confidence_ba": round(n_ab / n_b, 4), "lift": round(n_ab * total / (n_a * n_b), 4)})
     # P(X >= n_ab) for X hypergeometric (N sales, n_a holding a, n_b drawn): every pair at once.
+    hypergeom = _hypergeom()
     p_values = hypergeom.sf([p["baskets"] - 1 for p in found], total, [p["a_baskets"] for p in found],
                             [p["b_baskets"] for p in found]) if found else []
     for pair, q in zip(found, benjamini_hochberg([float(p) for p in p_values]), strict=True):
         pair["q_value"] = float(f"{q:.4g}")
     found.sort(key=lambda p: (-p["lift"], -p["baskets"], _order(p["a"]), _order(p["b"])))
     return {"baskets": total, "pairs": found}
+
+
+def _hypergeom():
+    try:
+        from scipy.stats import hypergeom
+    except ImportError:
+        raise ConfigError("cafe-etl together needs SciPy: pip install 'cafe-etl[insights]'") from None
+    return hypergeom
 
 
 def _held(reader: Reader, where: str) -> str:
