@@ -18,7 +18,10 @@ from efficient_apriori import apriori
 from scipy.stats import fisher_exact
 from tests.conftest import BACKENDS, new_warehouse, run_cli
 
+from cafe_etl.analytics import together
+from cafe_etl.analytics.report import Filters
 from cafe_etl.generate.menu import PAIRINGS
+from cafe_etl.warehouse import open_warehouse
 
 START = date(2024, 3, 4)
 DAYS = 14
@@ -102,10 +105,11 @@ LAST = START + timedelta(days=DAYS - 1)
 def test_pairs_match_an_independent_count(chain, loaded, args, first, last, pick_branch):
     _, baskets = chain
     branch = sorted({b for _, b, _ in baskets})[0] if pick_branch else None
-    args = [*args, "--branch", branch] if branch else args
-    result = run_cli("together", "--warehouse", loaded, "--format", "json", "--min-baskets", MIN_BASKETS, *args)
-    assert result.code == 0, result.stderr
-    got, want = result.json(), expected_pairs(baskets, first, last, branch, MIN_BASKETS)
+    # In process (the command itself is run by the tests below): the same call the CLI makes.
+    filters = Filters(first if args else None, last if args else None, branch)
+    with open_warehouse(loaded).reader() as reader:
+        got = together.build(reader, filters, MIN_BASKETS)
+    want = expected_pairs(baskets, first, last, branch, MIN_BASKETS)
     assert got["period"] == {"from": first.isoformat(), "to": last.isoformat()}
     assert got["baskets"] == want["baskets"]
     pairs = {(_as_tuple(p["a"]), _as_tuple(p["b"])): p for p in got["pairs"]}
@@ -133,7 +137,8 @@ def test_counts_agree_with_efficient_apriori(chain, loaded):
     _, baskets = chain
     transactions = [tuple(sorted(items, key=_key)) for _, _, items in baskets]
     itemsets, _ = apriori(transactions, min_support=MIN_BASKETS / len(transactions), max_length=2)
-    got = run_cli("together", "--warehouse", loaded, "--format", "json", "--min-baskets", MIN_BASKETS).json()
+    with open_warehouse(loaded).reader() as reader:
+        got = together.build(reader, Filters(), MIN_BASKETS)
     ours = {frozenset((_as_tuple(p["a"]), _as_tuple(p["b"]))): p["baskets"] for p in got["pairs"]}
     theirs = {frozenset(pair): n for pair, n in itemsets[2].items()}
     assert ours == theirs
@@ -154,7 +159,6 @@ def test_csv_and_table(loaded):
 def test_without_scipy_the_command_says_what_to_install(monkeypatch):
     import sys
 
-    from cafe_etl.analytics import together
     from cafe_etl.errors import ConfigError
 
     monkeypatch.setitem(sys.modules, "scipy.stats", None)

@@ -274,7 +274,8 @@ class SqlLoadSession(SqlLedger):
             self._merge_customers(con)
             for table, (columns, relation) in (_FACTS | _AGGREGATES).items():
                 self._append(engine, con, table, columns, _select(columns, relation, run_id))
-            self._settle_lost_customers(con)
+            if clear:
+                self._settle_lost_customers(con)
             # The ledger last: its row locks are held for the shortest time.
             self._write_ledger(con, records, run_id)
 
@@ -391,7 +392,8 @@ class SqlPartLoad(PartLoad):
             session._execute(con, "DROP TABLE IF EXISTS merge_customer")
             session._execute(con, _PART_FIRST_SALES, [file_id, file_id])
             session._merge_customers(con)
-            session._settle_lost_customers(con)
+            if replaced or record.clear_previous:
+                session._settle_lost_customers(con)
             session._write_ledger(con, [record], self.run_id)
             session._execute(con, "COMMIT")
             self.committed = True
