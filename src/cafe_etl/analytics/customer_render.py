@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
-from decimal import Decimal
 
 from rich.console import Group
 from rich.table import Table
 
-from cafe_etl.analytics.customers import SEGMENTS, TARGET_COLUMNS
-
-_MEANING = {s.name: s.meaning for s in SEGMENTS}
+from cafe_etl.analytics import render
+from cafe_etl.analytics.customers import MEANING, TARGET_COLUMNS
 
 
 def _table(title: str, *columns: str) -> Table:
-    table = Table(title=title, title_justify="left", title_style="bold", header_style="bold magenta")
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("segment", "what it means", "week") else "right")
-    return table
+    return render.table(title, *columns, text=("segment", "what it means", "week"))
 
 
 def _share(part: int, whole: int) -> str:
@@ -36,7 +31,7 @@ def tables(answer: dict) -> Group:
     segments = _table("Segments (RFM)", "segment", "customers", "share", "sales", "revenue", "what it means")
     for s in answer["segments"]:
         segments.add_row(s["segment"], f"{s['customers']:,}", _share(s["customers"], total), f"{s['sales']:,}",
-                         f"£{s['revenue']:,.2f}", _MEANING[s["segment"]])
+                         f"£{s['revenue']:,.2f}", MEANING[s["segment"]])
 
     frequency = _table("Sales per customer", "sales", "customers", "share")
     for f in answer["frequency"]:
@@ -65,7 +60,7 @@ def to_csv(answer: dict) -> str:
         writer.writerow(["customers", "", metric, value])
     for s in answer["segments"]:
         for metric in ("customers", "sales", "revenue"):
-            writer.writerow(["segments", s["segment"], metric, _plain(s[metric])])
+            writer.writerow(["segments", s["segment"], metric, render.plain(s[metric])])
     for f in answer["frequency"]:
         writer.writerow(["frequency", f["sales"], "customers", f["customers"]])
     for k in answer["cohorts"]:
@@ -81,9 +76,6 @@ def target_csv(rows: list[dict]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(TARGET_COLUMNS)
     for row in rows:
-        writer.writerow([_plain(row[column]) for column in TARGET_COLUMNS])
+        writer.writerow([render.plain(row[column]) for column in TARGET_COLUMNS])
     return out.getvalue()
 
-
-def _plain(value) -> str:
-    return f"{value:.2f}" if isinstance(value, Decimal) else str(value)

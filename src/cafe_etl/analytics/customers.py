@@ -47,6 +47,7 @@ SEGMENTS = (
     Segment("Hibernating", "few sales, long ago: a low-cost nudge, or let go", (1, 2), (1, 2)),
 )
 SEGMENT_NAMES = tuple(s.name for s in SEGMENTS)
+MEANING = {s.name: s.meaning for s in SEGMENTS}
 
 
 class UnknownSegment(BadRequest):
@@ -252,8 +253,8 @@ def cohorts(reader: Reader, scope: Scope) -> list[dict]:
     A cohort is every customer whose first week it is, as DESIGN §11 defines it: in a
     week that the scope ends inside, that includes first sales after its last day."""
     first_monday = _first_monday(scope)
-    if first_monday > scope.last:
-        return []
+    if scope.branch_key is not None or first_monday > scope.last:
+        return []  # cohorts are chain-wide
     # Day differences are whole weeks by (x - x % 7) / 7: exact on every warehouse.
     weeks = "((d.date - c.monday) - (d.date - c.monday) % 7) / 7"
     last_monday = _monday(scope.last)
@@ -336,8 +337,7 @@ def repeat_by_branch(reader: Reader, scope: Scope) -> list[dict]:
 def rfm(reader: Reader, scope: Scope) -> dict:
     """The segments (with what each means) and the sales-per-customer histogram."""
     by_segment, by_frequency, _, _ = _tallies(reader, scope)
-    meaning = {s.name: s.meaning for s in SEGMENTS}
-    return {"segments": [s | {"meaning": meaning[s["segment"]]} for s in _segments(by_segment)],
+    return {"segments": [s | {"meaning": MEANING[s["segment"]]} for s in _segments(by_segment)],
             "frequency": _frequency(by_frequency)}
 
 

@@ -27,52 +27,53 @@ def _bar(value: Decimal | int, top: Decimal | int, width: int = 24) -> Text:
     return Text("█" * filled, style="cyan")
 
 
-def _table(title: str, *columns: str) -> Table:
-    table = Table(title=title, title_justify="left", title_style="bold", header_style="bold magenta")
+def table(title: str, *columns: str, text: tuple[str, ...] = ("branch", "product", "date", "method")) -> Table:
+    """A titled table; the ``text`` columns are left-aligned, the figures right-aligned."""
+    out = Table(title=title, title_justify="left", title_style="bold", header_style="bold magenta")
     for column in columns:
-        table.add_column(column, justify="left" if column in ("branch", "product", "date", "method") else "right")
-    return table
+        out.add_column(column, justify="left" if column in text else "right")
+    return out
 
 
 def tables(report: dict) -> Group:
     t = report["totals"]
     period = report["period"]
     basket = t["revenue"] / t["transactions"] if t["transactions"] else Decimal(0)
-    summary = _table(f"Sales {period['from'] or '-'} to {period['to'] or '-'}", "transactions", "items",
+    summary = table(f"Sales {period['from'] or '-'} to {period['to'] or '-'}", "transactions", "items",
                      "revenue", "average basket", "branches")
     summary.add_row(f"{t['transactions']:,}", f"{t['items']:,}", _money(t["revenue"]), _money(basket),
                     str(t["branches"]))
 
-    branches = _table(f"Best branches (top {TOP} of {len(report['branches'])})", "#", "branch", "transactions",
+    branches = table(f"Best branches (top {TOP} of {len(report['branches'])})", "#", "branch", "transactions",
                       "items", "revenue")
     for rank, b in enumerate(report["branches"][:TOP], start=1):
         branches.add_row(str(rank), b["branch"], f"{b['transactions']:,}", f"{b['items']:,}", _money(b["revenue"]))
 
-    products = _table(f"What sells (top {TOP} of {len(report['products'])} products)", "#", "product", "quantity",
+    products = table(f"What sells (top {TOP} of {len(report['products'])} products)", "#", "product", "quantity",
                       "revenue")
     for rank, p in enumerate(report["products"][:TOP], start=1):
         products.add_row(str(rank), product_label(p), f"{p['quantity']:,}", _money(p["revenue"]))
 
-    hours = _table("When (by hour of day)", "hour", "transactions", "revenue", "")
+    hours = table("When (by hour of day)", "hour", "transactions", "revenue", "")
     peak = max((h["revenue"] for h in report["hours"]), default=0)
     for h in report["hours"]:
         hours.add_row(f"{h['hour']:02d}:00", f"{h['transactions']:,}", _money(h["revenue"]), _bar(h["revenue"], peak))
 
-    days = _table("Trend (by day)", "date", "transactions", "revenue", "")
+    days = table("Trend (by day)", "date", "transactions", "revenue", "")
     peak = max((d["revenue"] for d in report["days"]), default=0)
     for d in report["days"]:
         days.add_row(d["date"], f"{d['transactions']:,}", _money(d["revenue"]), _bar(d["revenue"], peak))
 
-    payments = _table("Payments", "method", "transactions", "revenue")
+    payments = table("Payments", "method", "transactions", "revenue")
     for p in report["payments"]:
         payments.add_row(p["method"], f"{p['transactions']:,}", _money(p["revenue"]))
 
     c = report["customers"]
-    customers = _table("Customers (by keyed customer hash)", "distinct", "new", "returning", "repeat")
+    customers = table("Customers (by keyed customer hash)", "distinct", "new", "returning", "repeat")
     customers.add_row(f"{c['distinct']:,}", f"{c['new']:,}", f"{c['returning']:,}", f"{c['repeat']:,}")
 
     q = report["quality"]
-    quality = _table("Data quality (whole warehouse)", "files loaded", "files failed", "rows rejected", "by reason")
+    quality = table("Data quality (whole warehouse)", "files loaded", "files failed", "rows rejected", "by reason")
     reasons = ", ".join(f"{k} {v:,}" for k, v in q["rejects_by_reason"].items()) or "-"
     quality.add_row(f"{q['files_loaded']:,}", f"{q['files_failed']:,}", f"{q['rows_rejected']:,}", reasons)
     return Group(summary, branches, products, hours, days, payments, customers, quality)
@@ -90,7 +91,7 @@ def to_csv(report: dict) -> str:
     writer.writerow(["period", "", "from", report["period"]["from"] or ""])
     writer.writerow(["period", "", "to", report["period"]["to"] or ""])
     for metric, value in report["totals"].items():
-        writer.writerow(["totals", "", metric, _plain(value)])
+        writer.writerow(["totals", "", metric, plain(value)])
     sections = (("branches", "branch"), ("products", None), ("hours", "hour"), ("days", "date"),
                 ("payments", "method"))
     for section, key in sections:
@@ -98,7 +99,7 @@ def to_csv(report: dict) -> str:
             label = product_label(row) if key is None else row[key]
             for metric, value in row.items():
                 if metric not in (key, "size", "name", "flavour"):
-                    writer.writerow([section, label, metric, _plain(value)])
+                    writer.writerow([section, label, metric, plain(value)])
     for metric, value in report["customers"].items():
         writer.writerow(["customers", "", metric, value])
     q = report["quality"]
@@ -109,5 +110,5 @@ def to_csv(report: dict) -> str:
     return out.getvalue()
 
 
-def _plain(value) -> str:
+def plain(value) -> str:
     return f"{value:.2f}" if isinstance(value, Decimal) else str(value)

@@ -164,5 +164,18 @@ def progress(label: str, total_files: int):
         yield lambda files, size: bar.advance(task, files)
 
 
+def show(answer: dict, fmt: str, to_csv: Callable[[dict], str], to_tables: Callable[[dict], object]) -> None:
+    """An answer in the ``--format`` asked for: the JSON contract (money with two
+    decimals), tidy CSV, or terminal tables."""
+    from cafe_etl.analytics import jsonout
+
+    if fmt == "json":
+        click.echo(jsonout.dumps(answer))
+    elif fmt == "csv":
+        click.echo(to_csv(answer), nl=False)
+    else:
+        out.print(to_tables(answer))
+
+
 def print_json(data) -> None:
     click.echo(json.dumps(data, indent=2, default=str))

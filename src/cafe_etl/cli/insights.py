@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cafe_etl.cli.common import DAY, EXIT_USAGE, err, fail, handle_errors, main, out, settings, warehouse_option
+from cafe_etl.cli.common import DAY, EXIT_USAGE, err, fail, handle_errors, main, settings, show, warehouse_option
 
 FROM = click.option("--from", "first", type=DAY, default=None,
                     help="First day: YYYY-MM-DD, today, yesterday or today-N [default: 27 days before --to]")
@@ -31,7 +31,7 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json", "cs
 @handle_errors
 def customers(first, last, branch, fmt, segment, out_file, warehouse) -> None:
     """Whom to target: RFM segments, sales per customer, weekly cohorts, target lists."""
-    from cafe_etl.analytics import customer_render, jsonout
+    from cafe_etl.analytics import customer_render
     from cafe_etl.analytics import customers as insight
     from cafe_etl.analytics.report import Filters
     from cafe_etl.warehouse import open_warehouse
@@ -46,12 +46,7 @@ def customers(first, last, branch, fmt, segment, out_file, warehouse) -> None:
         else:
             scope, rows = insight.target_list(reader, filters, chosen)
     if chosen is None:
-        if fmt == "json":
-            click.echo(jsonout.dumps(answer))
-        elif fmt == "csv":
-            click.echo(customer_render.to_csv(answer), nl=False)
-        else:
-            out.print(customer_render.tables(answer))
+        show(answer, fmt, customer_render.to_csv, customer_render.tables)
         return
     text = customer_render.target_csv(rows)
     period = f"{scope.first} to {scope.last}" if scope.first else "an empty warehouse"
@@ -73,19 +68,14 @@ def customers(first, last, branch, fmt, segment, out_file, warehouse) -> None:
 @handle_errors
 def together(first, last, branch, min_baskets, fmt, warehouse) -> None:
     """What sells together: every pair of products in the same sale, with lift and significance."""
-    from cafe_etl.analytics import jsonout, together_render
     from cafe_etl.analytics import together as insight
+    from cafe_etl.analytics import together_render
     from cafe_etl.analytics.report import Filters
     from cafe_etl.warehouse import open_warehouse
 
     with open_warehouse(settings(warehouse).warehouse).reader() as reader:
         answer = insight.build(reader, Filters(first, last, branch), min_baskets)
-    if fmt == "json":
-        click.echo(jsonout.dumps(answer))
-    elif fmt == "csv":
-        click.echo(together_render.to_csv(answer), nl=False)
-    else:
-        out.print(together_render.table(answer))
+    show(answer, fmt, together_render.to_csv, together_render.table)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -16,6 +16,7 @@ from cafe_etl.cli.common import (
     out,
     print_json,
     settings,
+    show,
     warehouse_option,
 )
 
@@ -29,19 +30,14 @@ from cafe_etl.cli.common import (
 @handle_errors
 def report(first, last, branch, fmt, warehouse) -> None:
     """What sells, where and when; customers; data quality."""
-    from cafe_etl.analytics import jsonout, render
+    from cafe_etl.analytics import render
     from cafe_etl.analytics import report as reports
     from cafe_etl.warehouse import open_warehouse
 
     with open_warehouse(settings(warehouse).warehouse).reader() as reader:
         data = reports.build(reader, reports.Filters(first, last, branch))
         note = _no_sales_note(reader, data, branch) if not data["totals"]["transactions"] else None
-    if fmt == "json":
-        click.echo(jsonout.dumps(data))
-    elif fmt == "csv":
-        click.echo(render.to_csv(data), nl=False)
-    else:
-        render.print_tables(data, out)
+    show(data, fmt, render.to_csv, render.tables)
     if note:
         err.print(f"note: {note}")
 

@@ -161,11 +161,7 @@ def customers_rfm(request: Request, first: From = None, to: To = None, branch: B
 def customers_cohorts(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
     """Customers by the week of their first sale ever (Mondays in the period), and the share with a
     sale in each later week that has ended. Chain-wide: empty when a branch is chosen."""
-    return _business(request, first, to, branch, _cohorts)
-
-
-def _cohorts(reader, scope: Scope) -> list[dict]:
-    return customers.cohorts(reader, scope) if scope.branch_key is None else []
+    return _business(request, first, to, branch, customers.cohorts)
 
 
 @_get("/customers/weekly", "New and returning customers per week")
