@@ -1,4 +1,4 @@
-"""Commands that answer the business beyond the report (DESIGN §11): customers, together."""
+"""Commands that answer the business beyond the report (DESIGN §11): customers, together, trends."""
 
 from __future__ import annotations
 
@@ -76,6 +76,26 @@ def together(first, last, branch, min_baskets, fmt, warehouse) -> None:
     with open_warehouse(settings(warehouse).warehouse).reader() as reader:
         answer = insight.build(reader, Filters(first, last, branch), min_baskets)
     show(answer, fmt, together_render.to_csv, together_render.table)
+
+
+@main.command()
+@click.option("--to", "last", type=DAY, default=None,
+              help="The week's last day: YYYY-MM-DD, today, yesterday or today-N [default: the last day with sales]")
+@BRANCH
+@click.option("--min-change", type=click.FloatRange(min=0), default=20.0, show_default=True,
+              help="A mover's least change against its baseline, in percent")
+@FORMAT
+@warehouse_option
+@handle_errors
+def trends(last, branch, min_change, fmt, warehouse) -> None:
+    """What is changing: movers of the last 7 days against the 4 weeks before, and unusual days."""
+    from cafe_etl.analytics import trends as insight
+    from cafe_etl.analytics import trends_render
+    from cafe_etl.warehouse import open_warehouse
+
+    with open_warehouse(settings(warehouse).warehouse).reader() as reader:
+        answer = insight.build(reader, last, branch, min_change)
+    show(answer, fmt, trends_render.to_csv, trends_render.tables)
 
 
 def _write_private(path: Path, text: str) -> None:

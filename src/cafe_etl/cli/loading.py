@@ -34,14 +34,16 @@ from cafe_etl.config import DEFAULT_LANDING
 @click.option("--bad-rate", type=click.FloatRange(0, 0.5), default=0.0, show_default=True,
               help="Share of rows replaced by bad rows of every kind")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes [one per CPU]")
+@click.option("--plant-trends", is_flag=True,
+              help="Plant changes of known size in the last week (movers, short and busy days) for `trends`")
 @handle_errors
-def generate(out_dir, branches, days, seed, start, bad_rate, workers) -> None:
+def generate(out_dir, branches, days, seed, start, bad_rate, workers, plant_trends) -> None:
     """Write realistic branch exports into OUT_DIR, with their expected figures in _expected.json."""
     from cafe_etl.generate import DEFAULT_START
     from cafe_etl.generate import generate as run_generate
 
     result = run_generate(out_dir, branches=branches, days=days, seed=seed, start=start or DEFAULT_START,
-                          bad_rate=bad_rate, workers=workers)
+                          bad_rate=bad_rate, workers=workers, plant_trends=plant_trends)
     out.print(f"wrote {result.files:,} files ({result.bytes / 1e6:,.1f} MB, {result.transactions:,} transactions, "
               f"{result.rejected:,} bad rows) to {out_dir}; expected figures in {result.expected_path}")
 
@@ -193,9 +195,9 @@ def check_sources(sources) -> None:
 
 @main.command()
 @click.option("--branches", type=click.IntRange(1, 5000), default=25, show_default=True)
-@click.option("--days", type=click.IntRange(1, 3660), default=28, show_default=True)
+@click.option("--days", type=click.IntRange(1, 3660), default=42, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--start", type=DAY, default=None, help="First business day [the 28 days up to yesterday]")
+@click.option("--start", type=DAY, default=None, help="First business day [the --days days up to yesterday]")
 @click.option("--bad-rate", type=click.FloatRange(0, 0.5), default=0.005, show_default=True)
 @click.option("--landing", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_LANDING,
               show_default=True)
@@ -206,8 +208,8 @@ def check_sources(sources) -> None:
 @key_options
 @handle_errors
 def demo(branches, days, seed, start, bad_rate, landing, no_serve, port, warehouse, key_file, customer_keys) -> None:
-    """Generate a chain's month of exports into the landing folder, ingest it, print the report,
-    then serve the dashboard on it."""
+    """Generate six weeks of a chain's exports into the landing folder (the last week with changes
+    for `trends` to find), ingest them, print the report, then serve the dashboard on it."""
     from cafe_etl.analytics import render
     from cafe_etl.analytics import report as reports
     from cafe_etl.cli import views
@@ -217,7 +219,8 @@ def demo(branches, days, seed, start, bad_rate, landing, no_serve, port, warehou
 
     first = start or date.today() - timedelta(days=days)
     chosen = settings(warehouse, key_file, customer_keys)
-    result = run_generate(landing, branches=branches, days=days, seed=seed, start=first, bad_rate=bad_rate)
+    result = run_generate(landing, branches=branches, days=days, seed=seed, start=first, bad_rate=bad_rate,
+                          plant_trends=True)
     out.print(f"generated {result.files:,} files ({result.transactions:,} transactions) in {landing}")
     summary = run_ingest([str(landing)], chosen, command="demo")
     views.run_summary(summary, out)

@@ -12,6 +12,7 @@ from datetime import date
 
 from cafe_etl.generate import faults
 from cafe_etl.generate.chain import Branch, Customer, luhn_card, occasionals, random_name
+from cafe_etl.generate.effects import BOOST, SHORT, Effects
 from cafe_etl.generate.menu import PAIRING_CHANCE
 from cafe_etl.generate.tillformat import Sale, format_line
 
@@ -61,9 +62,9 @@ def _minutes(branch: Branch, day: date, count: int, rng: random.Random) -> list[
     return sorted(h * 60 + rng.randrange(60) for h in picked)
 
 
-def _basket(branch: Branch, rng: random.Random) -> tuple:
+def _basket(branch: Branch, rng: random.Random, cum_weights: tuple[float, ...]) -> tuple:
     size = _BASKET_SIZES[bisect.bisect_left(_BASKET_CUM, rng.random() * 100)]
-    items = rng.choices(branch.items, cum_weights=branch.cum_weights, k=size)
+    items = rng.choices(branch.items, cum_weights=cum_weights, k=size)
     for i in range(1, size):
         if rng.random() < _REPEAT_ITEM:  # "another one of those, please"
             items[i] = items[rng.randrange(i)]
@@ -80,7 +81,15 @@ def _regulars_on(branch: Branch, day: date) -> tuple[list[Customer], list[float]
     return active, list(itertools.accumulate(c.weight for c in active))
 
 
-def _sale(branch: Branch, minute: int, rng: random.Random, regulars: tuple[list[Customer], list[float]]) -> Sale:
+def _boosted_weights(branch: Branch, product: tuple) -> tuple[float, ...]:
+    """The branch's cumulative item weights with ``product`` chosen ``BOOST`` times as often."""
+    weights = [high - low for low, high in zip((0.0, *branch.cum_weights), branch.cum_weights, strict=False)]
+    boosted = [w * BOOST if item.key == product else w for item, w in zip(branch.items, weights, strict=True)]
+    return tuple(itertools.accumulate(boosted))
+
+
+def _sale(branch: Branch, minute: int, rng: random.Random, regulars: tuple[list[Customer], list[float]],
+          cum_weights: tuple[float, ...]) -> Sale:
     active, weights = regulars
     who = rng.random()
     if active and who < _REGULAR_SHARE:
@@ -91,7 +100,7 @@ def _sale(branch: Branch, minute: int, rng: random.Random, regulars: tuple[list[
         name, card, card_share = occasional.name, occasional.card, occasional.prefers_card
     else:
         name, card, card_share = random_name(rng), "", _CARD_SHARE
-    items = _basket(branch, rng)
+    items = _basket(branch, rng, cum_weights)
     pence = sum(item.pence for item in items)
     if rng.random() < card_share:
         return Sale(minute, name, items, "CARD", card or luhn_card(rng), pence)
@@ -117,19 +126,27 @@ def _tally(truth: DayTruth, sales: list[Sale]) -> None:
 
 
 def generate_day(
-    branch: Branch, day: date, seed: int, bad_rate: float, other_branches: list[str]
+    branch: Branch, day: date, seed: int, bad_rate: float, other_branches: list[str], effects: Effects | None = None
 ) -> tuple[str, DayTruth]:
     """The file's text and its true figures. Same inputs, same bytes."""
     rng = random.Random(f"day:{seed}:{branch.index}:{day.isoformat()}")
-    count = max(1, round(branch.weekday_transactions * _DAY_FACTOR[day.weekday()] * rng.uniform(0.85, 1.15)))
+    usual = branch.weekday_transactions * _DAY_FACTOR[day.weekday()] * rng.uniform(0.85, 1.15)
+    cum_weights = branch.cum_weights
+    if effects is not None and effects.covers(day):
+        usual *= effects.transactions_factor(branch.index, day)
+        cum_weights = _boosted_weights(branch, effects.boosted)
+    count = max(1, round(usual))
     truth = DayTruth(branch.name, day)
     lines: list[str] = []
     seen: set[str] = set()
     good: list[Sale] = []
     regulars = _regulars_on(branch, day)
-    for minute in _minutes(branch, day, count, rng):
+    minutes = _minutes(branch, day, count, rng)
+    if effects is not None and effects.is_short(branch.index, day):
+        minutes = minutes[:max(1, round(len(minutes) * SHORT))]  # the export stopped early in the day
+    for minute in minutes:
         while True:
-            sale = _sale(branch, minute, rng, regulars)
+            sale = _sale(branch, minute, rng, regulars, cum_weights)
             line = format_line(day, branch.name, sale)
             kind = None
             if bad_rate and rng.random() < bad_rate:
