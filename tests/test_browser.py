@@ -16,7 +16,7 @@ import httpx
 import pytest
 from tests.conftest import free_port, run_cli
 
-PAGES = ["", "what", "where", "when", "customers", "operations"]
+PAGES = ["", "what", "where", "when", "customers", "trends", "operations"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -48,9 +48,11 @@ def server(tmp_path_factory):
     executable = _require_browser()
     folder = tmp_path_factory.mktemp("browser")
     warehouse = folder / "warehouse.duckdb"
-    # Eight days from a Monday: a whole week has ended, so the cohort chart has a column.
+    # Five weeks and a day from a Monday: whole weeks have ended, so the cohort chart has
+    # columns, and the last week has four before it and changes planted in it for Trends.
     landing = folder / "landing"
-    assert run_cli("generate", landing, "--branches", 9, "--days", 8, "--seed", 11, "--bad-rate", 0.04).code == 0
+    assert run_cli("generate", landing, "--branches", 9, "--days", 36, "--seed", 11, "--bad-rate", 0.04,
+                   "--plant-trends").code == 0
     assert run_cli("ingest", landing, "--warehouse", warehouse).code == 0
     port = free_port()
     process = subprocess.Popen(
@@ -210,3 +212,30 @@ def test_the_customers_page_offers_each_segment_s_target_list(server, page):
     text = Path(download.value.path()).read_text()
     assert text.splitlines()[0] == "customer_key,segment,r,f,m,recency_days,sales,revenue,first_sale,last_sale"
     assert all(",Hibernating," in line for line in text.splitlines()[1:])
+
+
+def test_the_trends_page_shows_movers_unusual_days_and_pairs(server, page):
+    base, _ = server
+    page.goto(f"{base}/trends")
+    states = settled(page)
+    assert set(states.values()) == {"ready"}, states
+    movers = httpx.get(f"{base}/api/trends/movers").json()["data"]["movers"]
+    assert movers
+    assert page.locator('[data-render="movers"] tbody tr').count() == len(movers)
+    assert page.locator('[data-render="movers"] svg.sparkline').count() == len(movers)
+    shown = page.eval_on_selector_all('[data-render="movers"] tbody tr td:nth-child(4)',
+                                      "cells => cells.map(c => c.textContent)")
+    assert shown == [f"{m['current']:,}" for m in movers]
+    anomalies = httpx.get(f"{base}/api/trends/anomalies").json()["data"]
+    drawn = page.evaluate("window.cafeEtl.charts['anomalies'].getOption().series[3].data")
+    assert drawn == [a["revenue"] for a in anomalies]
+    pairs = httpx.get(f"{base}/api/together/pairs").json()["data"]["pairs"]
+    lifts = page.evaluate("window.cafeEtl.charts['pairs'].getOption().series[0].data")
+    assert lifts == [p["lift"] for p in pairs[:15]]
+    page.goto(f"{base}/operations")
+    settled(page)
+    short = [a for a in anomalies if a["kind"] == "short"]
+    rows = page.eval_on_selector_all('[data-table="suspect-days"] tbody tr td:nth-child(2)',
+                                     "cells => cells.map(c => c.textContent)")
+    assert short and {a["branch"] for a in short} <= set(rows)
+    assert page.problems == []

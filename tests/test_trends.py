@@ -244,3 +244,85 @@ def test_a_new_branch_or_a_closed_weekday_is_not_judged():
     days = _ordinary_week(_history())
     closed = {d: v for d, v in days.items() if d.weekday() != 6}  # never opens on Sundays
     assert _kinds(closed) == {}
+
+
+# The same answers through the JSON API and /metrics ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(loaded):
+    from fastapi.testclient import TestClient
+
+    from cafe_etl.config import Settings
+    from cafe_etl.web.app import create_app
+
+    with TestClient(create_app(Settings(warehouse=loaded))) as client:
+        yield client
+
+
+def _get(client, path, **params) -> dict:
+    response = client.get(path, params=params)
+    assert response.status_code == 200, (path, response.text)
+    return response.json()
+
+
+def _plain(rows: list[dict]) -> list[dict]:
+    return json.loads(json.dumps(rows, default=float))
+
+
+def test_the_api_answers_as_the_command(loaded, client):
+    want = _answer(loaded)
+    movers = _get(client, "/api/trends/movers")
+    assert movers["week"] == want["week"]
+    got = movers["data"]["movers"]
+    assert [{k: v for k, v in m.items() if k != "daily"} for m in got] == _plain(want["movers"])
+    dates = movers["data"]["dates"]
+    assert dates[0] == (FIRST - timedelta(days=28)).isoformat() and dates[-1] == LAST.isoformat() and len(dates) == 35
+    for m in got:  # the sparkline adds up to the figures it draws
+        assert sum(m["daily"][-7:]) == m["current"] and sum(m["daily"][:28]) / 4 == pytest.approx(m["baseline"])
+    assert _get(client, "/api/trends/anomalies")["data"] == _plain(want["anomalies"])
+    branch = want["anomalies"][0]["branch"]
+    narrowed = _get(client, "/api/trends/anomalies", branch=branch.lower())["data"]
+    assert narrowed == _plain([a for a in _answer(loaded, branch=branch)["anomalies"]])
+    earlier = (FIRST - timedelta(days=1)).isoformat()
+    assert _get(client, "/api/trends/movers", to=earlier)["week"]["to"] == earlier
+    stricter = _get(client, "/api/trends/movers", min_change=120)["data"]["movers"]
+    assert [m["kind"] for m in stricter] == ["product"]  # only the product more than doubled
+    bad = client.get("/api/trends/movers", params={"min_change": "-1"})
+    assert bad.status_code == 400 and "min_change" in bad.json()["error"]
+
+
+def test_suspect_days_on_operations_and_in_metrics(chain, loaded, client):
+    _, _, planted = chain
+    anomalies = _answer(loaded)["anomalies"]
+    suspect = _get(client, "/api/ops/suspect-days")["data"]
+    assert suspect == _plain([a for a in anomalies if a["kind"] in ("short", "missing")])
+    assert {(d["branch"], d["date"]) for d in planted["short_days"]} <= {(a["branch"], a["date"]) for a in suspect}
+    metrics = {line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+               for line in client.get("/metrics").text.splitlines() if line.startswith("cafe_etl_suspect")}
+    for kind in ("missing", "short", "low", "high"):
+        assert metrics[f'cafe_etl_suspect_branch_days{{kind="{kind}"}}'] == sum(a["kind"] == kind for a in anomalies)
+
+
+def test_pairs_and_what_goes_well_with_a_product(chain, loaded, client):
+    from cafe_etl.analytics import together
+    from cafe_etl.analytics.report import Filters
+
+    branch = sorted({s[1] for s in chain[1]})[0]  # one branch keeps this quick on PostgreSQL under load
+    with open_warehouse(loaded).reader() as reader:
+        want = together.build(reader, Filters(branch=branch), 5)
+    got = _get(client, "/api/together/pairs", branch=branch, min_baskets=5, limit=5)
+    assert got["period"] == want["period"] and got["branch"] == branch
+    assert got["data"]["baskets"] == want["baskets"] and got["data"]["listed"] == len(want["pairs"])
+    assert got["data"]["pairs"] == _plain(want["pairs"][:5])
+    top = want["pairs"][0]
+    product = top["a"]
+    goes = _get(client, "/api/together/with", branch=branch, min_baskets=5, name=product["name"],
+                size=product["size"] or "", flavour=product["flavour"] or "")["data"]
+    assert goes[0] == {"product": top["b"], "baskets": top["baskets"], "confidence": top["confidence_ab"],
+                       "lift": top["lift"], "q_value": top["q_value"]}
+    partners = [p for p in want["pairs"] if product in (p["a"], p["b"])]
+    assert len(goes) == min(10, len(partners))
+    lifts = [g["lift"] for g in goes]
+    assert lifts == sorted(lifts, reverse=True)
+    assert _get(client, "/api/together/with", branch=branch, name="No such drink")["data"] == []

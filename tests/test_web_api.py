@@ -18,7 +18,9 @@ BUSINESS = ["/api/overview/figures", "/api/overview/daily", "/api/what/products"
             "/api/what/flavours", "/api/what/mix", "/api/where/ranking", "/api/where/trend",
             "/api/where/best-sellers", "/api/when/heatmap", "/api/when/peak-hours", "/api/when/hours",
             "/api/customers/counts", "/api/customers/rfm", "/api/customers/cohorts", "/api/customers/weekly",
-            "/api/customers/repeat"]
+            "/api/customers/repeat", "/api/together/pairs", "/api/trends/movers"]
+# Answered, and checked against the commands, in test_trends (they need weeks of history).
+TRENDS = ["/api/together/with", "/api/trends/anomalies", "/api/ops/suspect-days"]
 OPERATIONS = ["/api/ops/files", "/api/ops/arrivals", "/api/ops/rejects", "/api/ops/reject-rows", "/api/ops/failed",
               "/api/ops/runs", "/api/ops/service", "/api/meta"]
 BAD_FILE = "Nowhere_01-01-2024_09-00-00.csv"
@@ -305,7 +307,7 @@ def _parse_metrics(text: str) -> dict[str, float]:
 def test_openapi_documents_every_endpoint(site):
     client, _, _ = site
     spec = get(client, "/openapi.json")
-    for path in BUSINESS + OPERATIONS:
+    for path in BUSINESS + OPERATIONS + TRENDS:
         operation = spec["paths"][path]["get"]
         assert operation["summary"] and operation.get("description"), path
     assert "from" in [p["name"] for p in spec["paths"]["/api/overview/figures"]["get"]["parameters"]]
@@ -315,7 +317,7 @@ def test_openapi_documents_every_endpoint(site):
 def test_pages_render_with_the_filters_resolved(site):
     client, _, _ = site
     meta = get(client, "/api/meta")
-    for path in ("/", "/what", "/where", "/when", "/customers", "/operations"):
+    for path in ("/", "/what", "/where", "/when", "/customers", "/trends", "/operations"):
         page = client.get(path)
         assert page.status_code == 200 and 'data-api="/api/' in page.text, path
         assert f'value="{meta["last_day"]}"' in page.text

@@ -48,10 +48,10 @@ def _dated_routes(app) -> list[str]:
             if any(p["name"] == "from" for p in methods.get("get", {}).get("parameters", []))]
 
 
-PAGES = ("/", "/what", "/where", "/when", "/customers", "/operations")
+PAGES = ("/", "/what", "/where", "/when", "/customers", "/trends", "/operations")
 
 
-REQUIRED = {"/api/customers/list": {"segment": "At Risk"}}  # a route's own required parameters
+REQUIRED = {"/api/customers/list": {"segment": "At Risk"}, "/api/together/with": {"name": "Latte"}}  # a route's own required parameters
 
 
 @pytest.mark.parametrize("params", [{"to": "0001-01-01"}, {"from": "0001-01-01"}, {"to": "9999-12-31"},

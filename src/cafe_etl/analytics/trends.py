@@ -44,6 +44,8 @@ MIN_SAME_WEEKDAYS = 3
 SPREAD_FLOOR = 0.05  # no range narrower than about ±17% (3.5 × 5%): a till day is never that regular
 WIDE_SPREAD = 0.15  # where the history is too short to measure the spread
 SHORT_HOURS = 2  # a low day that stopped this many hours early is short
+ANOMALY_KINDS = ("missing", "short", "low", "high")
+SUSPECT_KINDS = ("short", "missing")  # days that point at the till export rather than at trade
 
 
 @dataclass(frozen=True)
@@ -70,15 +72,18 @@ def resolve(reader: Reader, last: date | None, branch: str | None) -> Week | Non
     return Week(first, scope.last, min(BASELINE_WEEKS, held), scope.branch_key)
 
 
+def describe(week: Week | None) -> dict:
+    if week is None:
+        return {"from": None, "to": None, "baseline_weeks": 0}
+    return {"from": week.first.isoformat(), "to": week.last.isoformat(), "baseline_weeks": week.baseline_weeks}
+
+
 def build(reader: Reader, last: date | None = None, branch: str | None = None,
           min_change: float = DEFAULT_MIN_CHANGE) -> dict:
     week = resolve(reader, last, branch)
     if week is None:
-        return {"week": {"from": None, "to": None, "baseline_weeks": 0}, "movers": [], "anomalies": []}
-    return {"week": {"from": week.first.isoformat(), "to": week.last.isoformat(),
-                     "baseline_weeks": week.baseline_weeks},
-            "movers": movers(reader, week, min_change),
-            "anomalies": anomalies(reader, week)}
+        return {"week": describe(None), "movers": [], "anomalies": []}
+    return {"week": describe(week), "movers": movers(reader, week, min_change), "anomalies": anomalies(reader, week)}
 
 
 # Movers ---------------------------------------------------------------------------
@@ -91,6 +96,34 @@ def movers(reader: Reader, week: Week, min_change: float = DEFAULT_MIN_CHANGE) -
                                                                             min_change)
     return sorted(found, key=lambda m: (m["kind"], -abs(m["change_pct"]), m["branch"] or "", m["name"] or "",
                                         m["size"] or "", m["flavour"] or ""))
+
+
+def daily(reader: Reader, week: Week, found: list[dict]) -> dict:
+    """Each mover's count per day over its baseline weeks and the week (the sparklines of
+    the dashboard): ``{"dates": [...], "series": [[...], ...]}`` in the order of ``found``."""
+    first = week.baseline_first
+    dates = [first + timedelta(days=k) for k in range((week.last - first).days + 1)]
+    where, params = "a.date_key BETWEEN ? AND ?", [date_key(first), date_key(week.last)]
+    if week.branch_key is not None:
+        where += " AND a.branch_key = ?"
+        params.append(week.branch_key)
+    counts: dict[tuple, int] = {}
+    if any(m["kind"] == "branch" for m in found):
+        for name, key, n in reader.query(f"""SELECT b.name, a.date_key, sum(a.transactions) FROM agg_sale_hour a
+                                             JOIN dim_branch b ON b.branch_key = a.branch_key WHERE {where}
+                                             GROUP BY b.name, a.date_key""", params):
+            counts[("branch", name, None, None, None, key)] = int(n)
+    if any(m["kind"] == "product" for m in found):
+        for size, name, flavour, key, n in reader.query(
+                f"""SELECT p.size, p.name, p.flavour, a.date_key, sum(a.quantity) FROM agg_product_day a
+                    JOIN dim_product p ON p.product_key = a.product_key WHERE {where}
+                    GROUP BY p.size, p.name, p.flavour, a.date_key""", params):
+            counts[("product", None, size, name, flavour, key)] = int(n)
+    series = []
+    for m in found:
+        who = (m["kind"], m["branch"] if m["kind"] == "branch" else None, m["size"], m["name"], m["flavour"])
+        series.append([counts.get((*who, date_key(day)), 0) for day in dates])
+    return {"dates": [day.isoformat() for day in dates], "series": series}
 
 
 def _counts_sql(table: str, measure: str, group: str, week: Week) -> tuple[str, list]:

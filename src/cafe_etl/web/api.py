@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from cafe_etl import __version__
-from cafe_etl.analytics import business, customer_render, customers, operations, report
+from cafe_etl.analytics import business, customer_render, customers, operations, report, together, trends
 from cafe_etl.analytics.report import Scope
 from cafe_etl.web import filters as web_filters
 from cafe_etl.web.gateway import Gateway
@@ -202,6 +202,100 @@ def customers_list(request: Request, segment: SegmentName, first: From = None, t
                     headers={"Content-Disposition": f'attachment; filename="{name}{period}.csv"'})
 
 
+# What sells together, and what is changing -------------------------------------------
+
+MinBaskets = Annotated[int, Query(ge=1, le=1_000_000, description="Least sales holding both products of a pair")]
+PairLimit = Annotated[int, Query(ge=1, le=500, description="How many pairs to list")]
+ProductPart = Annotated[str | None, Query(max_length=200)]
+
+
+def _all_pairs(request: Request, wanted: web_filters.PeriodFilters, min_baskets: int):
+    """Every pair of the scope (DESIGN §11), computed once per scope and shared by the
+    pairs and goes-well-with endpoints."""
+
+    def compute(reader):
+        scope = web_filters.scope(reader, wanted)
+        found = together.pairs(reader, scope, min_baskets) if not scope.empty else {"baskets": 0, "pairs": []}
+        return {"period": {"from": scope.first and scope.first.isoformat(),
+                           "to": scope.last and scope.last.isoformat()}, "branch": wanted.branch, **found}
+
+    return _gateway(request).read(compute, key=("together/pairs", wanted.cache_key(), min_baskets))
+
+
+@_get("/together/pairs", "Products bought together: support, confidence, lift, q-value")
+def together_pairs(request: Request, first: From = None, to: To = None, branch: Branch = None,
+                   min_baskets: MinBaskets = together.DEFAULT_MIN_BASKETS, limit: PairLimit = 50) -> MoneyJSON:
+    """The pairs of `cafe-etl together` for the same filters, strongest lift first: the first
+    `limit` of them, with `listed` saying how many there are in all."""
+    answer = _all_pairs(request, web_filters.parse(first, to, branch), min_baskets)
+    body = answer.value
+    data = {"baskets": body["baskets"], "listed": len(body["pairs"]), "pairs": body["pairs"][:limit]}
+    return MoneyJSON({"period": body["period"], "branch": body["branch"], "data": data},
+                     headers={"X-Cafe-Etl-Stale": "1"} if answer.stale else {})
+
+
+@_get("/together/with", "What goes well with one product")
+def together_with(request: Request, name: Annotated[str, Query(max_length=200, description="Product name")],
+                  size: ProductPart = None, flavour: ProductPart = None, first: From = None, to: To = None,
+                  branch: Branch = None, min_baskets: MinBaskets = together.DEFAULT_MIN_BASKETS,
+                  limit: PairLimit = 10) -> MoneyJSON:
+    """For the product (size, name, flavour exactly as the till writes them), every product
+    bought with it in at least `min_baskets` sales, by lift: the share of its sales that
+    hold the other (`confidence`), lift and q-value, as `cafe-etl together` lists the pair."""
+    answer = _all_pairs(request, web_filters.parse(first, to, branch), min_baskets)
+    body = answer.value
+    chosen = {"size": size or None, "name": name, "flavour": flavour or None}
+    partners = []
+    for pair in body["pairs"]:
+        if chosen in (pair["a"], pair["b"]):
+            mine_is_a = pair["a"] == chosen
+            partners.append({"product": pair["b"] if mine_is_a else pair["a"], "baskets": pair["baskets"],
+                             "confidence": pair["confidence_ab"] if mine_is_a else pair["confidence_ba"],
+                             "lift": pair["lift"], "q_value": pair["q_value"]})
+    return MoneyJSON({"period": body["period"], "branch": body["branch"], "product": chosen,
+                      "data": partners[:limit]}, headers={"X-Cafe-Etl-Stale": "1"} if answer.stale else {})
+
+
+WeekEnd = Annotated[str | None, Query(alias="to",
+                                      description="The week's last day, YYYY-MM-DD [the last day with sales]")]
+MinChange = Annotated[float, Query(ge=0, le=10_000, description="A mover's least change, in percent")]
+
+
+def _week(request: Request, to: str | None, branch: str | None, part: Callable, key: tuple) -> MoneyJSON:
+    """``part(reader, week)`` for the week ending ``to`` (DESIGN §11's trends)."""
+    wanted = web_filters.parse(None, to, branch)
+
+    def compute(reader):
+        week = trends.resolve(reader, wanted.last, wanted.branch)
+        return {"week": trends.describe(week), "branch": wanted.branch,
+                "data": part(reader, week) if week else None}
+
+    return _answer(request, (*key, wanted.cache_key()), compute)
+
+
+@_get("/trends/movers", "Branches and products whose last week differs from the four before")
+def trends_movers(request: Request, to: WeekEnd = None, branch: Branch = None,
+                  min_change: MinChange = trends.DEFAULT_MIN_CHANGE) -> MoneyJSON:
+    """The movers of `cafe-etl trends` for the week ending `to`, each with its count per day over
+    the baseline weeks and the week (`dates` holds the days), for a sparkline."""
+
+    def part(reader, week):
+        found = trends.movers(reader, week, min_change)
+        lines = trends.daily(reader, week, found)
+        return {"dates": lines["dates"],
+                "movers": [{**m, "daily": line} for m, line in zip(found, lines["series"], strict=True)]}
+
+    return _week(request, to, branch, part, ("trends/movers", min_change))
+
+
+@_get("/trends/anomalies", "Branch-days outside their expected range")
+def trends_anomalies(request: Request, to: WeekEnd = None, branch: Branch = None) -> MoneyJSON:
+    """The days out of the ordinary of `cafe-etl trends` for the week ending `to`: revenue, the
+    expected revenue for that branch and weekday and its range, and the kind (missing, short, low,
+    high)."""
+    return _week(request, to, branch, trends.anomalies, ("trends/anomalies",))
+
+
 @router.get("/meta", summary="Branches and the period the warehouse holds", tags=["meta"], responses=_ERRORS)
 def meta(request: Request) -> MoneyJSON:
     """What the filters can choose from: every branch, and the first and last day with sales."""
@@ -271,6 +365,19 @@ def ops_reject_rows(request: Request, reason: Reason = None, file: FileFilter = 
                           "detail": r.detail, "row_data": r.row_data} for r in rows]}
 
     return _answer(request, ("ops/reject-rows", reason, file, limit, offset), compute)
+
+
+@router.get("/ops/suspect-days", summary="Short and missing branch-days of the latest week", tags=["ops"],
+            responses=_ERRORS)
+def ops_suspect_days(request: Request) -> MoneyJSON:
+    """Branch-days of the last 7 days with sales that look like a partial till export (``short``:
+    low, and the last sale hours before the branch usually closes) or a lost one (``missing``: no
+    sales where the branch's history expects some)."""
+
+    def part(reader, week):
+        return [a for a in trends.anomalies(reader, week) if a["kind"] in trends.SUSPECT_KINDS]
+
+    return _week(request, None, None, part, ("ops/suspect-days",))
 
 
 @router.get("/ops/failed", summary="Files that failed, with their error", tags=["ops"], responses=_ERRORS)

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from cafe_etl import __version__
-from cafe_etl.analytics import operations
+from cafe_etl.analytics import operations, trends
 from cafe_etl.errors import CafeEtlError
 from cafe_etl.rules import FileStatus, RunStatus
 from cafe_etl.web.gateway import Gateway
@@ -58,6 +58,16 @@ def ledger_figures(reader) -> dict:
     }
 
 
+def suspect_days(reader) -> dict[str, int]:
+    """The last 7 days with sales: branch-days out of the ordinary (DESIGN §11's
+    anomalies), counted by kind; short and missing days point at the till export."""
+    week = trends.resolve(reader, None, None)
+    counts = dict.fromkeys(trends.ANOMALY_KINDS, 0)
+    for found in trends.anomalies(reader, week) if week else []:
+        counts[found["kind"]] += 1
+    return counts
+
+
 class LedgerCollector:
     def __init__(self, gateway: Gateway, started_at: float, watch_status: Callable[[], dict | None]) -> None:
         self.gateway = gateway
@@ -79,12 +89,26 @@ class LedgerCollector:
                                 value=up)
         if figures:
             yield from self._ledger(figures)
+            yield from self._suspect_days()
         watch = self.watch_status()
         if watch:
             yield CounterMetricFamily("cafe_etl_watch_polls", "Polls of the landing zone by this service",
                                       value=watch["polls"])
             yield GaugeMetricFamily("cafe_etl_watch_outage", "1 while the watcher is backing off an outage",
                                     value=1 if watch["outage"] else 0)
+
+    def _suspect_days(self) -> Iterator[Metric]:
+        try:
+            counts = self.gateway.read(suspect_days, key=("metrics", "suspect-days")).value
+        except CafeEtlError:
+            return
+        days = GaugeMetricFamily(
+            "cafe_etl_suspect_branch_days",
+            "Branch-days of the last 7 days with sales outside their expected revenue, by kind "
+            "(short and missing: likely a partial or lost till export)", labels=["kind"])
+        for kind, count in counts.items():
+            days.add_metric([kind], count)
+        yield days
 
     @staticmethod
     def _ledger(figures: dict) -> Iterator[Metric]:

@@ -18,7 +18,7 @@ from cafe_etl.web import filters as web_filters
 router = APIRouter(default_response_class=HTMLResponse, include_in_schema=False)
 
 PAGES = (("", "Overview"), ("what", "What sells"), ("where", "Where"), ("when", "When"),
-         ("customers", "Customers"), ("operations", "Operations"))
+         ("customers", "Customers"), ("trends", "Trends"), ("operations", "Operations"))
 
 
 def _page(request: Request, page: str, slug: str, title: str, *, branch_filter: bool = True,
@@ -78,6 +78,11 @@ def when(request: Request):
 @router.get("/customers")
 def customers(request: Request):
     return _page(request, "customers", "customers", "Customers")
+
+
+@router.get("/trends")
+def trends(request: Request):
+    return _page(request, "trends", "trends", "Trends")
 
 
 @router.get("/operations")

@@ -87,7 +87,43 @@
     });
   }
 
-  const money2 = (v) => money.format(v);
+  // Axis labels: short enough that neighbours never run into each other (£12K, not £12,000.00).
+  const moneyCompact = new Intl.NumberFormat("en-GB", { style: "currency", currency: "GBP", notation: "compact",
+                                                        maximumFractionDigits: 1 });
+  const moneyAxis = (v) => moneyCompact.format(v);
+  const productLabel = (p) => [p.size, p.name, p.flavour].filter((part) => part).join(" ");
+  const pairLabel = (p) => `${productLabel(p.a)} + ${productLabel(p.b)}`;
+  // A q-value below what a double holds is 0 in the API: say so rather than print 0.
+  const qText = (q) => (q === 0 ? "< 1e-300" : q.toPrecision(2));
+  const pct = (v) => `${v > 0 ? "+" : v < 0 ? "−" : "±"}${Math.abs(v).toFixed(1)}%`;
+
+  const SVG = "http://www.w3.org/2000/svg";
+
+  // A small line of a mover's daily counts, the judged week shaded (text-free: no data as markup).
+  function sparkline(values, judged) {
+    const width = 160, height = 32, pad = 2;
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    svg.setAttribute("width", width);
+    svg.setAttribute("height", height);
+    svg.setAttribute("class", "sparkline");
+    svg.setAttribute("role", "img");
+    const max = Math.max(1, ...values);
+    const x = (i) => pad + (i * (width - 2 * pad)) / Math.max(1, values.length - 1);
+    const y = (v) => height - pad - (v * (height - 2 * pad)) / max;
+    const band = document.createElementNS(SVG, "rect");
+    band.setAttribute("x", x(values.length - judged));
+    band.setAttribute("y", 0);
+    band.setAttribute("width", width - pad - x(values.length - judged));
+    band.setAttribute("height", height);
+    band.setAttribute("class", "judged");
+    const line = document.createElementNS(SVG, "polyline");
+    line.setAttribute("points", values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" "));
+    const title = document.createElementNS(SVG, "title");
+    title.textContent = `per day: ${values.join(", ")}`;
+    svg.append(band, line, title);
+    return svg;
+  }
 
   // Renderers: one per data-chart, data-table or data-render name --------------------------
 
@@ -95,7 +131,7 @@
     "daily-revenue": (el, body) => chart(el, {
       tooltip: { trigger: "axis" }, legend: { top: 0 }, grid,
       xAxis: { type: "category", data: body.data.map((d) => d.date) },
-      yAxis: { type: "value", axisLabel: { formatter: money2 } },
+      yAxis: { type: "value", axisLabel: { formatter: moneyAxis } },
       series: [
         { type: "bar", name: "Revenue", data: body.data.map((d) => d.revenue) },
         { type: "line", name: "7-day average", data: body.data.map((d) => d.average_7d), smooth: true,
@@ -105,7 +141,7 @@
     "top-quantity": (el, body) => horizontalBars(el, body.data.top_by_quantity.map((p) => p.product),
       body.data.top_by_quantity.map((p) => p.quantity), "Items sold"),
     "top-revenue": (el, body) => horizontalBars(el, body.data.top_by_revenue.map((p) => p.product),
-      body.data.top_by_revenue.map((p) => p.revenue), "Revenue", money2),
+      body.data.top_by_revenue.map((p) => p.revenue), "Revenue", moneyAxis),
     "bottom-quantity": (el, body) => horizontalBars(el, body.data.bottom_by_quantity.map((p) => p.product),
       body.data.bottom_by_quantity.map((p) => p.quantity), "Items sold"),
     sizes: (el, body) => chart(el, {
@@ -124,11 +160,11 @@
       })),
     }),
     ranking: (el, body) => horizontalBars(el, body.data.slice(0, 25).map((b) => b.branch),
-      body.data.slice(0, 25).map((b) => b.revenue), "Revenue", money2),
+      body.data.slice(0, 25).map((b) => b.revenue), "Revenue", moneyAxis),
     "branch-trend": (el, body) => chart(el, {
       tooltip: { trigger: "axis" }, legend: { top: 0, type: "scroll" }, grid: Object.assign({}, grid, { top: 48 }),
       xAxis: { type: "category", data: body.data.dates },
-      yAxis: { type: "value", axisLabel: { formatter: money2 } },
+      yAxis: { type: "value", axisLabel: { formatter: moneyAxis } },
       series: body.data.series.map((s) => ({ type: "line", name: s.branch, data: s.revenue, symbol: "none" })),
     }),
     heatmap: (el, body) => {
@@ -148,7 +184,7 @@
     hours: (el, body) => chart(el, {
       tooltip: tooltipAxis, legend: { top: 0 }, grid,
       xAxis: { type: "category", data: body.data.map((h) => `${String(h.hour).padStart(2, "0")}:00`) },
-      yAxis: [{ type: "value", axisLabel: { formatter: money2 } }, { type: "value", splitLine: { show: false } }],
+      yAxis: [{ type: "value", axisLabel: { formatter: moneyAxis } }, { type: "value", splitLine: { show: false } }],
       series: [
         { type: "bar", name: "Revenue", data: body.data.map((h) => h.revenue) },
         { type: "line", name: "Transactions", yAxisIndex: 1, data: body.data.map((h) => h.transactions) },
@@ -186,7 +222,7 @@
       legend: { top: 0 }, grid: Object.assign({}, grid, { top: 72, bottom: 32 }),
       xAxis: [{ type: "value", name: "Customers", position: "top", nameLocation: "middle", nameGap: 24 },
               { type: "value", name: "Revenue", position: "bottom", nameLocation: "middle", nameGap: 28,
-                axisLabel: { formatter: money2 } }],
+                axisLabel: { formatter: moneyAxis } }],
       yAxis: { type: "category", inverse: true, data: body.data.segments.map((s) => s.segment),
                axisLabel: { width: 160, overflow: "truncate" } },
       series: [
@@ -220,6 +256,47 @@
                      formatter: (v) => `${Math.round(v)}%`, inRange: { color: ["#fbf3ea", "#d08c60", "#6b3a1e"] } },
         series: [{ type: "heatmap", name: "Retention %", data: cells, label: { show: weeks <= 8,
                    formatter: (p) => `${p.value[2]}%` } }],
+      });
+    },
+    anomalies: (el, body) => {
+      const days = body.data;
+      const label = (a) => `${a.date.slice(5)} ${a.branch}`;
+      return chart(el, {
+        tooltip: Object.assign({}, tooltipAxis, { formatter: (items) => {
+          const a = days[items[0].dataIndex];
+          return `${a.branch}, ${a.date} (${a.kind})<br>revenue ${money.format(a.revenue)}<br>` +
+                 `expected ${money.format(a.expected)} (${money.format(a.expected_low)} – ` +
+                 `${money.format(a.expected_high)})`;
+        } }),
+        legend: { top: 0 }, grid: Object.assign({}, grid, { top: 40, bottom: 32 }),
+        xAxis: { type: "value", name: "Revenue (£)", nameLocation: "middle", nameGap: 26,
+                 axisLabel: { formatter: moneyAxis } },
+        yAxis: { type: "category", inverse: true, data: days.map(label), axisLabel: { width: 200, overflow: "truncate" } },
+        series: [
+          { type: "bar", stack: "range", silent: true, itemStyle: { color: "transparent" },
+            data: days.map((a) => a.expected_low) },
+          { type: "bar", stack: "range", name: "Expected range", itemStyle: { color: "#e8d5c0" }, barWidth: "50%",
+            data: days.map((a) => Math.round((a.expected_high - a.expected_low) * 100) / 100) },
+          { type: "scatter", name: "Expected", symbol: "diamond", symbolSize: 10, color: "#8c5a3c",
+            data: days.map((a) => a.expected) },
+          { type: "scatter", name: "Revenue", symbolSize: 12, color: "#c0392b", data: days.map((a) => a.revenue) },
+        ],
+      });
+    },
+    pairs: (el, body) => {
+      const pairs = body.data.pairs.slice(0, 15);
+      return chart(el, {
+        tooltip: Object.assign({}, tooltipAxis, { formatter: (items) => {
+          const p = pairs[items[0].dataIndex];
+          return `${pairLabel(p)}<br>lift ${decimal.format(p.lift)}, ${whole.format(p.baskets)} sales with both<br>` +
+                 `${(100 * p.confidence_ab).toFixed(1)}% of ${productLabel(p.a)} sales hold ${productLabel(p.b)}`;
+        } }),
+        grid: Object.assign({}, grid, { bottom: 32 }),
+        xAxis: { type: "value", name: "Lift (1 = unrelated)", nameLocation: "middle", nameGap: 26 },
+        yAxis: { type: "category", inverse: true, data: pairs.map(pairLabel),
+                 axisLabel: { width: 360, overflow: "truncate" } },
+        series: [{ type: "bar", name: "Lift", data: pairs.map((p) => p.lift),
+                   markLine: { silent: true, symbol: "none", data: [{ xAxis: 1 }], lineStyle: { color: "#999" } } }],
       });
     },
     files: (el, body) => {
@@ -262,6 +339,16 @@
                                                   whole.format(b.transactions), `${b.share_pct}%`]),
     "reject-rows": (body) => body.data.map((r) => [r.file_id, r.location, r.row, r.reason, r.detail, r.row_data]),
     failed: (body) => body.data.map((f) => [f.file_id, f.location, f.business_date, f.processed_at, f.error]),
+    anomalies: (body) => body.data.map((a) => [a.date, a.branch, a.kind, money.format(a.revenue),
+                                               money.format(a.expected),
+                                               `${money.format(a.expected_low)} – ${money.format(a.expected_high)}`]),
+    "suspect-days": (body) => body.data.map((a) => [a.date, a.branch, a.kind, money.format(a.revenue),
+                                                    money.format(a.expected)]),
+    pairs: (body) => body.data.pairs.map((p) => [productLabel(p.a), productLabel(p.b), whole.format(p.baskets),
+                                                 `${(100 * p.support).toFixed(2)}%`,
+                                                 `${(100 * p.confidence_ab).toFixed(1)}%`,
+                                                 `${(100 * p.confidence_ba).toFixed(1)}%`, decimal.format(p.lift),
+                                                 qText(p.q_value)]),
   };
 
   function changeText(change) {
@@ -288,6 +375,23 @@
   }
 
   const renders = {
+    movers: (el, body) => {
+      const found = body.data ? body.data.movers : [];
+      const rows = found.map((m) => {
+        const tr = row([m.kind, m.kind === "branch" ? m.branch : productLabel(m), "", whole.format(m.current),
+                        decimal.format(m.baseline), pct(m.change_pct), qText(m.q_value)], 0,
+                       [false, false, false, true, true, true, true]);
+        tr.children[2].append(sparkline(m.daily, 7));
+        tr.children[5].dataset.direction = m.change_pct > 0 ? "up" : "down";
+        return tr;
+      });
+      if (!rows.length) {
+        const week = body.week || {};
+        rows.push(row([week.baseline_weeks === 0 ? "No weeks before this one to compare with."
+          : "No branch or product changed beyond the threshold this week."], 7));
+      }
+      el.querySelector("tbody").replaceChildren(...rows);
+    },
     "customer-counts": (el, body) => {
       const c = body.data || { distinct: 0, new: 0, returning: 0, repeat: 0 };
       for (const key of ["distinct", "new", "returning", "repeat"]) setFigure(el, key, whole.format(c[key]));
@@ -366,6 +470,7 @@
     if (data.cells) return data.cells.length === 0;
     if (data.series) return data.series.length === 0;
     if (data.branches && Array.isArray(data.branches)) return data.branches.length === 0;
+    if (data.pairs) return data.pairs.length === 0;
     if (data.days) return data.days.length === 0 && Object.keys(data.by_reason).length === 0;
     return false;
   }
