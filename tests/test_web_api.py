@@ -18,7 +18,8 @@ BUSINESS = ["/api/overview/figures", "/api/overview/daily", "/api/what/products"
             "/api/what/flavours", "/api/what/mix", "/api/where/ranking", "/api/where/trend",
             "/api/where/best-sellers", "/api/when/heatmap", "/api/when/peak-hours", "/api/when/hours",
             "/api/customers/counts", "/api/customers/rfm", "/api/customers/cohorts", "/api/customers/weekly",
-            "/api/customers/repeat", "/api/together/pairs", "/api/trends/movers"]
+            "/api/customers/repeat", "/api/together/pairs", "/api/trends/movers", "/api/what/categories",
+            "/api/what/case-variants"]
 # Answered, and checked against the commands, in test_trends (they need weeks of history).
 TRENDS = ["/api/together/with", "/api/trends/anomalies", "/api/ops/suspect-days"]
 OPERATIONS = ["/api/ops/files", "/api/ops/arrivals", "/api/ops/rejects", "/api/ops/reject-rows", "/api/ops/failed",
@@ -130,6 +131,16 @@ def test_products_sizes_and_flavours_agree_with_the_report(site):
     assert sum(f["quantity"] for f in flavours) == sum(p["quantity"] for p in report["products"] if p["flavour"])
     mix = get(client, "/api/what/mix", **period)["data"]
     assert sum(sum(b["quantities"]) for b in mix["branches"]) == report["totals"]["items"]
+    assert set(mix["categories"]) == {c["category"] for c in report["categories"]}
+    assert "Other" not in mix["categories"]  # every generated product has a category
+    assert get(client, "/api/what/categories", **period)["data"] == report["categories"]
+    variants = get(client, "/api/what/case-variants", **period)["data"]
+    spelled = [{n["name"] for n in v["names"]} for v in variants]
+    assert {"Hot Chocolate", "Hot chocolate"} in spelled
+    for v in variants:
+        for n in v["names"]:
+            sold = [p for p in report["products"] if p["name"] == n["name"]]
+            assert n["quantity"] == sum(p["quantity"] for p in sold)
 
 
 def test_branches_rank_trend_and_best_sellers(site):

@@ -51,7 +51,8 @@ def _dated_routes(app) -> list[str]:
 PAGES = ("/", "/what", "/where", "/when", "/customers", "/trends", "/operations")
 
 
-REQUIRED = {"/api/customers/list": {"segment": "At Risk"}, "/api/together/with": {"name": "Latte"}}  # a route's own required parameters
+# A route's own required parameters.
+REQUIRED = {"/api/customers/list": {"segment": "At Risk"}, "/api/together/with": {"name": "Latte"}}
 
 
 @pytest.mark.parametrize("params", [{"to": "0001-01-01"}, {"from": "0001-01-01"}, {"to": "9999-12-31"},

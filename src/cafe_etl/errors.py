@@ -57,6 +57,12 @@ class WarehouseMissing(WarehouseError):
     http_status = 503
 
 
+class WarehouseOutdated(WarehouseError):
+    """The warehouse was written by an older cafe-etl; a load upgrades it."""
+
+    http_status = 503
+
+
 class WarehouseBusy(WarehouseError):
     """Another process holds the warehouse; retrying later may succeed."""
 

@@ -12,7 +12,9 @@ from collections import defaultdict
 from datetime import date, timedelta
 from decimal import Decimal
 
+from cafe_etl.analytics import report
 from cafe_etl.analytics.report import Scope, date_key, money
+from cafe_etl.categories import UNCATEGORISED
 from cafe_etl.warehouse.base import Reader
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -99,8 +101,8 @@ def product_ranking(reader: Reader, scope: Scope, limit: int = 10) -> dict:
             FROM (SELECT a.product_key, sum(a.quantity) AS quantity, sum(a.revenue) AS revenue
                   FROM agg_product_day a WHERE {where} GROUP BY a.product_key) x
             JOIN dim_product p ON p.product_key = x.product_key""", params)
-    rows = [{"product": product_label(size, name, flavour), "quantity": int(q), "revenue": money(r)}
-            for size, name, flavour, q, r in found]
+    rows = [{"product": product_label(size, name, flavour), "size": size, "name": name, "flavour": flavour,
+             "quantity": int(q), "revenue": money(r)} for size, name, flavour, q, r in found]
     by_quantity = sorted(rows, key=lambda p: (-p["quantity"], -p["revenue"], p["product"]))
     by_revenue = sorted(rows, key=lambda p: (-p["revenue"], -p["quantity"], p["product"]))
     return {"products": len(rows),
@@ -131,33 +133,56 @@ def flavours(reader: Reader, scope: Scope) -> list[dict]:
     return sorted(rows, key=lambda f: (-f["quantity"], f["flavour"]))
 
 
-def product_mix(reader: Reader, scope: Scope, products_shown: int = 8, branches_shown: int = 20) -> dict:
-    """Each branch's sales split by product name (sizes and flavours together): the
-    chain's best sellers by name, the rest as "Other"; the branches with most items."""
+def categories(reader: Reader, scope: Scope) -> list[dict]:
+    """Items and revenue per product category, with its share of the revenue (as the report)."""
+    return report.categories(reader, scope)
+
+
+def product_mix(reader: Reader, scope: Scope, branches_shown: int = 20) -> dict:
+    """Each branch's items by product category (categories file: cafe_etl/categories.py),
+    categories in the chain's order by items; the branches with most items."""
     where, params = scope.where("a")
-    rows = [(branch, product, int(q)) for branch, product, q in reader.query(
-        f"""SELECT b.name, p.name, sum(x.quantity)
+    rows = [(branch, category, int(q)) for branch, category, q in reader.query(
+        f"""SELECT b.name, coalesce(p.category, ?), sum(x.quantity)
             FROM (SELECT a.branch_key, a.product_key, sum(a.quantity) AS quantity
                   FROM agg_product_day a WHERE {where}
                   GROUP BY a.branch_key, a.product_key) x
             JOIN dim_product p ON p.product_key = x.product_key
             JOIN dim_branch b ON b.branch_key = x.branch_key
-            GROUP BY b.name, p.name""", params)]
-    by_product: dict[str, int] = defaultdict(int)
+            GROUP BY 1, 2""", [UNCATEGORISED, *params])]
+    by_category: dict[str, int] = defaultdict(int)
     by_branch: dict[str, int] = defaultdict(int)
-    for branch, product, quantity in rows:
-        by_product[product] += quantity
+    for branch, category, quantity in rows:
+        by_category[category] += quantity
         by_branch[branch] += quantity
-    shown = [p for p, _ in sorted(by_product.items(), key=lambda kv: (-kv[1], kv[0]))[:products_shown]]
+    names = [c for c, _ in sorted(by_category.items(), key=lambda kv: (-kv[1], kv[0]))]
     branches = [b for b, _ in sorted(by_branch.items(), key=lambda kv: (-kv[1], kv[0]))[:branches_shown]]
-    other = "Other" if len(by_product) > len(shown) else None
-    names = shown + ([other] if other else [])
     matrix = {b: dict.fromkeys(names, 0) for b in branches}
-    for branch, product, quantity in rows:
+    for branch, category, quantity in rows:
         if branch in matrix:
-            matrix[branch][product if product in shown else other] += quantity
-    return {"products": names, "branches": [{"branch": b, "quantities": [matrix[b][n] for n in names],
-                                            "items": by_branch[b]} for b in branches]}
+            matrix[branch][category] += quantity
+    return {"categories": names, "branches": [{"branch": b, "quantities": [matrix[b][n] for n in names],
+                                              "items": by_branch[b]} for b in branches]}
+
+
+def case_variants(reader: Reader, scope: Scope) -> list[dict]:
+    """Product names sold in the period that differ only by case ("Hot Chocolate", "Hot
+    chocolate"): distinct products, as the till prices them differently; each spelling
+    with its items and average price per size."""
+    where, params = scope.where("a")
+    rows = reader.query(
+        f"""SELECT p.name, p.size, sum(a.quantity), sum(a.revenue)
+            FROM agg_product_day a JOIN dim_product p ON p.product_key = a.product_key
+            WHERE {where} AND lower(p.name) IN (
+                SELECT lower(name) FROM dim_product GROUP BY lower(name) HAVING count(DISTINCT name) > 1)
+            GROUP BY p.name, p.size""", params)
+    spellings: dict[str, dict[str, dict]] = defaultdict(dict)
+    for name, size, quantity, revenue in rows:
+        entry = spellings[name.lower()].setdefault(name, {"name": name, "quantity": 0, "prices": {}})
+        entry["quantity"] += int(quantity)
+        entry["prices"][size or ""] = _ratio(revenue, quantity)
+    return [{"names": sorted(found.values(), key=lambda e: e["name"])}
+            for _, found in sorted(spellings.items()) if len(found) > 1]
 
 
 # Where -----------------------------------------------------------------------

@@ -54,6 +54,10 @@ def tables(report: dict) -> Group:
     for rank, p in enumerate(report["products"][:TOP], start=1):
         products.add_row(str(rank), product_label(p), f"{p['quantity']:,}", _money(p["revenue"]))
 
+    categories = table("Categories", "category", "quantity", "revenue", "share of revenue", text=("category",))
+    for c in report["categories"]:
+        categories.add_row(c["category"], f"{c['quantity']:,}", _money(c["revenue"]), f"{c['revenue_share_pct']}%")
+
     hours = table("When (by hour of day)", "hour", "transactions", "revenue", "")
     peak = max((h["revenue"] for h in report["hours"]), default=0)
     for h in report["hours"]:
@@ -76,7 +80,23 @@ def tables(report: dict) -> Group:
     quality = table("Data quality (whole warehouse)", "files loaded", "files failed", "rows rejected", "by reason")
     reasons = ", ".join(f"{k} {v:,}" for k, v in q["rejects_by_reason"].items()) or "-"
     quality.add_row(f"{q['files_loaded']:,}", f"{q['files_failed']:,}", f"{q['rows_rejected']:,}", reasons)
-    return Group(summary, branches, products, hours, days, payments, customers, quality)
+    parts = [summary]
+    if report.get("change"):
+        parts.append(_change_table(report["change"]))
+    return Group(*parts, branches, products, categories, hours, days, payments, customers, quality)
+
+
+def _change_table(change: dict) -> Table:
+    before = change["previous_period"]
+    out = table(f"Against the previous period ({before['from']} to {before['to']})", "figure", "now", "before",
+                "change", text=("figure",))
+    for name, f in change["figures"].items():
+        shown = _money if name in ("revenue", "average_basket_value") else (lambda v: f"{v:,}")
+        pct = f["change_pct"]
+        out.add_row(name.replace("_", " "), "-" if f["value"] is None else shown(f["value"]),
+                    "-" if f["previous"] is None else shown(f["previous"]),
+                    Text("-" if pct is None else f"{pct:+.1f}%", style="green" if (pct or 0) > 0 else "red"))
+    return out
 
 
 def print_tables(report: dict, console: Console) -> None:
@@ -92,8 +112,8 @@ def to_csv(report: dict) -> str:
     writer.writerow(["period", "", "to", report["period"]["to"] or ""])
     for metric, value in report["totals"].items():
         writer.writerow(["totals", "", metric, plain(value)])
-    sections = (("branches", "branch"), ("products", None), ("hours", "hour"), ("days", "date"),
-                ("payments", "method"))
+    sections = (("branches", "branch"), ("products", None), ("categories", "category"), ("hours", "hour"),
+                ("days", "date"), ("payments", "method"))
     for section, key in sections:
         for row in report[section]:
             label = product_label(row) if key is None else row[key]
@@ -102,6 +122,12 @@ def to_csv(report: dict) -> str:
                     writer.writerow([section, label, metric, plain(value)])
     for metric, value in report["customers"].items():
         writer.writerow(["customers", "", metric, value])
+    if report.get("change"):
+        for metric in ("from", "to"):
+            writer.writerow(["previous_period", "", metric, report["change"]["previous_period"][metric]])
+        for figure, f in report["change"]["figures"].items():
+            for metric in ("previous", "change_pct"):
+                writer.writerow(["previous_period", figure, metric, "" if f[metric] is None else plain(f[metric])])
     q = report["quality"]
     for metric in ("files_loaded", "files_failed", "rows_rejected"):
         writer.writerow(["quality", "", metric, q[metric]])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
+from cafe_etl.categories import UNCATEGORISED
 from cafe_etl.errors import BadRequest
 from cafe_etl.rules import FileStatus
 from cafe_etl.warehouse.base import Reader
@@ -167,6 +168,23 @@ def products(reader: Reader, scope: Scope) -> list[dict]:
     return sorted(out, key=lambda p: (-p["revenue"], p["name"], p["size"] or "", p["flavour"] or ""))
 
 
+def categories(reader: Reader, scope: Scope) -> list[dict]:
+    """Items and revenue per product category (``dim_product.category``, from the
+    categories file: cafe_etl/categories.py), with each one's share of the revenue."""
+    where, params = scope.where("a")
+    rows = reader.query(
+        f"""SELECT coalesce(p.category, ?), sum(a.quantity), sum(a.revenue)
+            FROM agg_product_day a JOIN dim_product p ON p.product_key = a.product_key
+            WHERE {where}
+            GROUP BY 1""",
+        [UNCATEGORISED, *params],
+    )
+    total = sum((r for _, _, r in rows), Decimal(0))
+    out = [{"category": c, "quantity": int(q), "revenue": money(r),
+            "revenue_share_pct": round(float(100 * r / total), 1) if total else 0.0} for c, q, r in rows]
+    return sorted(out, key=lambda c: (-c["revenue"], c["category"]))
+
+
 def hours(reader: Reader, scope: Scope) -> list[dict]:
     where, params = scope.where("f")
     rows = reader.query(
@@ -246,18 +264,28 @@ def build(reader: Reader, filters: Filters) -> dict:
     if scope.empty:
         return {"period": period,
                 "totals": {"transactions": 0, "items": 0, "revenue": money(0), "branches": 0},
-                "branches": [], "products": [], "hours": [],
+                "branches": [], "products": [], "categories": [], "hours": [],
                 "days": [], "payments": [],
                 "customers": {"distinct": 0, "new": 0, "returning": 0, "repeat": 0},
-                "quality": quality(reader)}
+                "change": None, "quality": quality(reader)}
     return {
         "period": period,
         "totals": totals(reader, scope),
         "branches": branches(reader, scope),
         "products": products(reader, scope),
+        "categories": categories(reader, scope),
         "hours": hours(reader, scope),
         "days": days(reader, scope),
         "payments": payments(reader, scope),
         "customers": customers(reader, scope),
+        "change": change(reader, scope),
         "quality": quality(reader),
     }
+
+
+def change(reader: Reader, scope: Scope) -> dict:
+    """The headline figures against the previous period of the same length, as the
+    dashboard's overview shows them (``business.overview``)."""
+    from cafe_etl.analytics import business
+
+    return business.overview(reader, scope)

@@ -1,4 +1,5 @@
-"""Commands that answer the business beyond the report (DESIGN §11): customers, together, trends."""
+"""Commands that answer the business beyond the report (DESIGN §11): customers, together,
+trends; and the product categories behind the report's rollups."""
 
 from __future__ import annotations
 
@@ -96,6 +97,34 @@ def trends(last, branch, min_change, fmt, warehouse) -> None:
     with open_warehouse(settings(warehouse).warehouse).reader() as reader:
         answer = insight.build(reader, last, branch, min_change)
     show(answer, fmt, trends_render.to_csv, trends_render.tables)
+
+
+@main.command()
+@click.option("--file", "mapping_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="A categories file [default: $CAFE_ETL_CATEGORIES, else the packaged one]")
+@click.option("--apply", is_flag=True, help="Put every product of the warehouse in its category now")
+@FORMAT
+@warehouse_option
+@handle_errors
+def categories(mapping_file, apply, fmt, warehouse) -> None:
+    """Each product's category by the categories file, and the one the warehouse holds."""
+    from cafe_etl import categories as mapping_of
+    from cafe_etl.analytics import categories_render
+    from cafe_etl.engine import EnginePool
+    from cafe_etl.warehouse import open_warehouse
+
+    chosen = settings(warehouse)
+    mapping = mapping_of.load(mapping_file)
+    store = open_warehouse(chosen.warehouse)
+    moved = None
+    if apply:
+        with EnginePool(workers=1, threads=1, memory_limit=chosen.memory_limit) as pool, \
+                store.load_session(pool) as session:
+            session.categories = mapping
+            moved = session.recategorise()
+    with store.reader() as reader:
+        answer = categories_render.build(reader, mapping, moved)
+    show(answer, fmt, categories_render.to_csv, categories_render.table)
 
 
 def _write_private(path: Path, text: str) -> None:

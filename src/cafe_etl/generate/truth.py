@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
+from decimal import Decimal
 
+from cafe_etl import categories
 from cafe_etl.generate.day import DayTruth
 
 
@@ -44,12 +46,24 @@ class ChainTruth:
             },
             "branches": _branches(picked),
             "products": _products(picked),
+            "categories": _categories(picked),
             "hours": _series(picked, "hours", "hour_revenue", "hour"),
             "days": _days(picked),
             "payments": _payments(picked),
             "customers": self._customers((first - self.start).days, (last - self.start).days),
+            "change": self._change(first, last),
             "quality": self.quality(),
         }
+
+    def _change(self, first: date, last: date) -> dict:
+        """The headline figures against the period of the same length just before."""
+        before_last = first - timedelta(days=1)
+        before_first = before_last - (last - first)
+        now, before = (_kpis([d for d in self.days if lo <= d.day <= hi])
+                       for lo, hi in ((first, last), (before_first, before_last)))
+        return {"previous_period": {"from": before_first.isoformat(), "to": before_last.isoformat()},
+                "figures": {name: {"value": value, "previous": before[name], "change_pct": _pct(value, before[name])}
+                            for name, value in now.items()}}
 
     def quality(self) -> dict:
         rejects = Counter()
@@ -99,6 +113,36 @@ def _products(picked: list[DayTruth]) -> list[dict]:
         {"size": s, "name": n, "flavour": f, "quantity": quantity[(s, n, f)], "revenue": _money(revenue[(s, n, f)])}
         for s, n, f in ordered
     ]
+
+
+def _categories(picked: list[DayTruth]) -> list[dict]:
+    mapping = categories.load()
+    quantity, revenue = Counter(), Counter()
+    for d in picked:
+        for (_size, name, _flavour), n in d.products.items():
+            quantity[mapping.category_of(name)] += n
+        for (_size, name, _flavour), pence in d.product_revenue.items():
+            revenue[mapping.category_of(name)] += pence
+    total = sum(revenue.values())
+    ordered = sorted(quantity, key=lambda c: (-revenue[c], c))
+    return [{"category": c, "quantity": quantity[c], "revenue": _money(revenue[c]),
+             "revenue_share_pct": round(float(Decimal(100 * revenue[c]) / Decimal(total)), 1) if total else 0.0}
+            for c in ordered]
+
+
+def _kpis(picked: list[DayTruth]) -> dict:
+    tx = sum(d.transactions for d in picked)
+    items = sum(d.items for d in picked)
+    pence = sum(d.revenue for d in picked)
+    ratio = lambda n, places: float((Decimal(n) / tx).quantize(Decimal(places))) if tx else None  # noqa: E731
+    return {"revenue": _money(pence), "transactions": tx, "items": items,
+            "average_basket_value": ratio(Decimal(pence) / 100, "0.01"), "average_basket_size": ratio(items, "0.01")}
+
+
+def _pct(now, before) -> float | None:
+    if not before:
+        return None
+    return round(float((Decimal(str(now or 0)) - Decimal(str(before))) / Decimal(str(before))) * 100, 1) + 0.0
 
 
 def _series(picked: list[DayTruth], counts: str, money: str, label: str) -> list[dict]:

@@ -205,6 +205,7 @@ def ingest(
     summary = RunSummary(command=command, warehouse=warehouse.describe())
     reader = BatchReader(files, settings.batch_bytes)
     with closing(reader), engine_pool(settings) as pool, warehouse.load_session(pool) as session:
+        session.recategorise()  # an edited categories file applies from this run, loads or not
         summary.run_id = run_id = session.start_run(command)
         run = _Loading(session, threading.Lock(), pool.memory, settings, secret, run_id)
         try:

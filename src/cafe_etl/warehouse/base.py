@@ -125,6 +125,10 @@ class LoadSession(ABC):
     def start_run(self, command: str) -> int: ...
 
     @abstractmethod
+    def recategorise(self) -> int:
+        """Every product into its category by the categories file in use; how many moved."""
+
+    @abstractmethod
     def finish_run(self, run_id: int, totals: RunTotals, status: RunStatus, error: str | None = None) -> None: ...
 
     @abstractmethod

@@ -19,7 +19,7 @@ from typing import Any
 import duckdb
 
 from cafe_etl.engine import Engine, EnginePool, temp_table
-from cafe_etl.errors import ContentFault, QueryTimeout, WarehouseError, WarehouseMissing
+from cafe_etl.errors import ContentFault, QueryTimeout, WarehouseError, WarehouseMissing, WarehouseOutdated
 from cafe_etl.warehouse import schema
 from cafe_etl.warehouse.base import LedgerEntry, NewFile, Reader, Warehouse, fetch_limited
 from cafe_etl.warehouse.duckdb_access import (
@@ -240,12 +240,18 @@ class DuckDBWarehouse(Warehouse):
             try:
                 created = con.execute(
                     "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'etl_file'").fetchone()[0]
+                version = con.execute("SELECT max(version) FROM etl_schema").fetchone()[0] if created else None
             except duckdb.Error as exc:
                 con.close()
                 raise translate(exc, self.path) from None
             if not created:
                 con.close()
                 raise WarehouseMissing(f"no warehouse in {self.path} yet: run `cafe-etl ingest` first")
+            try:
+                schema.check_readable(version, self.path)
+            except WarehouseOutdated:
+                con.close()
+                raise
             try:
                 yield DuckDBReader(con, self.path, time_limit)
             finally:

@@ -39,6 +39,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext, supp
 from datetime import datetime
 from typing import Any
 
+from cafe_etl import categories
 from cafe_etl.engine import Engine
 from cafe_etl.rules import FileStatus
 from cafe_etl.warehouse.base import FILE_TABLES, FileRecord, PartLoad, cleanup, record_columns, record_values
@@ -215,6 +216,7 @@ class SqlLoadSession(SqlLedger):
         # file loaded in parts holds it from its first part to its commit (a transaction
         # sees the snapshot it began with, so no other merge may commit meanwhile).
         self._customers = threading.RLock()
+        self.categories = categories.load()  # a bad categories file stops the run before it loads anything
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -293,6 +295,15 @@ class SqlLoadSession(SqlLedger):
                 self._stage(engine, con, name, select)
             for statement in [*first, *split_statements(MERGE_DIMENSIONS)]:
                 self._execute(con, statement)
+            categories.sync(lambda sql, params: self._execute(con, sql, params), self.categories)
+
+    def recategorise(self) -> int:
+        """Every product into its category by the mapping in use, now; how many moved."""
+        lock = [self.LOCK_DIMENSIONS] if self.LOCK_DIMENSIONS else []
+        with self._merging, self._transaction(self.con):
+            for statement in lock:
+                self._run(statement)
+            return categories.sync(lambda sql, params: self._run(sql, params), self.categories)
 
     def _merge_customers(self, con: Connection) -> None:
         for statement in split_statements(self.MERGE_CUSTOMERS):

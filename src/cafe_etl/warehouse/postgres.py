@@ -142,6 +142,7 @@ class PostgresWarehouse(Warehouse):
                 con.execute("SELECT set_config('statement_timeout', %s, false)", [f"{int(time_limit * 1000)}ms"])
             if con.execute("SELECT to_regclass('etl_file')").fetchone()[0] is None:
                 raise WarehouseMissing(f"no warehouse at {self.describe()}: run `cafe-etl ingest` first")
+            schema.check_readable(con.execute("SELECT max(version) FROM etl_schema").fetchone()[0], self.describe())
             yield PostgresReader(con, self, time_limit)
         finally:
             con.close()

@@ -17,7 +17,10 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
-SCHEMA_VERSION = 3  # 2: per-file aggregates, dim_customer.first_branch_key; 3: first sales exact
+from cafe_etl.errors import WarehouseOutdated
+
+# 2: per-file aggregates, dim_customer.first_branch_key; 3: first sales exact; 4: product categories
+SCHEMA_VERSION = 4
 
 _HOOK = re.compile(r"\{(\w+)(?: ([^}]*))?\}")
 
@@ -91,3 +94,12 @@ def _current(execute: Callable[[str, Sequence[Any]], list[tuple]]) -> bool:
     if not exists[0][0]:
         return False
     return bool(execute("SELECT count(*) FROM etl_schema WHERE version = ?", (SCHEMA_VERSION,))[0][0])
+
+
+def check_readable(version: int | None, where: str) -> None:
+    """Readers cannot upgrade a warehouse (they are read-only): an older one is refused
+    with the one step that upgrades it."""
+    if version is None or version < SCHEMA_VERSION:
+        raise WarehouseOutdated(
+            f"the warehouse {where} was written by an older cafe-etl (schema {version}, this one reads "
+            f"{SCHEMA_VERSION}): run `cafe-etl ingest` on any source, even an empty folder, to upgrade it")

@@ -100,10 +100,23 @@ def what_flavours(request: Request, first: From = None, to: To = None, branch: B
     return _business(request, first, to, branch, business.flavours)
 
 
-@_get("/what/mix", "Product mix per branch")
+@_get("/what/mix", "Product mix per branch, by category")
 def what_mix(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
-    """Items per product name for the branches selling most; the chain's top names, the rest as Other."""
+    """Items per product category for the branches selling most (categories file: see the README)."""
     return _business(request, first, to, branch, business.product_mix)
+
+
+@_get("/what/categories", "Items and revenue by product category")
+def what_categories(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """Per category (coffee, tea, ...): items sold, revenue and share of revenue, as `cafe-etl report`."""
+    return _business(request, first, to, branch, business.categories)
+
+
+@_get("/what/case-variants", "Product names that differ only by case")
+def what_case_variants(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """Spellings such as "Hot Chocolate" and "Hot chocolate" sold in the period: kept as distinct
+    products (their prices differ), each with its items and average price per size."""
+    return _business(request, first, to, branch, business.case_variants)
 
 
 @_get("/where/ranking", "Branches ranked by revenue")

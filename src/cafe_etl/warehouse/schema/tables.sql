@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS dim_product (
     name VARCHAR NOT NULL,
     flavour VARCHAR
 );
+-- What the product is (coffee, tea, ...), from its name by the categories file in use
+-- (cafe_etl/categories.py): loads keep it in line with that file.
+ALTER TABLE dim_product ADD COLUMN IF NOT EXISTS category VARCHAR;
 
 CREATE TABLE IF NOT EXISTS dim_payment_method (
     payment_key SMALLINT PRIMARY KEY,

@@ -78,10 +78,11 @@
   const tooltipAxis = { trigger: "axis", axisPointer: { type: "shadow" } };
   const grid = { left: 8, right: 24, top: 36, bottom: 8, containLabel: true };
 
+  // The value axis is titled with the series' name (its unit): "Items sold", "Revenue (£)".
   function horizontalBars(el, labels, values, name, format) {
     return chart(el, {
-      tooltip: tooltipAxis, grid,
-      xAxis: { type: "value", axisLabel: { formatter: format } },
+      tooltip: tooltipAxis, grid: Object.assign({}, grid, { bottom: 28 }),
+      xAxis: { type: "value", name, nameLocation: "middle", nameGap: 26, axisLabel: { formatter: format } },
       yAxis: { type: "category", data: labels, inverse: true, axisLabel: { width: 220, overflow: "truncate" } },
       series: [{ type: "bar", name, data: values }],
     });
@@ -131,7 +132,7 @@
     "daily-revenue": (el, body) => chart(el, {
       tooltip: { trigger: "axis" }, legend: { top: 0 }, grid,
       xAxis: { type: "category", data: body.data.map((d) => d.date) },
-      yAxis: { type: "value", axisLabel: { formatter: moneyAxis } },
+      yAxis: { type: "value", name: "Revenue (£)", axisLabel: { formatter: moneyAxis } },
       series: [
         { type: "bar", name: "Revenue", data: body.data.map((d) => d.revenue) },
         { type: "line", name: "7-day average", data: body.data.map((d) => d.average_7d), smooth: true,
@@ -141,30 +142,47 @@
     "top-quantity": (el, body) => horizontalBars(el, body.data.top_by_quantity.map((p) => p.product),
       body.data.top_by_quantity.map((p) => p.quantity), "Items sold"),
     "top-revenue": (el, body) => horizontalBars(el, body.data.top_by_revenue.map((p) => p.product),
-      body.data.top_by_revenue.map((p) => p.revenue), "Revenue", moneyAxis),
+      body.data.top_by_revenue.map((p) => p.revenue), "Revenue (£)", moneyAxis),
     "bottom-quantity": (el, body) => horizontalBars(el, body.data.bottom_by_quantity.map((p) => p.product),
       body.data.bottom_by_quantity.map((p) => p.quantity), "Items sold"),
     sizes: (el, body) => chart(el, {
-      tooltip: { trigger: "item" }, legend: { bottom: 0 },
-      series: [{ type: "pie", radius: ["40%", "70%"], name: "Items sold",
-                 data: body.data.map((s) => ({ name: s.size, value: s.quantity })) }],
+      tooltip: { trigger: "item", formatter: (p) => `${p.name}: ${whole.format(p.value)} items (${p.percent}%)` },
+      legend: { bottom: 0, type: "scroll" },
+      series: [{ type: "pie", radius: ["32%", "58%"], center: ["50%", "46%"], name: "Items sold",
+                 label: { formatter: "{b}\n{d}%", overflow: "none" }, labelLine: { length: 8, length2: 8 },
+                 data: body.data.map((s) => ({ name: s.size || "(no size)", value: s.quantity })) }],
+    }),
+    categories: (el, body) => chart(el, {
+      tooltip: Object.assign({}, tooltipAxis, { formatter: (items) => {
+        const c = body.data[items[0].dataIndex];
+        return `${c.category}: ${money.format(c.revenue)} (${c.revenue_share_pct}% of revenue), ` +
+               `${whole.format(c.quantity)} items`;
+      } }),
+      grid: Object.assign({}, grid, { bottom: 28 }),
+      xAxis: { type: "value", name: "Revenue (£)", nameLocation: "middle", nameGap: 26,
+               axisLabel: { formatter: moneyAxis } },
+      yAxis: { type: "category", inverse: true, data: body.data.map((c) => c.category),
+               axisLabel: { width: 160, overflow: "truncate" } },
+      series: [{ type: "bar", name: "Revenue", data: body.data.map((c) => c.revenue),
+                 label: { show: true, position: "right", formatter: (p) => `${body.data[p.dataIndex].revenue_share_pct}%` } }],
     }),
     flavours: (el, body) => horizontalBars(el, body.data.map((f) => f.flavour), body.data.map((f) => f.quantity),
       "Items sold"),
     mix: (el, body) => chart(el, {
-      tooltip: tooltipAxis, legend: { top: 0, type: "scroll" }, grid: Object.assign({}, grid, { top: 48 }),
-      xAxis: { type: "value" },
-      yAxis: { type: "category", inverse: true, data: body.data.branches.map((b) => b.branch) },
-      series: body.data.products.map((product, i) => ({
-        type: "bar", stack: "mix", name: product, data: body.data.branches.map((b) => b.quantities[i]),
+      tooltip: tooltipAxis, legend: { top: 0, type: "scroll" }, grid: Object.assign({}, grid, { top: 48, bottom: 28 }),
+      xAxis: { type: "value", name: "Items sold", nameLocation: "middle", nameGap: 26 },
+      yAxis: { type: "category", inverse: true, data: body.data.branches.map((b) => b.branch),
+               axisLabel: { width: 200, overflow: "truncate" } },
+      series: body.data.categories.map((category, i) => ({
+        type: "bar", stack: "mix", name: category, data: body.data.branches.map((b) => b.quantities[i]),
       })),
     }),
     ranking: (el, body) => horizontalBars(el, body.data.slice(0, 25).map((b) => b.branch),
-      body.data.slice(0, 25).map((b) => b.revenue), "Revenue", moneyAxis),
+      body.data.slice(0, 25).map((b) => b.revenue), "Revenue (£)", moneyAxis),
     "branch-trend": (el, body) => chart(el, {
       tooltip: { trigger: "axis" }, legend: { top: 0, type: "scroll" }, grid: Object.assign({}, grid, { top: 48 }),
       xAxis: { type: "category", data: body.data.dates },
-      yAxis: { type: "value", axisLabel: { formatter: moneyAxis } },
+      yAxis: { type: "value", name: "Revenue (£)", axisLabel: { formatter: moneyAxis } },
       series: body.data.series.map((s) => ({ type: "line", name: s.branch, data: s.revenue, symbol: "none" })),
     }),
     heatmap: (el, body) => {
@@ -184,7 +202,8 @@
     hours: (el, body) => chart(el, {
       tooltip: tooltipAxis, legend: { top: 0 }, grid,
       xAxis: { type: "category", data: body.data.map((h) => `${String(h.hour).padStart(2, "0")}:00`) },
-      yAxis: [{ type: "value", axisLabel: { formatter: moneyAxis } }, { type: "value", splitLine: { show: false } }],
+      yAxis: [{ type: "value", name: "Revenue (£)", axisLabel: { formatter: moneyAxis } },
+              { type: "value", name: "Transactions", splitLine: { show: false } }],
       series: [
         { type: "bar", name: "Revenue", data: body.data.map((h) => h.revenue) },
         { type: "line", name: "Transactions", yAxisIndex: 1, data: body.data.map((h) => h.transactions) },
@@ -305,15 +324,16 @@
       return chart(el, {
         tooltip: tooltipAxis, legend: { top: 0 }, grid,
         xAxis: { type: "category", data: body.data.map((d) => d.date) },
-        yAxis: { type: "value" },
+        yAxis: { type: "value", name: "Files", minInterval: 1 },
         series: statuses.map((s) => ({ type: "bar", stack: "files", name: s, color: statusColours[s],
                                        data: body.data.map((d) => d[s] || 0) })),
       });
     },
     runs: (el, body) => chart(el, {
       tooltip: tooltipAxis, grid,
-      xAxis: { type: "category", data: body.data.map((r) => `#${r.run_id}`) },
-      yAxis: { type: "value" },
+      xAxis: { type: "category", name: "Run", nameLocation: "middle", nameGap: 26,
+               data: body.data.map((r) => `#${r.run_id}`) },
+      yAxis: { type: "value", name: "Rows per second" },
       series: [{ type: "bar", name: "Rows per second", data: body.data.map((r) => r.rows_per_second || 0) }],
     }),
     rejects: (el, body) => {
@@ -321,7 +341,7 @@
       const instance = chart(el, {
         tooltip: tooltipAxis, legend: { top: 0, type: "scroll" }, grid: Object.assign({}, grid, { top: 48 }),
         xAxis: { type: "category", data: body.data.days.map((d) => d.date) },
-        yAxis: { type: "value" },
+        yAxis: { type: "value", name: "Rows rejected", minInterval: 1 },
         series: reasons.map((r) => ({ type: "bar", stack: "rejects", name: r,
                                       data: body.data.days.map((d) => d.reasons[r] || 0) })),
       });
@@ -375,6 +395,50 @@
   }
 
   const renders = {
+    "case-variants": (el, body) => {
+      const groups = body.data || [];
+      const describe = (n) => `“${n.name}” (${Object.entries(n.prices).map(([size, price]) =>
+        `${size ? size + " " : ""}${money.format(price)}`).join(", ")})`;
+      el.textContent = groups.length
+        ? "Names that differ only by case are kept as different products, as the tills price them differently: " +
+          groups.map((g) => g.names.map(describe).join(" and ")).join("; ") + "."
+        : "";
+      el.hidden = !groups.length;
+    },
+    "goes-with-picker": async (el, body) => {
+      const select = el.querySelector("select");
+      const seen = new Map();
+      for (const p of [...body.data.top_by_revenue, ...body.data.top_by_quantity]) seen.set(p.product, p);
+      select.replaceChildren(...[...seen.values()].map((p) => {
+        const option = document.createElement("option");
+        option.value = p.product;
+        option.textContent = p.product;
+        return option;
+      }));
+      const table = document.querySelector('[data-role="goes-with"]');
+      const show = async () => {
+        const p = seen.get(select.value);
+        if (!p) return;
+        const params = new URLSearchParams(filters);
+        params.set("name", p.name);
+        params.set("size", p.size || "");
+        params.set("flavour", p.flavour || "");
+        table.dataset.state = "loading";
+        try {
+          const answer = await getJson(`/api/together/with?${params}`);
+          const rows = answer.data.map((g) => row([productLabel(g.product), whole.format(g.baskets),
+            `${(100 * g.confidence).toFixed(1)}%`, decimal.format(g.lift), qText(g.q_value)], 0,
+            [false, true, true, true, true]));
+          if (!rows.length) rows.push(row([`Nothing bought with ${p.product} 30 times or more in this period.`], 5));
+          table.querySelector("tbody").replaceChildren(...rows);
+          table.dataset.state = "ready";
+        } catch (error) {
+          say(table, `Could not load: ${error.message}`, "error");
+        }
+      };
+      select.addEventListener("change", show);
+      await show();
+    },
     movers: (el, body) => {
       const found = body.data ? body.data.movers : [];
       const rows = found.map((m) => {
@@ -482,7 +546,7 @@
       const name = el.dataset.chart || el.dataset.table || el.dataset.render;
       state.data[name] = body;
       if (el.dataset.render) {
-        renders[el.dataset.render](el, body);
+        await renders[el.dataset.render](el, body);
       } else if (isEmpty(body)) {
         say(el, el.dataset.empty || "Nothing in this period.", "empty");
         return;
