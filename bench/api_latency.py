@@ -48,7 +48,8 @@ def prepare(out: Path, warehouse: str) -> None:
     landing = out / "landing"
     if not (landing / "_expected.json").exists():
         print(f"generating 200 branches x {DAYS} days into {landing} ...", flush=True)
-        cli("generate", landing, "--branches", 200, "--days", DAYS, "--seed", 5, "--start", START, "--bad-rate", 0.002)
+        cli("generate", landing, "--branches", 200, "--days", DAYS, "--seed", 5, "--start", START, "--bad-rate", 0.002,
+            "--plant-trends")
     print(f"ingesting into {warehouse} ...", flush=True)
     cli("ingest", landing, "--warehouse", warehouse)
 

@@ -43,3 +43,42 @@ def test_a_warehouse_at_this_version_is_left_as_it_is(tmp_path):
     schema.ensure(execute, duck.HOOKS)  # at this version: nothing is run again
     assert execute("SELECT count(*) FROM etl_schema", ()) == [(1,)]
     assert execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'mart_daily_branch_sales'", ()) == [(0,)]
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "postgres"])
+def test_a_warehouse_of_schema_3_is_upgraded_to_the_same_aggregates(backend, generated, tmp_path, postgres_databases):
+    """A load upgrades an older warehouse: the per-file counts added since (sales per
+    product, pairs) are filled in from its facts, equal to what loads count."""
+    from tests.conftest import new_warehouse, query, run_cli
+
+    url = new_warehouse(backend, tmp_path, postgres_databases)
+    assert run_cli("ingest", generated, "--warehouse", url).code == 0
+    tables = {"agg_product_day": "file_id, date_key, branch_key, product_key, quantity, revenue, sales",
+              "agg_pair_day": "file_id, date_key, branch_key, a_key, b_key, sales"}
+    counted = {t: sorted(query(url, f"SELECT {columns} FROM {t}")) for t, columns in tables.items()}
+    assert counted["agg_pair_day"] and all(row[-1] for row in counted["agg_product_day"])
+    together = run_cli("together", "--warehouse", url, "--format", "json").json()
+    _write(url, "DROP TABLE agg_pair_day", "ALTER TABLE agg_product_day DROP COLUMN sales",
+           "ALTER TABLE dim_product DROP COLUMN category", "UPDATE etl_schema SET version = 3")
+    refused = run_cli("together", "--warehouse", url)
+    assert refused.code != 0 and "written by an older cafe-etl (schema 3" in refused.stderr
+    (tmp_path / "empty").mkdir()
+    assert run_cli("ingest", tmp_path / "empty", "--warehouse", url).code == 0
+    assert {t: sorted(query(url, f"SELECT {columns} FROM {t}")) for t, columns in tables.items()} == counted
+    assert run_cli("together", "--warehouse", url, "--format", "json").json() == together
+
+
+def _write(url: str, *statements: str) -> None:
+    """Statements on a writable connection (readers are read-only)."""
+    if url.startswith("duckdb:///"):
+        import duckdb
+
+        with duckdb.connect(url.removeprefix("duckdb:///")) as con:
+            for statement in statements:
+                con.execute(statement)
+    else:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as con:
+            for statement in statements:
+                con.execute(statement)

@@ -1,8 +1,8 @@
 """What sells together (DESIGN §11): every pair of products bought in the same sale.
 
-Counted exactly in SQL from the line items: N sales in scope, ``n_p`` sales holding
-product p (size, name, flavour; case-sensitive) at least once, ``n_ab`` sales holding
-both. A café menu has at most a few hundred products, so every pair is counted; only
+Counted exactly from the line items (as each file loads: per-file aggregates): N sales
+in scope, ``n_p`` sales holding product p (size, name, flavour; case-sensitive) at
+least once, ``n_ab`` sales holding both. A café menu has at most a few hundred products, so every pair is counted; only
 pairs bought together in fewer than ``min_baskets`` sales are left out. For each pair:
 support, confidence both ways, lift, and the Benjamini–Hochberg adjusted one-sided
 p-value that lift > 1 (Fisher's exact test: the hypergeometric upper tail).
@@ -11,8 +11,8 @@ p-value that lift > 1 (Fisher's exact test: the hypergeometric upper tail).
 from __future__ import annotations
 
 from cafe_etl.analytics import report
+from cafe_etl.analytics.exact_tests import hypergeometric_upper
 from cafe_etl.analytics.report import Filters, Scope
-from cafe_etl.errors import ConfigError
 from cafe_etl.warehouse.base import Reader
 
 DEFAULT_MIN_BASKETS = 30
@@ -32,19 +32,20 @@ def build(reader: Reader, filters: Filters, min_baskets: int = DEFAULT_MIN_BASKE
 
 
 def pairs(reader: Reader, scope: Scope, min_baskets: int = DEFAULT_MIN_BASKETS) -> dict:
-    """{"baskets": N, "pairs": [...]} for the scope, sorted by lift, then baskets."""
-    where, params = scope.where("i")
-    sales_where, sales_params = scope.where("a")
-    total = int(reader.scalar(f"SELECT coalesce(sum(a.transactions), 0) FROM agg_sale_hour a WHERE {sales_where}",
-                              sales_params) or 0)
+    """{"baskets": N, "pairs": [...]} for the scope, sorted by lift, then baskets. The
+    counts are the per-file aggregates loads keep (``agg_product_day.sales``,
+    ``agg_pair_day``), added up over the scope: the same numbers as counting the line
+    items, without a self-join of millions of them."""
+    where, params = scope.where("a")
+    total = int(reader.scalar(f"SELECT coalesce(sum(a.transactions), 0) FROM agg_sale_hour a WHERE {where}",
+                              params) or 0)
     rows = reader.query(
-        f"""WITH {_held(reader, where)}, per_product AS (
-                SELECT product_key, count(*) AS n FROM held GROUP BY product_key
-            ), together AS (
-                SELECT a.product_key AS a_key, b.product_key AS b_key, count(*) AS n
-                FROM held a JOIN held b ON {_same_sale(reader)} AND b.product_key > a.product_key
-                GROUP BY a.product_key, b.product_key
-                HAVING count(*) >= ?
+        f"""WITH together AS (
+                SELECT a.a_key, a.b_key, sum(a.sales) AS n FROM agg_pair_day a WHERE {where}
+                GROUP BY a.a_key, a.b_key HAVING sum(a.sales) >= ?
+            ), per_product AS (
+                SELECT a.product_key, sum(a.sales) AS n FROM agg_product_day a WHERE {where}
+                GROUP BY a.product_key
             )
             SELECT t.n, pa.n, pb.n, a.size, a.name, a.flavour, b.size, b.name, b.flavour
             FROM together t
@@ -52,7 +53,7 @@ def pairs(reader: Reader, scope: Scope, min_baskets: int = DEFAULT_MIN_BASKETS) 
             JOIN per_product pb ON pb.product_key = t.b_key
             JOIN dim_product a ON a.product_key = t.a_key
             JOIN dim_product b ON b.product_key = t.b_key""",
-        [*params, min_baskets])
+        [*params, min_baskets, *params])
     found = []
     for n_ab, n_a, n_b, *names in rows:
         n_ab, n_a, n_b = int(n_ab), int(n_a), int(n_b)
@@ -62,39 +63,12 @@ def pairs(reader: Reader, scope: Scope, min_baskets: int = DEFAULT_MIN_BASKETS) 
         found.append({"a": first, "b": second, "baskets": n_ab, "a_baskets": n_a, "b_baskets": n_b,
                       "support": round(n_ab / total, 6), "confidence_ab": round(n_ab / n_a, 4),
                       "confidence_ba": round(n_ab / n_b, 4), "lift": round(n_ab * total / (n_a * n_b), 4)})
-    # P(X >= n_ab) for X hypergeometric (N sales, n_a holding a, n_b drawn): every pair at once.
-    hypergeom = _hypergeom()
-    p_values = hypergeom.sf([p["baskets"] - 1 for p in found], total, [p["a_baskets"] for p in found],
-                            [p["b_baskets"] for p in found]) if found else []
-    for pair, q in zip(found, benjamini_hochberg([float(p) for p in p_values]), strict=True):
+    # P(X >= n_ab) for X hypergeometric (N sales, n_a holding a, n_b drawn).
+    p_values = [hypergeometric_upper(p["baskets"], total, p["a_baskets"], p["b_baskets"]) for p in found]
+    for pair, q in zip(found, benjamini_hochberg(p_values), strict=True):
         pair["q_value"] = float(f"{q:.4g}")
     found.sort(key=lambda p: (-p["lift"], -p["baskets"], _order(p["a"]), _order(p["b"])))
     return {"baskets": total, "pairs": found}
-
-
-def _hypergeom():
-    try:
-        from scipy.stats import hypergeom
-    except ImportError:
-        raise ConfigError("cafe-etl together needs SciPy: pip install 'cafe-etl[insights]'") from None
-    return hypergeom
-
-
-def _held(reader: Reader, where: str) -> str:
-    """``held``: each sale of the scope with each product it holds, once. Where the
-    warehouse keeps a CTE's result and joins it well (DuckDB), a sale is one number,
-    its file and row (a row is below 2^32); PostgreSQL joins a kept CTE blind (it has
-    no statistics for it), so there the CTE is inlined and joined on both columns."""
-    if reader.keeps_ctes:
-        return f"""held AS MATERIALIZED (
-            SELECT DISTINCT i.file_id * 4294967296 + i.source_row AS sale, i.product_key
-            FROM fact_sale_item i WHERE {where})"""
-    return f"""held AS NOT MATERIALIZED (
-            SELECT DISTINCT i.file_id, i.source_row, i.product_key FROM fact_sale_item i WHERE {where})"""
-
-
-def _same_sale(reader: Reader) -> str:
-    return "b.sale = a.sale" if reader.keeps_ctes else "b.file_id = a.file_id AND b.source_row = a.source_row"
 
 
 def benjamini_hochberg(p_values: list[float]) -> list[float]:

@@ -5,7 +5,8 @@ before them: branches by transactions, products by quantity (chain-wide, or with
 one branch). Whole weeks on both sides, so the weekday pattern cancels out. Under
 "nothing changed" the week's count ``c``, given the count ``c + b`` of the week and
 the baseline weeks together, is binomial with p = 1 / (1 + weeks) (the conditional
-test of two Poisson rates); its two-sided p-values are adjusted by Benjamini–Hochberg
+test of two Poisson rates); its exact two-sided p-values (twice the smaller tail,
+analytics/exact_tests.py) are adjusted by Benjamini–Hochberg
 over every candidate of a kind. A mover has |change| ≥ ``min_change`` percent and
 q ≤ 0.05. A branch or product with no baseline (new) has no change to measure and is
 not a candidate. Where the warehouse holds fewer than four weeks before the week,
@@ -15,7 +16,8 @@ the baseline is the mean of the whole weeks it holds (``week.baseline_weeks``).
 branch's own history expects for that weekday: expected = the median revenue of the
 same weekday over the eight weeks before (at least three such days with sales);
 range = expected × exp(±3.5σ), σ the robust spread (1.4826 × MAD, at least 5%) of the
-branch's day-to-day log deviations from its weekday medians over those weeks. A
+branch's log deviations from its weekday medians over those weeks, widened for the
+error of the median itself (15% where fewer than four of a weekday are known). A
 branch-day with no sales where the history expects some is ``missing``; a low day
 whose last sale came two or more hours before the branch's usual last hour is
 ``short``: the signature of a partial till export, also an operations signal.
@@ -29,9 +31,9 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from cafe_etl.analytics import report
+from cafe_etl.analytics.exact_tests import binomial_two_sided
 from cafe_etl.analytics.report import Filters, date_key, from_key, money
 from cafe_etl.analytics.together import benjamini_hochberg
-from cafe_etl.errors import ConfigError
 from cafe_etl.warehouse.base import Reader
 
 WEEK = 7
@@ -43,6 +45,7 @@ Z = 3.5  # half-width of the expected range, in robust standard deviations
 MIN_SAME_WEEKDAYS = 3
 SPREAD_FLOOR = 0.05  # no range narrower than about ±17% (3.5 × 5%): a till day is never that regular
 WIDE_SPREAD = 0.15  # where the history is too short to measure the spread
+MIN_SPREAD_DAYS = 4  # of a weekday, to measure the spread (of three, one always sits on the median)
 SHORT_HOURS = 2  # a low day that stopped this many hours early is short
 ANOMALY_KINDS = ("missing", "short", "low", "high")
 SUSPECT_KINDS = ("short", "missing")  # days that point at the till export rather than at trade
@@ -167,13 +170,7 @@ def _judge(counts: list[tuple[dict, int, int]], week: Week, min_change: float) -
     if not candidates:
         return []
     share = 1 / (1 + week.baseline_weeks)  # of the week's and baseline's count, the week's if nothing changed
-    binom = _binom()
-    current = [c for _, c, _ in candidates]
-    trials = [c + b for _, c, b in candidates]
-    # Two-sided: twice the smaller tail, at most 1.
-    lower = binom.cdf(current, trials, share)
-    upper = binom.sf([c - 1 for c in current], trials, share)
-    p_values = [min(1.0, 2 * min(float(lo), float(up))) for lo, up in zip(lower, upper, strict=True)]
+    p_values = [binomial_two_sided(now, now + base, share) for _, now, base in candidates]
     found = []
     for (who, now, base), q in zip(candidates, benjamini_hochberg(p_values), strict=True):
         baseline = base / week.baseline_weeks
@@ -182,14 +179,6 @@ def _judge(counts: list[tuple[dict, int, int]], week: Week, min_change: float) -
             found.append({**who, "current": now, "baseline": round(baseline, 2), "change_pct": round(change, 1),
                           "q_value": float(f"{q:.4g}")})
     return found
-
-
-def _binom():
-    try:
-        from scipy.stats import binom
-    except ImportError:
-        raise ConfigError("cafe-etl trends needs SciPy: pip install 'cafe-etl[insights]'") from None
-    return binom
 
 
 # Anomalies ------------------------------------------------------------------------
@@ -258,20 +247,22 @@ def _weekday_medians(history: dict[date, BranchDay]) -> dict[int, float]:
 
 
 def _spread(history: dict[date, BranchDay]) -> float:
-    """Robust σ of log(revenue / the median of the other same-weekday days)."""
+    """The robust σ of a day's log revenue about its expected value: 1.4826 × the median
+    absolute log deviation from the same weekday's median, widened for the error of
+    that median itself (its variance is about π/2 · σ² / n for n days)."""
     by_weekday: dict[int, list[float]] = {}
     for day, value in history.items():
         if value.revenue > 0:
             by_weekday.setdefault(day.weekday(), []).append(value.revenue)
-    deviations = []
+    deviations, counts = [], []
     for values in by_weekday.values():
-        if len(values) < MIN_SAME_WEEKDAYS + 1:
+        if len(values) < MIN_SPREAD_DAYS:
             continue
-        for i, value in enumerate(values):
-            others = values[:i] + values[i + 1:]
-            deviations.append(math.log(value / statistics.median(others)))
+        centre = statistics.median(values)
+        deviations.extend(math.log(value / centre) for value in values)
+        counts.append(len(values))
     if len(deviations) < 2 * WEEK:
         return WIDE_SPREAD
-    centre = statistics.median(deviations)
-    mad = statistics.median(abs(d - centre) for d in deviations)
-    return max(SPREAD_FLOOR, 1.4826 * mad)
+    sigma = 1.4826 * statistics.median(abs(d) for d in deviations)
+    n = statistics.median(counts)
+    return max(SPREAD_FLOOR, sigma * math.sqrt(n / (n - 1)) * math.sqrt(1 + math.pi / 2 / n))

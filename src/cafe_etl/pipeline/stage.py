@@ -76,9 +76,19 @@ FROM (SELECT customer_key, (first >> 60)::INTEGER AS day, (first & {(1 << 60) - 
 _AGGREGATES = [
     """
 CREATE OR REPLACE TEMP VIEW out_product_day AS
-SELECT file_id, date_key, branch_key, product_key, count(*)::INTEGER AS quantity, sum(unit_price) AS revenue
+SELECT file_id, date_key, branch_key, product_key, count(*)::INTEGER AS quantity, sum(unit_price) AS revenue,
+       count(DISTINCT source_row)::INTEGER AS sales
 FROM out_item
 GROUP BY file_id, date_key, branch_key, product_key
+""",
+    # each pair of products in a sale once, the lower key first (a sale is its file and row)
+    """
+CREATE OR REPLACE TEMP VIEW out_pair_day AS
+WITH held AS (SELECT DISTINCT file_id, source_row, date_key, branch_key, product_key FROM out_item)
+SELECT a.file_id, a.date_key, a.branch_key, a.product_key AS a_key, b.product_key AS b_key,
+       count(*)::INTEGER AS sales
+FROM held a JOIN held b ON b.file_id = a.file_id AND b.source_row = a.source_row AND b.product_key > a.product_key
+GROUP BY a.file_id, a.date_key, a.branch_key, a.product_key, b.product_key
 """,
     f"""
 CREATE OR REPLACE TEMP VIEW out_sale_hour AS

@@ -22,7 +22,8 @@ from cafe_etl.rules import FileStatus, RunStatus
 
 # The tables whose rows belong to one file version (keyed by file_id): what leaves
 # with a replaced or reprocessed version, facts before the rows they hang off.
-FILE_TABLES = ("fact_sale_item", "fact_sale", "etl_reject", "agg_product_day", "agg_sale_hour", "agg_customer_day")
+FILE_TABLES = ("fact_sale_item", "fact_sale", "etl_reject", "agg_product_day", "agg_pair_day", "agg_sale_hour",
+               "agg_customer_day")
 
 
 @dataclass(frozen=True)
@@ -191,10 +192,6 @@ class Reader(ABC):
     ``max_rows`` bounds what one query may return (``ResultTooLarge`` beyond it); a
     reader opened with a time limit cancels any query that runs longer
     (``QueryTimeout``)."""
-
-    # Whether a CTE kept once (``AS MATERIALIZED``) is joined well: a planner without
-    # statistics for it (PostgreSQL) may choose a join that takes minutes.
-    keeps_ctes: bool = True
 
     @abstractmethod
     def query(self, sql: str, params: Sequence[Any] = (), *, max_rows: int | None = None) -> list[tuple]: ...

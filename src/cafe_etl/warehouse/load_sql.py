@@ -86,7 +86,8 @@ _FACTS = {
     "etl_reject": ("file_id, source_row, reason_code, detail, row_data, run_id", "out_reject"),
 }
 _AGGREGATES = {
-    "agg_product_day": ("file_id, date_key, branch_key, product_key, quantity, revenue", "out_product_day"),
+    "agg_product_day": ("file_id, date_key, branch_key, product_key, quantity, revenue, sales", "out_product_day"),
+    "agg_pair_day": ("file_id, date_key, branch_key, a_key, b_key, sales", "out_pair_day"),
     "agg_sale_hour": ("file_id, date_key, branch_key, hour, transactions, items, revenue", "out_sale_hour"),
     "agg_customer_day": ("file_id, date_key, branch_key, customers", "out_customer_day"),
 }
@@ -101,10 +102,17 @@ def _select(columns: str, relation: str, run_id: int) -> str:
 # are disjoint, so their counts add up): the set being counted stays small however
 # large the file.
 _PART_AGGREGATES = """
-INSERT INTO agg_product_day
-SELECT file_id, date_key, branch_key, product_key, CAST(count(*) AS INTEGER), sum(unit_price)
+INSERT INTO agg_product_day (file_id, date_key, branch_key, product_key, quantity, revenue, sales)
+SELECT file_id, date_key, branch_key, product_key, CAST(count(*) AS INTEGER), sum(unit_price),
+       CAST(count(DISTINCT source_row) AS INTEGER)
 FROM fact_sale_item WHERE file_id = ?
 GROUP BY file_id, date_key, branch_key, product_key;
+INSERT INTO agg_pair_day (file_id, date_key, branch_key, a_key, b_key, sales)
+SELECT a.file_id, a.date_key, a.branch_key, a.product_key, b.product_key, CAST(count(*) AS INTEGER)
+FROM (SELECT DISTINCT file_id, source_row, date_key, branch_key, product_key FROM fact_sale_item WHERE file_id = ?) a
+JOIN (SELECT DISTINCT file_id, source_row, product_key FROM fact_sale_item WHERE file_id = ?) b
+  ON b.file_id = a.file_id AND b.source_row = a.source_row AND b.product_key > a.product_key
+GROUP BY a.file_id, a.date_key, a.branch_key, a.product_key, b.product_key;
 INSERT INTO agg_sale_hour
 SELECT f.file_id, f.date_key, f.branch_key, t.hour, CAST(count(*) AS INTEGER), CAST(sum(f.item_count) AS INTEGER),
        sum(f.total)

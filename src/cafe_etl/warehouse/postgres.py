@@ -173,8 +173,6 @@ class PostgresReader(Reader):
         self.warehouse = warehouse
         self.time_limit = time_limit
 
-    keeps_ctes = False
-
     def regex_match(self, expression: str) -> str:
         return f"{expression} ~ ?"
 

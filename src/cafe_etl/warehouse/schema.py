@@ -78,13 +78,29 @@ def ensure(execute: Callable[[str, Sequence[Any]], list[tuple]], hooks: Hooks, l
             for statement in statements(hooks):
                 execute(statement, ())
             for statement in split_statements(_script("upgrade.sql")):
-                execute(statement, ())
+                _upgrade(execute, statement)
             execute("INSERT INTO etl_schema VALUES (?, ?)", (SCHEMA_VERSION, datetime.now()))
         execute("COMMIT", ())
     except BaseException:
         with suppress(Exception):  # the first error is the one to report
             execute("ROLLBACK", ())
         raise
+
+
+UPGRADE_FILES_AT_ONCE = 256  # file ids per run of a ranged upgrade statement
+
+
+def _upgrade(execute: Callable[[str, Sequence[Any]], list[tuple]], statement: str) -> None:
+    """Run one upgrade statement; one with ``file_id BETWEEN ? AND ?`` (each ``?`` pair
+    a range) once per range of the ledger's file ids, so its joins stay small."""
+    if "?" not in statement:
+        execute(statement, ())
+        return
+    low, high = execute("SELECT min(file_id), max(file_id) FROM etl_file", ())[0]
+    if low is None:
+        return
+    for first in range(int(low), int(high) + 1, UPGRADE_FILES_AT_ONCE):
+        execute(statement, [first, first + UPGRADE_FILES_AT_ONCE - 1] * (statement.count("?") // 2))
 
 
 def _current(execute: Callable[[str, Sequence[Any]], list[tuple]]) -> bool:
@@ -101,5 +117,5 @@ def check_readable(version: int | None, where: str) -> None:
     with the one step that upgrades it."""
     if version is None or version < SCHEMA_VERSION:
         raise WarehouseOutdated(
-            f"the warehouse {where} was written by an older cafe-etl (schema {version}, this one reads "
+            f"the warehouse {where} was written by an older cafe-etl (schema {version or 'unknown'}, this one reads "
             f"{SCHEMA_VERSION}): run `cafe-etl ingest` on any source, even an empty folder, to upgrade it")

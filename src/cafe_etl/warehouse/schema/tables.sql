@@ -113,6 +113,21 @@ CREATE TABLE IF NOT EXISTS agg_product_day (
     revenue NUMERIC(12, 2) NOT NULL
 );
 {index agg_product_day_file ON agg_product_day USING brin (file_id)};
+-- Sales holding the product at least once (a basket may hold it twice): together's n_p.
+ALTER TABLE agg_product_day ADD COLUMN IF NOT EXISTS sales INTEGER;
+
+-- Pairs of products bought in the same sale (a_key < b_key), per file: together's
+-- n_ab (DESIGN §11), counted as each file loads so the question needs no self-join
+-- of every line item.
+CREATE TABLE IF NOT EXISTS agg_pair_day (
+    file_id BIGINT NOT NULL,
+    date_key INTEGER NOT NULL,
+    branch_key BIGINT NOT NULL,
+    a_key BIGINT NOT NULL,
+    b_key BIGINT NOT NULL,
+    sales INTEGER NOT NULL
+);
+{index agg_pair_day_file ON agg_pair_day USING brin (file_id)};
 
 CREATE TABLE IF NOT EXISTS agg_sale_hour (
     file_id BIGINT NOT NULL,

@@ -2,7 +2,7 @@
 -- Portable SQL, run once per schema version (when its etl_schema row is missing).
 
 -- Schema 2: the per-file aggregates, filled from facts loaded before they existed.
-INSERT INTO agg_product_day
+INSERT INTO agg_product_day (file_id, date_key, branch_key, product_key, quantity, revenue)
 SELECT file_id, date_key, branch_key, product_key, count(*), sum(unit_price)
 FROM fact_sale_item
 WHERE NOT EXISTS (SELECT 1 FROM agg_product_day)
@@ -44,3 +44,23 @@ WHERE dim_customer.customer_key = m.customer_key
 
 DELETE FROM dim_customer
 WHERE NOT EXISTS (SELECT 1 FROM fact_sale f WHERE f.customer_key = dim_customer.customer_key);
+
+-- Schema 4: sales per product and pairs of products per file, from the facts loaded
+-- before they were counted at load time. A statement with `file_id BETWEEN ? AND ?`
+-- runs once per range of file ids (schema.py), so no join holds every line item at once.
+UPDATE agg_product_day SET sales = s.sales
+FROM (SELECT file_id, date_key, branch_key, product_key, count(DISTINCT source_row) AS sales
+      FROM fact_sale_item WHERE file_id BETWEEN ? AND ?
+      GROUP BY file_id, date_key, branch_key, product_key) s
+WHERE agg_product_day.sales IS NULL AND agg_product_day.file_id BETWEEN ? AND ?
+  AND s.file_id = agg_product_day.file_id AND s.date_key = agg_product_day.date_key
+  AND s.branch_key = agg_product_day.branch_key AND s.product_key = agg_product_day.product_key;
+
+INSERT INTO agg_pair_day (file_id, date_key, branch_key, a_key, b_key, sales)
+SELECT a.file_id, a.date_key, a.branch_key, a.product_key, b.product_key, count(*)
+FROM (SELECT DISTINCT file_id, source_row, date_key, branch_key, product_key FROM fact_sale_item
+      WHERE file_id BETWEEN ? AND ?) a
+JOIN (SELECT DISTINCT file_id, source_row, product_key FROM fact_sale_item WHERE file_id BETWEEN ? AND ?) b
+  ON b.file_id = a.file_id AND b.source_row = a.source_row AND b.product_key > a.product_key
+WHERE NOT EXISTS (SELECT 1 FROM agg_pair_day WHERE file_id BETWEEN ? AND ?)
+GROUP BY a.file_id, a.date_key, a.branch_key, a.product_key, b.product_key;
