@@ -47,8 +47,10 @@ def expand(sql: str, branches: list[str]) -> str:
 def warehouse(tmp_path_factory, postgres_databases):
     require_postgres()
     landing = tmp_path_factory.mktemp("grafana") / "landing"
-    # Eight days from a Monday: a whole week has ended, so the cohort panel has rows.
-    assert run_cli("generate", landing, "--branches", 9, "--days", 8, "--seed", 11, "--bad-rate", 0.04).code == 0
+    # Five weeks and a day from a Monday: weeks have ended, so the cohort panel has rows,
+    # and the last week has four before it for the week-on-weeks panels.
+    assert run_cli("generate", landing, "--branches", 9, "--days", 36, "--seed", 11, "--bad-rate", 0.04,
+                   "--plant-trends").code == 0
     (landing / "Nowhere_01-03-2024_09-00-00.csv").write_text("a,b,c,d,e,f,g,h\n")  # a failed file, for its panel
     last_day = by_day(landing)[max(by_day(landing))]
     last_day[0].unlink()  # a branch late with its newest file, for the missing-files panel
@@ -105,3 +107,29 @@ def test_alerts_and_panels_use_metrics_the_service_exposes(tmp_path, generated):
     scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     assert scrape["rule_files"] == ["alerts.yml"]
     assert scrape["scrape_configs"][0]["metrics_path"] == "/metrics"
+
+
+def _panel_sql(title_start: str) -> str:
+    business = json.loads((DEPLOY / "grafana" / "dashboards" / "business.json").read_text())
+    panel = next(p for p in business["panels"] if p["title"].startswith(title_start))
+    return panel["targets"][0]["rawSql"]
+
+
+def test_the_pairs_and_week_panels_show_the_commands_figures(warehouse):
+    branches = [name for (name,) in query(warehouse, "SELECT name FROM dim_branch ORDER BY name")]
+    first, last = query(warehouse, "SELECT min(date), max(date) FROM mart_daily_branch_sales")[0]
+    label = lambda p: " ".join(x for x in (p["size"], p["name"]) if x) + (f" - {p['flavour']}" if p["flavour"] else "")  # noqa: E731
+    together = run_cli("together", "--warehouse", warehouse, "--from", first, "--to", last, "--format", "json").json()
+    want = {(label(p["a"]), label(p["b"])): (p["baskets"], p["lift"]) for p in together["pairs"]}
+    rows = query(warehouse, expand(_panel_sql("Bought together"), branches))
+    assert rows
+    for a, b, baskets, _, _, lift in rows:
+        key = (a, b) if (a, b) in want else (b, a)
+        assert want[key] == (baskets, float(lift))
+    trends = run_cli("trends", "--warehouse", warehouse, "--format", "json").json()
+    week = {row[0]: row[1:] for row in query(warehouse, expand(_panel_sql("Branches: the last 7"), branches))}
+    movers = [m for m in trends["movers"] if m["kind"] == "branch"]
+    assert movers
+    for m in movers:
+        assert (week[m["branch"]][0], float(week[m["branch"]][1]), float(week[m["branch"]][2])) == \
+            (m["current"], m["baseline"], m["change_pct"])

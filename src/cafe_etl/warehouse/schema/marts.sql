@@ -16,12 +16,105 @@ CREATE OR REPLACE VIEW mart_product_sales AS
 SELECT d.date, a.date_key, b.branch_key, b.name AS branch,
        p.product_key, p.size, p.name AS product, p.flavour,
        sum(a.quantity) AS quantity,
+       sum(a.revenue) AS revenue,
+       coalesce(p.category, 'Other') AS category,
+       sum(a.sales) AS sales  -- sales holding the product at least once
+FROM agg_product_day a
+JOIN dim_date d ON d.date_key = a.date_key
+JOIN dim_branch b ON b.branch_key = a.branch_key
+JOIN dim_product p ON p.product_key = a.product_key
+GROUP BY d.date, a.date_key, b.branch_key, b.name, p.product_key, p.size, p.name, p.flavour, p.category;
+
+-- Product categories per branch and day (the categories file: cafe_etl/categories.py).
+CREATE OR REPLACE VIEW mart_category_sales AS
+SELECT d.date, a.date_key, b.branch_key, b.name AS branch, coalesce(p.category, 'Other') AS category,
+       sum(a.quantity) AS quantity,
        sum(a.revenue) AS revenue
 FROM agg_product_day a
 JOIN dim_date d ON d.date_key = a.date_key
 JOIN dim_branch b ON b.branch_key = a.branch_key
 JOIN dim_product p ON p.product_key = a.product_key
-GROUP BY d.date, a.date_key, b.branch_key, b.name, p.product_key, p.size, p.name, p.flavour;
+GROUP BY d.date, a.date_key, b.branch_key, b.name, coalesce(p.category, 'Other');
+
+-- Pairs of products bought in the same sale, per branch and day (DESIGN §11's n_ab);
+-- with mart_product_sales.sales (n_a, n_b) and the day's transactions a panel gets
+-- support, confidence and lift for any period.
+CREATE OR REPLACE VIEW mart_product_pairs AS
+SELECT d.date, a.date_key, b.branch_key, b.name AS branch, a.a_key, a.b_key,
+       CASE WHEN pa.size IS NULL THEN '' ELSE pa.size || ' ' END || pa.name
+         || CASE WHEN pa.flavour IS NULL THEN '' ELSE ' - ' || pa.flavour END AS product_a,
+       CASE WHEN pb.size IS NULL THEN '' ELSE pb.size || ' ' END || pb.name
+         || CASE WHEN pb.flavour IS NULL THEN '' ELSE ' - ' || pb.flavour END AS product_b,
+       sum(a.sales) AS sales
+FROM agg_pair_day a
+JOIN dim_date d ON d.date_key = a.date_key
+JOIN dim_branch b ON b.branch_key = a.branch_key
+JOIN dim_product pa ON pa.product_key = a.a_key
+JOIN dim_product pb ON pb.product_key = a.b_key
+GROUP BY d.date, a.date_key, b.branch_key, b.name, a.a_key, a.b_key,
+         pa.size, pa.name, pa.flavour, pb.size, pb.name, pb.flavour;
+
+-- The last 7 days with sales against the weekly mean of the whole weeks before them
+-- (at most four), as `cafe-etl trends` compares them: branches by transactions. Every
+-- branch with a baseline is listed; which changes are significant (q <= 0.05) is
+-- the command's and the dashboard's Trends page's to say.
+CREATE OR REPLACE VIEW mart_branch_week_change AS
+WITH bounds AS (
+    SELECT max(d.date) AS last_day, min(d.date) AS first_day
+    FROM agg_sale_hour a JOIN dim_date d ON d.date_key = a.date_key
+), week AS (
+    SELECT last_day - 6 AS week_first, last_day,
+           CASE WHEN last_day - 6 - first_day >= 28 THEN 4
+                ELSE CAST(floor((last_day - 6 - first_day) / 7.0) AS INTEGER) END AS weeks
+    FROM bounds
+), counts AS (
+    SELECT a.branch_key,
+           sum(CASE WHEN d.date >= w.week_first THEN a.transactions ELSE 0 END) AS current_count,
+           sum(CASE WHEN d.date < w.week_first THEN a.transactions ELSE 0 END) AS baseline_count,
+           max(w.weeks) AS weeks, max(w.week_first) AS week_first, max(w.last_day) AS week_last
+    FROM agg_sale_hour a
+    JOIN dim_date d ON d.date_key = a.date_key
+    CROSS JOIN week w
+    WHERE d.date >= w.week_first - 7 * w.weeks AND d.date <= w.last_day
+    GROUP BY a.branch_key
+)
+SELECT c.week_first, c.week_last, b.name AS branch, c.current_count AS current_week,
+       round(CAST(c.baseline_count AS NUMERIC) / c.weeks, 2) AS weekly_baseline,
+       round(CAST(100.0 * (c.current_count - c.baseline_count * 1.0 / c.weeks) / (c.baseline_count * 1.0 / c.weeks)
+                  AS NUMERIC), 1) AS change_pct
+FROM counts c JOIN dim_branch b ON b.branch_key = c.branch_key
+WHERE c.weeks > 0 AND c.baseline_count > 0;
+
+-- The same for products chain-wide, by items sold.
+CREATE OR REPLACE VIEW mart_product_week_change AS
+WITH bounds AS (
+    SELECT max(d.date) AS last_day, min(d.date) AS first_day
+    FROM agg_sale_hour a JOIN dim_date d ON d.date_key = a.date_key
+), week AS (
+    SELECT last_day - 6 AS week_first, last_day,
+           CASE WHEN last_day - 6 - first_day >= 28 THEN 4
+                ELSE CAST(floor((last_day - 6 - first_day) / 7.0) AS INTEGER) END AS weeks
+    FROM bounds
+), counts AS (
+    SELECT a.product_key,
+           sum(CASE WHEN d.date >= w.week_first THEN a.quantity ELSE 0 END) AS current_count,
+           sum(CASE WHEN d.date < w.week_first THEN a.quantity ELSE 0 END) AS baseline_count,
+           max(w.weeks) AS weeks, max(w.week_first) AS week_first, max(w.last_day) AS week_last
+    FROM agg_product_day a
+    JOIN dim_date d ON d.date_key = a.date_key
+    CROSS JOIN week w
+    WHERE d.date >= w.week_first - 7 * w.weeks AND d.date <= w.last_day
+    GROUP BY a.product_key
+)
+SELECT c.week_first, c.week_last, p.size, p.name AS product, p.flavour,
+       CASE WHEN p.size IS NULL THEN '' ELSE p.size || ' ' END || p.name
+         || CASE WHEN p.flavour IS NULL THEN '' ELSE ' - ' || p.flavour END AS label,
+       c.current_count AS current_week,
+       round(CAST(c.baseline_count AS NUMERIC) / c.weeks, 2) AS weekly_baseline,
+       round(CAST(100.0 * (c.current_count - c.baseline_count * 1.0 / c.weeks) / (c.baseline_count * 1.0 / c.weeks)
+                  AS NUMERIC), 1) AS change_pct
+FROM counts c JOIN dim_product p ON p.product_key = c.product_key
+WHERE c.weeks > 0 AND c.baseline_count > 0;
 
 CREATE OR REPLACE VIEW mart_hourly_sales AS
 SELECT d.date, a.date_key, d.weekday, d.weekday_name, b.branch_key, b.name AS branch, a.hour,
