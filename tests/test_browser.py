@@ -16,7 +16,7 @@ import httpx
 import pytest
 from tests.conftest import free_port, run_cli
 
-PAGES = ["", "what", "where", "when", "customers", "trends", "operations"]
+PAGES = ["", "what", "where", "when", "payments", "customers", "trends", "operations"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -238,4 +238,24 @@ def test_the_trends_page_shows_movers_unusual_days_and_pairs(server, page):
     rows = page.eval_on_selector_all('[data-table="suspect-days"] tbody tr td:nth-child(2)',
                                      "cells => cells.map(c => c.textContent)")
     assert short and {a["branch"] for a in short} <= set(rows)
+    assert page.problems == []
+
+
+def test_every_chart_offers_its_figures_as_csv_and_the_grain_regroups_time(server, page):
+    base, _ = server
+    page.goto(f"{base}/payments")
+    settled(page)
+    links = page.eval_on_selector_all("a.csv", "links => links.map(a => a.getAttribute('href'))")
+    assert len(links) == page.locator("section.panel").count()
+    response = httpx.get(f"{base}{links[0]}")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    daily = len(page.evaluate("window.cafeEtl.charts['payments-over-time'].getOption().xAxis[0].data"))
+    with page.expect_navigation():
+        page.select_option("select[name=grain]", "week")
+    settled(page)
+    weeks = page.evaluate("window.cafeEtl.charts['payments-over-time'].getOption().xAxis[0].data")
+    api = httpx.get(f"{base}/api/payments/daily", params={"grain": "week"}).json()["data"]
+    assert weeks == api["dates"] and len(weeks) < daily
+    drawn = page.evaluate("window.cafeEtl.charts['payments-over-time'].getOption().series.map(s => s.data)")
+    assert drawn == [m["transactions"] for m in api["methods"]]
     assert page.problems == []

@@ -19,7 +19,7 @@ BUSINESS = ["/api/overview/figures", "/api/overview/daily", "/api/what/products"
             "/api/where/best-sellers", "/api/when/heatmap", "/api/when/peak-hours", "/api/when/hours",
             "/api/customers/counts", "/api/customers/rfm", "/api/customers/cohorts", "/api/customers/weekly",
             "/api/customers/repeat", "/api/together/pairs", "/api/trends/movers", "/api/what/categories",
-            "/api/what/case-variants"]
+            "/api/what/case-variants", "/api/payments/split", "/api/payments/daily", "/api/payments/branches"]
 # Answered, and checked against the commands, in test_trends (they need weeks of history).
 TRENDS = ["/api/together/with", "/api/trends/anomalies", "/api/ops/suspect-days"]
 OPERATIONS = ["/api/ops/files", "/api/ops/arrivals", "/api/ops/rejects", "/api/ops/reject-rows", "/api/ops/failed",
@@ -141,6 +141,55 @@ def test_products_sizes_and_flavours_agree_with_the_report(site):
         for n in v["names"]:
             sold = [p for p in report["products"] if p["name"] == n["name"]]
             assert n["quantity"] == sum(p["quantity"] for p in sold)
+
+
+def test_payments_agree_with_the_report_at_every_grain(site):
+    client, url, _ = site
+    meta = get(client, "/api/meta")
+    period = {"from": meta["first_day"], "to": meta["last_day"]}
+    report = run_cli("report", "--warehouse", url, "--format", "json", "--from", period["from"],
+                     "--to", period["to"]).json()
+    split = get(client, "/api/payments/split", **period)["data"]
+    assert [(m["method"], m["transactions"], m["revenue"]) for m in split] == \
+        [(p["method"], p["transactions"], p["revenue"]) for p in report["payments"]]
+    assert sum(m["transactions_share_pct"] for m in split) == pytest.approx(100, abs=0.2)
+    for grain in ("day", "week", "month"):
+        over = get(client, "/api/payments/daily", grain=grain, **period)["data"]
+        for m in over["methods"]:
+            want = next(p for p in report["payments"] if p["method"] == m["method"])
+            assert sum(m["transactions"]) == want["transactions"]
+            assert round(sum(Decimal(str(v)) for v in m["revenue"]), 2) == Decimal(str(want["revenue"]))
+        revenue = get(client, "/api/overview/daily", grain=grain, **period)["data"]
+        assert round(sum(Decimal(str(d["revenue"])) for d in revenue), 2) == Decimal(str(report["totals"]["revenue"]))
+        assert sum(d["transactions"] for d in revenue) == report["totals"]["transactions"]
+    weeks = [d["date"] for d in get(client, "/api/overview/daily", grain="week", **period)["data"]]
+    assert all(date.fromisoformat(d).weekday() == 0 for d in weeks)
+    branches = get(client, "/api/payments/branches", **period)["data"]
+    assert {b["branch"]: b["transactions"] for b in branches} == \
+        {b["branch"]: b["transactions"] for b in report["branches"]}
+    assert client.get("/api/overview/daily", params={"grain": "year"}).status_code == 400
+
+
+def test_every_chart_s_figures_download_as_csv(site):
+    import csv
+    import io
+
+    client, _, _ = site
+    for path in BUSINESS + ["/api/ops/files", "/api/ops/rejects", "/api/ops/runs"]:
+        response = client.get(path, params={"format": "csv"})
+        assert response.status_code == 200, (path, response.text)
+        assert response.headers["content-type"].startswith("text/csv")
+        assert "attachment" in response.headers["content-disposition"]
+        rows = list(csv.DictReader(io.StringIO(response.text)))
+        assert rows, path
+    ranking = get(client, "/api/where/ranking")["data"]
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/where/ranking", params={"format": "csv"}).text)))
+    assert [(r["branch"], r["revenue"]) for r in rows] == [(b["branch"], f"{b['revenue']:.2f}") for b in ranking]
+    trend = get(client, "/api/where/trend", grain="week")["data"]
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/where/trend", params={"format": "csv",
+                                                                               "grain": "week"}).text)))
+    assert [r[f"revenue.{trend['dates'][0]}"] for r in rows] == [f"{s['revenue'][0]:.2f}" for s in trend["series"]]
+    assert client.get("/api/where/ranking", params={"format": "xml"}).status_code == 400
 
 
 def test_branches_rank_trend_and_best_sellers(site):
@@ -328,7 +377,7 @@ def test_openapi_documents_every_endpoint(site):
 def test_pages_render_with_the_filters_resolved(site):
     client, _, _ = site
     meta = get(client, "/api/meta")
-    for path in ("/", "/what", "/where", "/when", "/customers", "/trends", "/operations"):
+    for path in ("/", "/what", "/where", "/when", "/payments", "/customers", "/trends", "/operations"):
         page = client.get(path)
         assert page.status_code == 200 and 'data-api="/api/' in page.text, path
         assert f'value="{meta["last_day"]}"' in page.text

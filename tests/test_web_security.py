@@ -48,7 +48,7 @@ def _dated_routes(app) -> list[str]:
             if any(p["name"] == "from" for p in methods.get("get", {}).get("parameters", []))]
 
 
-PAGES = ("/", "/what", "/where", "/when", "/customers", "/trends", "/operations")
+PAGES = ("/", "/what", "/where", "/when", "/payments", "/customers", "/trends", "/operations")
 
 
 # A route's own required parameters.

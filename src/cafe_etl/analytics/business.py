@@ -68,6 +68,40 @@ def overview(reader: Reader, scope: Scope) -> dict:
             "figures": figures}
 
 
+GRAINS = ("day", "week", "month")
+
+
+def bucket(day: date, grain: str) -> date:
+    """The first day of ``day``'s bucket: itself, its week's Monday, its month's first."""
+    if grain == "week":
+        return day - timedelta(days=day.weekday())
+    if grain == "month":
+        return day.replace(day=1)
+    return day
+
+
+def regrain(series: list[dict], grain: str, sums: tuple[str, ...], key: str = "date") -> list[dict]:
+    """Daily rows added up per week or month (named by the bucket's first day; the
+    first and last buckets may be cut by the period)."""
+    if grain == "day":
+        return series
+    out: dict[str, dict] = {}
+    for row in series:
+        start = bucket(date.fromisoformat(row[key]), grain).isoformat()
+        total = out.setdefault(start, {key: start, **{name: 0 for name in sums}})
+        for name in sums:
+            total[name] += row[name]
+    return list(out.values())
+
+
+def revenue_over_time(reader: Reader, scope: Scope, grain: str = "day") -> list[dict]:
+    """Revenue and transactions per day (with the trailing 7-day average), week or month."""
+    daily = daily_revenue(reader, scope)
+    if grain == "day":
+        return daily
+    return regrain(daily, grain, ("revenue", "transactions"))
+
+
 def daily_revenue(reader: Reader, scope: Scope) -> list[dict]:
     """Revenue for every day of the period (zero where nothing sold), with the
     trailing 7-day average; the days before the period feed the first averages."""
@@ -185,6 +219,55 @@ def case_variants(reader: Reader, scope: Scope) -> list[dict]:
             for _, found in sorted(spellings.items()) if len(found) > 1]
 
 
+# Payments --------------------------------------------------------------------
+
+def payment_split(reader: Reader, scope: Scope) -> list[dict]:
+    """Transactions and revenue per payment method, with each one's share of both."""
+    rows = report.payments(reader, scope)
+    tx = sum(r["transactions"] for r in rows)
+    revenue = sum((r["revenue"] for r in rows), Decimal(0))
+    return [{**r, "transactions_share_pct": round(100 * r["transactions"] / tx, 1) if tx else 0.0,
+             "revenue_share_pct": round(float(100 * r["revenue"] / revenue), 1) if revenue else 0.0} for r in rows]
+
+
+def payments_over_time(reader: Reader, scope: Scope, grain: str = "day") -> dict:
+    """Transactions and revenue per method for every day (week, month) of the period."""
+    where, params = scope.where("f")
+    rows = reader.query(
+        f"""SELECT f.date_key, m.method, count(*), sum(f.total)
+            FROM fact_sale f JOIN dim_payment_method m ON m.payment_key = f.payment_key
+            WHERE {where} GROUP BY f.date_key, m.method""", params)
+    methods = sorted({method for _, method, _, _ in rows})
+    starts = sorted({bucket(d, grain) for d in _calendar(scope)})
+    index = {start: n for n, start in enumerate(starts)}
+    series = {m: {"transactions": [0] * len(starts), "revenue": [money(0)] * len(starts)} for m in methods}
+    for key, method, tx, revenue in rows:
+        n = index[bucket(report.from_key(key), grain)]
+        series[method]["transactions"][n] += int(tx)
+        series[method]["revenue"][n] += money(revenue)
+    return {"dates": [d.isoformat() for d in starts],
+            "methods": [{"method": m, **series[m]} for m in methods]}
+
+
+def payments_by_branch(reader: Reader, scope: Scope) -> list[dict]:
+    """Per branch: transactions by cash and by card, and the card share (by transactions)."""
+    where, params = scope.where("f")
+    rows = reader.query(
+        f"""SELECT b.name, m.method, count(*), sum(f.total)
+            FROM fact_sale f JOIN dim_payment_method m ON m.payment_key = f.payment_key
+            JOIN dim_branch b ON b.branch_key = f.branch_key
+            WHERE {where} GROUP BY b.name, m.method""", params)
+    branches: dict[str, dict] = {}
+    for name, method, tx, revenue in rows:
+        entry = branches.setdefault(name, {"branch": name, "transactions": 0, "revenue": money(0), "methods": {}})
+        entry["transactions"] += int(tx)
+        entry["revenue"] += money(revenue)
+        entry["methods"][method] = int(tx)
+    out = [{**b, "card_share_pct": round(100 * b["methods"].get("CARD", 0) / b["transactions"], 1)}
+           for b in branches.values()]
+    return sorted(out, key=lambda b: (-b["card_share_pct"], b["branch"]))
+
+
 # Where -----------------------------------------------------------------------
 
 def branch_ranking(reader: Reader, scope: Scope) -> list[dict]:
@@ -202,8 +285,8 @@ def branch_ranking(reader: Reader, scope: Scope) -> list[dict]:
     return out
 
 
-def branch_trend(reader: Reader, scope: Scope, top: int = 10) -> dict:
-    """Daily revenue of the period's ``top`` branches by revenue (or of the one chosen)."""
+def branch_trend(reader: Reader, scope: Scope, top: int = 10, grain: str = "day") -> dict:
+    """Revenue per day (week, month) of the period's ``top`` branches by revenue (or of the one chosen)."""
     leaders = [b["branch"] for b in branch_ranking(reader, scope)[:top]]
     where, params = scope.where("a")
     rows = reader.query(
@@ -217,6 +300,15 @@ def branch_trend(reader: Reader, scope: Scope, top: int = 10) -> dict:
     for branch, key, revenue in rows:
         if branch in series:
             series[branch][keys[key]] = money(revenue)
+    if grain != "day":
+        starts = sorted({bucket(d, grain) for d in dates})
+        index = {start: n for n, start in enumerate(starts)}
+        for b in leaders:
+            summed = [money(0)] * len(starts)
+            for d, revenue in zip(dates, series[b], strict=True):
+                summed[index[bucket(d, grain)]] += revenue
+            series[b] = summed
+        dates = starts
     return {"dates": [d.isoformat() for d in dates],
             "series": [{"branch": b, "revenue": series[b]} for b in leaders]}
 

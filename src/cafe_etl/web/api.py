@@ -8,16 +8,19 @@ missing or busy) or 504 (a query past its time limit): never a trace or SQL.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
 from cafe_etl import __version__
-from cafe_etl.analytics import business, customer_render, customers, operations, report, together, trends
+from cafe_etl.analytics import business, customer_render, customers, jsonout, operations, report, together, trends
 from cafe_etl.analytics.report import Scope
 from cafe_etl.web import filters as web_filters
+from cafe_etl.web import table_csv
 from cafe_etl.web.gateway import Gateway
 from cafe_etl.web.responses import MoneyJSON
 
@@ -39,15 +42,37 @@ def _gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-def _answer(request: Request, key: tuple | None, compute: Callable) -> MoneyJSON:
+def _answer(request: Request, key: tuple | None, compute: Callable) -> Response:
+    """The answer as JSON, or with ``?format=csv`` its data as CSV: every chart's figures,
+    for a spreadsheet."""
+    _format(request)
     answer = _gateway(request).read(compute, key=key)
-    headers = {"X-Cafe-Etl-Stale": "1"} if answer.stale else {}
-    return MoneyJSON(answer.value, headers=headers)
+    return _respond(request, answer.value, answer.stale)
+
+
+def _format(request: Request) -> str:
+    fmt = request.query_params.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise web_filters.BadFilter(f"format must be json or csv, not {fmt[:20]!r}")
+    return fmt
+
+
+def _respond(request: Request, value: dict, stale: bool) -> Response:
+    headers = {"X-Cafe-Etl-Stale": "1"} if stale else {}
+    if _format(request) == "json":
+        return MoneyJSON(value, headers=headers)
+    body = json.loads(jsonout.dumps(value, indent=None), parse_float=Decimal)  # numbers as written
+    period = body.get("period") or body.get("week") or {}
+    name = request.url.path.removeprefix("/api/").replace("/", "-")
+    suffix = f"-{period['from']}-to-{period['to']}" if period.get("from") else ""
+    headers["Content-Disposition"] = f'attachment; filename="{name}{suffix}.csv"'
+    return Response(table_csv.to_csv(body.get("data")), media_type="text/csv; charset=utf-8", headers=headers)
 
 
 def _business(request: Request, first: str | None, to: str | None, branch: str | None,
-              chart: Callable[..., Any], **params: Any) -> MoneyJSON:
-    """Filters resolved to a scope, then ``chart(reader, scope, **params)`` as the data."""
+              chart: Callable[..., Any], **params: Any) -> Response:
+    """Filters resolved to a scope, then ``chart(reader, scope, **params)`` as the data:
+    JSON, or with ``?format=csv`` the data as CSV (every chart's figures, for a spreadsheet)."""
     wanted = web_filters.parse(first, to, branch)
 
     def compute(reader):
@@ -61,6 +86,9 @@ def _business(request: Request, first: str | None, to: str | None, branch: str |
 
 
 Limit = Annotated[int, Query(ge=1, le=100, description="How many to list")]
+Grain = Annotated[str, Query(pattern="^(day|week|month)$",
+                             description="Days, or weeks (from Monday) or months added up; the first and last "
+                                         "may be cut by the period")]
 Top = Annotated[int, Query(ge=1, le=50, description="How many branches to draw")]
 
 
@@ -75,10 +103,12 @@ def overview_figures(request: Request, first: From = None, to: To = None, branch
     return _business(request, first, to, branch, business.overview)
 
 
-@_get("/overview/daily", "Revenue per day with its 7-day average")
-def overview_daily(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
-    """Every day of the period (zero where nothing sold) with the trailing 7-day average."""
-    return _business(request, first, to, branch, business.daily_revenue)
+@_get("/overview/daily", "Revenue per day (week, month) with its 7-day average")
+def overview_daily(request: Request, first: From = None, to: To = None, branch: Branch = None,
+                   grain: Grain = "day") -> MoneyJSON:
+    """Every day of the period (zero where nothing sold) with the trailing 7-day average; or
+    revenue and transactions per week or month."""
+    return _business(request, first, to, branch, business.revenue_over_time, grain=grain)
 
 
 @_get("/what/products", "Top and bottom products by quantity and by revenue")
@@ -127,9 +157,28 @@ def where_ranking(request: Request, first: From = None, to: To = None, branch: B
 
 @_get("/where/trend", "Daily revenue of the leading branches")
 def where_trend(request: Request, first: From = None, to: To = None, branch: Branch = None,
-                top: Top = 10) -> MoneyJSON:
-    """Revenue per day for the period's leading branches by revenue (or the one chosen)."""
-    return _business(request, first, to, branch, business.branch_trend, top=top)
+                top: Top = 10, grain: Grain = "day") -> MoneyJSON:
+    """Revenue per day (week, month) for the period's leading branches by revenue (or the one chosen)."""
+    return _business(request, first, to, branch, business.branch_trend, top=top, grain=grain)
+
+
+@_get("/payments/split", "Cash and card: transactions and revenue")
+def payments_split(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """Per payment method: transactions, revenue, and each one's share of both."""
+    return _business(request, first, to, branch, business.payment_split)
+
+
+@_get("/payments/daily", "Cash and card over time")
+def payments_daily(request: Request, first: From = None, to: To = None, branch: Branch = None,
+                   grain: Grain = "day") -> MoneyJSON:
+    """Per payment method, transactions and revenue for every day (week, month) of the period."""
+    return _business(request, first, to, branch, business.payments_over_time, grain=grain)
+
+
+@_get("/payments/branches", "Card share per branch")
+def payments_branches(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
+    """Per branch: transactions by method and the share paid by card."""
+    return _business(request, first, to, branch, business.payments_by_branch)
 
 
 @_get("/where/best-sellers", "Each branch's best-selling item")
@@ -243,8 +292,7 @@ def together_pairs(request: Request, first: From = None, to: To = None, branch: 
     answer = _all_pairs(request, web_filters.parse(first, to, branch), min_baskets)
     body = answer.value
     data = {"baskets": body["baskets"], "listed": len(body["pairs"]), "pairs": body["pairs"][:limit]}
-    return MoneyJSON({"period": body["period"], "branch": body["branch"], "data": data},
-                     headers={"X-Cafe-Etl-Stale": "1"} if answer.stale else {})
+    return _respond(request, {"period": body["period"], "branch": body["branch"], "data": data}, answer.stale)
 
 
 @_get("/together/with", "What goes well with one product")
@@ -265,8 +313,8 @@ def together_with(request: Request, name: Annotated[str, Query(max_length=200, d
             partners.append({"product": pair["b"] if mine_is_a else pair["a"], "baskets": pair["baskets"],
                              "confidence": pair["confidence_ab"] if mine_is_a else pair["confidence_ba"],
                              "lift": pair["lift"], "q_value": pair["q_value"]})
-    return MoneyJSON({"period": body["period"], "branch": body["branch"], "product": chosen,
-                      "data": partners[:limit]}, headers={"X-Cafe-Etl-Stale": "1"} if answer.stale else {})
+    return _respond(request, {"period": body["period"], "branch": body["branch"], "product": chosen,
+                              "data": partners[:limit]}, answer.stale)
 
 
 WeekEnd = Annotated[str | None, Query(alias="to",

@@ -18,15 +18,18 @@ from cafe_etl.web import filters as web_filters
 router = APIRouter(default_response_class=HTMLResponse, include_in_schema=False)
 
 PAGES = (("", "Overview"), ("what", "What sells"), ("where", "Where"), ("when", "When"),
-         ("customers", "Customers"), ("trends", "Trends"), ("operations", "Operations"))
+         ("payments", "Payments"), ("customers", "Customers"), ("trends", "Trends"), ("operations", "Operations"))
+GRAINS = (("day", "Day"), ("week", "Week"), ("month", "Month"))
 
 
 def _page(request: Request, page: str, slug: str, title: str, *, branch_filter: bool = True,
-          operations_period: bool = False) -> HTMLResponse:
+          operations_period: bool = False, grain_filter: bool = False) -> HTMLResponse:
     params = request.query_params
-    kept = [(k, v) for k, v in params.multi_items() if k in ("from", "to", "branch") and v]
+    kept = [(k, v) for k, v in params.multi_items() if k in ("from", "to", "branch", "grain") and v]
     context = {"request": request, "page": page, "slug": slug, "title": title, "pages": PAGES,
                "query": f"?{urlencode(kept)}" if kept else "", "filters": True, "branch_filter": branch_filter,
+               "grain_filter": grain_filter, "grains": GRAINS,
+               "grain": params.get("grain") if params.get("grain") in dict(GRAINS) else "day",
                "period": {"from": params.get("from"), "to": params.get("to")}, "branch": params.get("branch"),
                "meta": {"branches": [], "first_day": None, "last_day": None}, "problem": None,
                "version": __version__, "warehouse": request.app.state.gateway.warehouse.describe()}
@@ -57,7 +60,7 @@ def _page(request: Request, page: str, slug: str, title: str, *, branch_filter: 
 
 @router.get("/")
 def overview(request: Request):
-    return _page(request, "overview", "", "Overview")
+    return _page(request, "overview", "", "Overview", grain_filter=True)
 
 
 @router.get("/what")
@@ -67,12 +70,17 @@ def what(request: Request):
 
 @router.get("/where")
 def where(request: Request):
-    return _page(request, "where", "where", "Where")
+    return _page(request, "where", "where", "Where", grain_filter=True)
 
 
 @router.get("/when")
 def when(request: Request):
     return _page(request, "when", "when", "When")
+
+
+@router.get("/payments")
+def payments(request: Request):
+    return _page(request, "payments", "payments", "Payments", grain_filter=True)
 
 
 @router.get("/customers")

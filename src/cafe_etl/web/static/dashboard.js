@@ -129,16 +129,20 @@
   // Renderers: one per data-chart, data-table or data-render name --------------------------
 
   const charts = {
-    "daily-revenue": (el, body) => chart(el, {
-      tooltip: { trigger: "axis" }, legend: { top: 0 }, grid,
-      xAxis: { type: "category", data: body.data.map((d) => d.date) },
-      yAxis: { type: "value", name: "Revenue (£)", axisLabel: { formatter: moneyAxis } },
-      series: [
-        { type: "bar", name: "Revenue", data: body.data.map((d) => d.revenue) },
-        { type: "line", name: "7-day average", data: body.data.map((d) => d.average_7d), smooth: true,
-          symbol: "none", lineStyle: { width: 3 } },
-      ],
-    }),
+    "daily-revenue": (el, body) => {
+      const daily = body.data.length && "average_7d" in body.data[0];
+      const series = [{ type: "bar", name: "Revenue", data: body.data.map((d) => d.revenue) }];
+      if (daily) {
+        series.push({ type: "line", name: "7-day average", data: body.data.map((d) => d.average_7d), smooth: true,
+                      symbol: "none", lineStyle: { width: 3 } });
+      }
+      return chart(el, {
+        tooltip: { trigger: "axis" }, legend: { top: 0 }, grid,
+        xAxis: { type: "category", data: body.data.map((d) => d.date) },
+        yAxis: { type: "value", name: "Revenue (£)", axisLabel: { formatter: moneyAxis } },
+        series,
+      });
+    },
     "top-quantity": (el, body) => horizontalBars(el, body.data.top_by_quantity.map((p) => p.product),
       body.data.top_by_quantity.map((p) => p.quantity), "Items sold"),
     "top-revenue": (el, body) => horizontalBars(el, body.data.top_by_revenue.map((p) => p.product),
@@ -149,7 +153,7 @@
       tooltip: { trigger: "item", formatter: (p) => `${p.name}: ${whole.format(p.value)} items (${p.percent}%)` },
       legend: { bottom: 0, type: "scroll" },
       series: [{ type: "pie", radius: ["32%", "58%"], center: ["50%", "46%"], name: "Items sold",
-                 label: { formatter: "{b}\n{d}%", overflow: "none" }, labelLine: { length: 8, length2: 8 },
+                 label: { formatter: "{b} {d}%", overflow: "none" }, labelLine: { length: 8, length2: 8 },
                  data: body.data.map((s) => ({ name: s.size || "(no size)", value: s.quantity })) }],
     }),
     categories: (el, body) => chart(el, {
@@ -277,6 +281,37 @@
                    formatter: (p) => `${p.value[2]}%` } }],
       });
     },
+    "payment-split": (el, body) => chart(el, {
+      tooltip: { trigger: "item", formatter: (p) => {
+        const m = body.data[p.dataIndex];
+        return `${m.method}: ${whole.format(m.transactions)} transactions (${m.transactions_share_pct}%), ` +
+               `${money.format(m.revenue)} (${m.revenue_share_pct}%)`;
+      } },
+      legend: { bottom: 0 },
+      series: [{ type: "pie", radius: ["32%", "58%"], center: ["50%", "46%"], name: "Transactions",
+                 label: { formatter: "{b} {d}%", overflow: "none" },
+                 data: body.data.map((m) => ({ name: m.method, value: m.transactions })) }],
+    }),
+    "payments-over-time": (el, body) => chart(el, {
+      tooltip: tooltipAxis, legend: { top: 0 }, grid,
+      xAxis: { type: "category", data: body.data.dates },
+      yAxis: { type: "value", name: "Transactions" },
+      series: body.data.methods.map((m) => ({ type: "bar", stack: "methods", name: m.method, data: m.transactions })),
+    }),
+    "card-share": (el, body) => {
+      const rows = body.data.slice(0, 25);
+      return chart(el, {
+        tooltip: Object.assign({}, tooltipAxis, { formatter: (items) => {
+          const b = rows[items[0].dataIndex];
+          return `${b.branch}: ${b.card_share_pct}% of ${whole.format(b.transactions)} transactions by card`;
+        } }),
+        grid: Object.assign({}, grid, { bottom: 28 }),
+        xAxis: { type: "value", name: "Card share of transactions (%)", nameLocation: "middle", nameGap: 26, max: 100 },
+        yAxis: { type: "category", inverse: true, data: rows.map((b) => b.branch),
+                 axisLabel: { width: 200, overflow: "truncate" } },
+        series: [{ type: "bar", name: "Card share %", data: rows.map((b) => b.card_share_pct) }],
+      });
+    },
     anomalies: (el, body) => {
       const days = body.data;
       const label = (a) => `${a.date.slice(5)} ${a.branch}`;
@@ -359,6 +394,9 @@
                                                   whole.format(b.transactions), `${b.share_pct}%`]),
     "reject-rows": (body) => body.data.map((r) => [r.file_id, r.location, r.row, r.reason, r.detail, r.row_data]),
     failed: (body) => body.data.map((f) => [f.file_id, f.location, f.business_date, f.processed_at, f.error]),
+    "payment-split": (body) => body.data.map((m) => [m.method, whole.format(m.transactions),
+                                                     `${m.transactions_share_pct}%`, money.format(m.revenue),
+                                                     `${m.revenue_share_pct}%`]),
     anomalies: (body) => body.data.map((a) => [a.date, a.branch, a.kind, money.format(a.revenue),
                                                money.format(a.expected),
                                                `${money.format(a.expected_low)} – ${money.format(a.expected_high)}`]),
@@ -535,6 +573,7 @@
     if (data.series) return data.series.length === 0;
     if (data.branches && Array.isArray(data.branches)) return data.branches.length === 0;
     if (data.pairs) return data.pairs.length === 0;
+    if (data.methods) return data.methods.length === 0;
     if (data.days) return data.days.length === 0 && Object.keys(data.by_reason).length === 0;
     return false;
   }
@@ -558,9 +597,24 @@
           .map((cells) => row(cells, 0, numeric)));
       }
       el.dataset.state = "ready";
+      offerCsv(el, extra);
     } catch (error) {
       say(el, `Could not load: ${error.message}`, "error");
     }
+  }
+
+  // Every chart's and table's figures as CSV: the same endpoint, the same filters.
+  function offerCsv(el, extra) {
+    if (!el.dataset.chart && !el.dataset.table && el.tagName !== "TABLE") return;
+    const heading = el.closest("section") && el.closest("section").querySelector("h2");
+    if (!heading || heading.querySelector("a.csv")) return;
+    const link = document.createElement("a");
+    link.className = "csv";
+    link.href = apiUrl(el, Object.assign({}, extra, { format: "csv" }));
+    link.textContent = "CSV";
+    link.title = "Download this chart's figures";
+    link.setAttribute("download", "");
+    heading.append(link);
   }
 
   function showRejectRows(reason) {
@@ -575,8 +629,9 @@
   // Branch select applies at once; dates wait for the Apply button.
   const form = document.getElementById("filters");
   if (form) {
-    const select = form.querySelector("select[name=branch]");
-    if (select) select.addEventListener("change", () => form.requestSubmit());
+    for (const select of form.querySelectorAll("select[name=branch], select[name=grain]")) {
+      select.addEventListener("change", () => form.requestSubmit());
+    }
     form.addEventListener("submit", () => {
       for (const input of form.querySelectorAll("input, select")) if (!input.value) input.disabled = true;
     });
