@@ -67,11 +67,13 @@ def _answer(url: str, **kwargs) -> dict:
         return trends.build(reader, **kwargs)
 
 
-def expected_movers(sales, branch: str | None = None, min_change: float = 20.0) -> list[dict]:
+def expected_movers(sales, branch: str | tuple | None = None, min_change: float = 20.0) -> list[dict]:
     """DESIGN §11 from the raw sales: counts per week, the conditional binomial test
     (p = 1/5 of the five weeks' count falls in the last if nothing changed), BH per kind."""
     base_first = FIRST - timedelta(days=28)
-    chosen = [s for s in sales if base_first <= s[0] <= LAST and (branch is None or s[1] == branch)]
+    within = {branch} if isinstance(branch, str) else set(branch or ())
+    chosen = [s for s in sales if base_first <= s[0] <= LAST and (not within or s[1] in within)]
+    branch = branch if isinstance(branch, str) else None  # product movers name one branch only
     now, before = Counter(), Counter()
     for day, where, _hour, items, _total in chosen:
         tally = now if day >= FIRST else before
@@ -162,6 +164,16 @@ def test_within_one_branch(chain, loaded):
     want = {m["who"]: m for m in expected_movers(sales, branch=branch)}
     assert {_who(m) for m in got["movers"]} == set(want)
     assert {a["branch"] for a in got["anomalies"]} <= {branch}
+
+
+def test_within_several_branches(chain, loaded):
+    _, sales, planted = chain
+    two = (planted["branches_down"][0], sorted({s[1] for s in sales} - set(planted["branches_down"]))[0])
+    got = _answer(loaded, branch=two)
+    want = {m["who"]: m for m in expected_movers(sales, branch=two)}
+    assert {_who(m) for m in got["movers"]} == set(want)
+    assert {m["branch"] for m in got["movers"] if m["kind"] == "branch"} <= set(two)
+    assert {a["branch"] for a in got["anomalies"]} <= set(two)
 
 
 def test_an_earlier_week_without_planted_changes_is_quiet(loaded):

@@ -262,6 +262,26 @@ def test_a_branch_filter_narrows_every_chart(site):
     assert sum(c["transactions"] for c in heat["cells"]) == ranking[-1]["transactions"]
 
 
+def test_several_branches_at_once(site):
+    client, url, _ = site
+    ranking = get(client, "/api/where/ranking")["data"]
+    two = [ranking[0]["branch"], ranking[-1]["branch"]]
+    body = client.get("/api/overview/figures", params=[("branch", two[0]), ("branch", two[1].upper())]).json()
+    assert body["branch"] == [two[0], two[1].upper()]
+    revenue = body["data"]["figures"]["revenue"]["value"]
+    assert revenue == pytest.approx(ranking[0]["revenue"] + ranking[-1]["revenue"], abs=0.005)
+    chosen = client.get("/api/where/ranking", params=[("branch", b) for b in two]).json()["data"]
+    assert [b["branch"] for b in chosen] == two
+    repeat = client.get("/api/customers/repeat", params=[("branch", b) for b in two]).json()["data"]
+    assert {r["branch"] for r in repeat} <= set(two)
+    assert client.get("/api/customers/cohorts", params=[("branch", b) for b in two]).json()["data"] == []
+    page = client.get("/where", params=[("branch", b) for b in two])
+    assert page.status_code == 200
+    assert all(f'<option value="{b}" selected>' in page.text for b in two)
+    bad = client.get("/api/where/ranking", params=[("branch", two[0]), ("branch", "Atlantis")])
+    assert bad.status_code == 400 and "unknown branch 'Atlantis'" in bad.json()["error"]
+
+
 @pytest.mark.parametrize("path, params, message", [
     ("/api/overview/figures", {"from": "2024-13-01"}, "from must be a date written YYYY-MM-DD"),
     ("/api/overview/figures", {"to": "yesterday"}, "to must be a date"),

@@ -44,7 +44,7 @@ def previous(scope: Scope) -> Scope:
     """The period of the same length that ends the day before ``scope`` starts."""
     length = (scope.last - scope.first).days + 1
     last = scope.first - timedelta(days=1)
-    return Scope(last - timedelta(days=length - 1), last, scope.branch_key)
+    return Scope(last - timedelta(days=length - 1), last, scope.branch_keys)
 
 
 def _kpis(reader: Reader, scope: Scope) -> dict:
@@ -105,7 +105,7 @@ def revenue_over_time(reader: Reader, scope: Scope, grain: str = "day") -> list[
 def daily_revenue(reader: Reader, scope: Scope) -> list[dict]:
     """Revenue for every day of the period (zero where nothing sold), with the
     trailing 7-day average; the days before the period feed the first averages."""
-    widened = Scope(scope.first - timedelta(days=TREND_WINDOW - 1), scope.last, scope.branch_key)
+    widened = Scope(scope.first - timedelta(days=TREND_WINDOW - 1), scope.last, scope.branch_keys)
     where, params = widened.where("a")
     sold = {key: {"transactions": int(t), "revenue": money(r)} for key, t, r in reader.query(
         f"""SELECT a.date_key, sum(a.transactions), sum(a.revenue) FROM agg_sale_hour a

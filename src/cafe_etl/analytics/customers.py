@@ -161,7 +161,7 @@ def _tallies(reader: Reader, scope: Scope, with_cohorts: bool = False) -> tuple[
     where, params = scope.where("f")
     monday = _first_monday(scope)
     weeks = (scope.last - monday).days // 7 + 1 if monday <= scope.last else 0
-    chain_wide = with_cohorts and scope.branch_key is None and weeks > 0
+    chain_wide = with_cohorts and scope.chain_wide and weeks > 0
     bits = chain_wide and weeks <= MAX_WEEK_BITS
     ctes, values = _scored(where, week_bits=bits), [*([monday] * 3 if bits else []), *params]
     if bits:
@@ -253,7 +253,7 @@ def cohorts(reader: Reader, scope: Scope) -> list[dict]:
     A cohort is every customer whose first week it is, as DESIGN §11 defines it: in a
     week that the scope ends inside, that includes first sales after its last day."""
     first_monday = _first_monday(scope)
-    if scope.branch_key is not None or first_monday > scope.last:
+    if not scope.chain_wide or first_monday > scope.last:
         return []  # cohorts are chain-wide
     # Day differences are whole weeks by (x - x % 7) / 7: exact on every warehouse.
     weeks = "((d.date - c.monday) - (d.date - c.monday) % 7) / 7"

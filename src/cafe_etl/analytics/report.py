@@ -33,29 +33,46 @@ class BadPeriod(BadRequest):
 class Filters:
     first: date | None = None
     last: date | None = None
-    branch: str | None = None
+    branch: str | tuple[str, ...] | None = None  # one branch, or several (the dashboard)
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        if self.branch is None:
+            return ()
+        return (self.branch,) if isinstance(self.branch, str) else tuple(self.branch)
 
 
 @dataclass(frozen=True)
 class Scope:
-    """Filters resolved against the warehouse: a period and perhaps one branch."""
+    """Filters resolved against the warehouse: a period and perhaps some branches
+    (``branch_keys`` None: the whole chain)."""
 
     first: date | None
     last: date | None
-    branch_key: int | None
+    branch_keys: tuple[int, ...] | None = None
 
     @property
     def empty(self) -> bool:
         return self.first is None
 
+    @property
+    def chain_wide(self) -> bool:
+        return self.branch_keys is None
+
     def where(self, alias: str) -> tuple[str, list]:
         """A WHERE clause on ``alias`` (a fact table) and its parameters."""
         clause = f"{alias}.date_key BETWEEN ? AND ?"
         params: list = [date_key(self.first), date_key(self.last)]
-        if self.branch_key is not None:
-            clause += f" AND {alias}.branch_key = ?"
-            params.append(self.branch_key)
+        clause += branch_clause(alias, self.branch_keys, params)
         return clause, params
+
+
+def branch_clause(alias: str, keys: tuple[int, ...] | None, params: list) -> str:
+    """`` AND alias.branch_key IN (...)`` for chosen branches (adding to ``params``), or nothing."""
+    if keys is None:
+        return ""
+    params.extend(keys)
+    return f" AND {alias}.branch_key IN ({', '.join('?' * len(keys))})"
 
 
 def date_key(day: date) -> int:
@@ -74,17 +91,16 @@ def branch_identity(name: str) -> str:
 def resolve(reader: Reader, filters: Filters) -> Scope:
     if filters.first and filters.last and filters.first > filters.last:
         raise BadPeriod(f"--from {filters.first} is after --to {filters.last}")
-    branch_key = None
-    if filters.branch is not None:
-        branch_key = _branch_key(reader, filters.branch)
+    names = filters.branches
+    branch_keys = tuple(dict.fromkeys(_branch_key(reader, name) for name in names)) if names else None
     # The per-file aggregates hold exactly the facts' days, in a table a thousandth the
     # size: PostgreSQL has no zone maps and would read every sale for these two values.
     low, high = reader.query("SELECT min(date_key), max(date_key) FROM agg_sale_hour")[0]
     first = filters.first or (from_key(low) if low else None)
     last = filters.last or (from_key(high) if high else None)
     if first is None or last is None:
-        return Scope(None, None, branch_key)  # an empty warehouse and no period asked for
-    return Scope(first, last, branch_key)
+        return Scope(None, None, branch_keys)  # an empty warehouse and no period asked for
+    return Scope(first, last, branch_keys)
 
 
 RECENT_DAYS = 28  # an insight's period when none is asked for: the latest four weeks with sales
@@ -105,7 +121,7 @@ def recent(reader: Reader, filters: Filters, days: int = RECENT_DAYS) -> Scope:
         low, high = sales_window(reader)
         raise BadPeriod(f"from ({first}) is after to ({resolved.last}); the sales run "
                         f"from {low} to {high} unless you give both ends")
-    return Scope(first, resolved.last, resolved.branch_key)
+    return Scope(first, resolved.last, resolved.branch_keys)
 
 
 def sales_window(reader: Reader, branch_key: int | None = None) -> tuple[date | None, date | None]:

@@ -32,7 +32,7 @@ from datetime import date, timedelta
 
 from cafe_etl.analytics import report
 from cafe_etl.analytics.exact_tests import binomial_two_sided
-from cafe_etl.analytics.report import Filters, date_key, from_key, money
+from cafe_etl.analytics.report import Filters, branch_clause, date_key, from_key, money
 from cafe_etl.analytics.together import benjamini_hochberg
 from cafe_etl.warehouse.base import Reader
 
@@ -56,14 +56,14 @@ class Week:
     first: date
     last: date
     baseline_weeks: int
-    branch_key: int | None
+    branch_keys: tuple[int, ...] | None  # None: the whole chain
 
     @property
     def baseline_first(self) -> date:
         return self.first - timedelta(days=WEEK * self.baseline_weeks)
 
 
-def resolve(reader: Reader, last: date | None, branch: str | None) -> Week | None:
+def resolve(reader: Reader, last: date | None, branch: str | tuple[str, ...] | None) -> Week | None:
     """The week ending ``last`` (default: the last day with sales) and how many whole
     baseline weeks before it hold sales; None for an empty warehouse."""
     scope = report.resolve(reader, Filters(None, last, branch))
@@ -72,7 +72,7 @@ def resolve(reader: Reader, last: date | None, branch: str | None) -> Week | Non
     low, _ = report.sales_window(reader)
     first = scope.last - timedelta(days=WEEK - 1)
     held = 0 if low is None else max(0, (first - low).days // WEEK)
-    return Week(first, scope.last, min(BASELINE_WEEKS, held), scope.branch_key)
+    return Week(first, scope.last, min(BASELINE_WEEKS, held), scope.branch_keys)
 
 
 def describe(week: Week | None) -> dict:
@@ -81,7 +81,7 @@ def describe(week: Week | None) -> dict:
     return {"from": week.first.isoformat(), "to": week.last.isoformat(), "baseline_weeks": week.baseline_weeks}
 
 
-def build(reader: Reader, last: date | None = None, branch: str | None = None,
+def build(reader: Reader, last: date | None = None, branch: str | tuple[str, ...] | None = None,
           min_change: float = DEFAULT_MIN_CHANGE) -> dict:
     week = resolve(reader, last, branch)
     if week is None:
@@ -107,9 +107,7 @@ def daily(reader: Reader, week: Week, found: list[dict]) -> dict:
     first = week.baseline_first
     dates = [first + timedelta(days=k) for k in range((week.last - first).days + 1)]
     where, params = "a.date_key BETWEEN ? AND ?", [date_key(first), date_key(week.last)]
-    if week.branch_key is not None:
-        where += " AND a.branch_key = ?"
-        params.append(week.branch_key)
+    where += branch_clause("a", week.branch_keys, params)
     counts: dict[tuple, int] = {}
     if any(m["kind"] == "branch" for m in found):
         for name, key, n in reader.query(f"""SELECT b.name, a.date_key, sum(a.transactions) FROM agg_sale_hour a
@@ -132,9 +130,7 @@ def daily(reader: Reader, week: Week, found: list[dict]) -> dict:
 def _counts_sql(table: str, measure: str, group: str, week: Week) -> tuple[str, list]:
     where = "a.date_key BETWEEN ? AND ?"
     params: list = [date_key(week.first), date_key(week.baseline_first), date_key(week.last)]
-    if week.branch_key is not None:
-        where += " AND a.branch_key = ?"
-        params.append(week.branch_key)
+    where += branch_clause("a", week.branch_keys, params)
     return (f"""SELECT {group},
                    coalesce(sum(CASE WHEN a.date_key >= ? THEN a.{measure} ELSE 0 END), 0),
                    coalesce(sum(a.{measure}), 0)
@@ -152,9 +148,9 @@ def _product_counts(reader: Reader, week: Week) -> list[tuple[dict, int, int]]:
     sql, params = _counts_sql("agg_product_day", "quantity", "a.product_key", week)
     products = {key: (size, name, flavour) for key, size, name, flavour
                 in reader.query("SELECT product_key, size, name, flavour FROM dim_product")}
-    branch = None
-    if week.branch_key is not None:
-        branch = reader.scalar("SELECT name FROM dim_branch WHERE branch_key = ?", [week.branch_key])
+    branch = None  # chain-wide, or within several branches
+    if week.branch_keys is not None and len(week.branch_keys) == 1:
+        branch = reader.scalar("SELECT name FROM dim_branch WHERE branch_key = ?", list(week.branch_keys))
     return [(_who("product", branch, *products[key]), int(current), int(both) - int(current))
             for key, current, both in reader.query(sql, params)]
 
@@ -194,9 +190,7 @@ def anomalies(reader: Reader, week: Week) -> list[dict]:
     history_first = week.first - timedelta(days=WEEK * HISTORY_WEEKS)
     where = "a.date_key BETWEEN ? AND ?"
     params: list = [date_key(history_first), date_key(week.last)]
-    if week.branch_key is not None:
-        where += " AND a.branch_key = ?"
-        params.append(week.branch_key)
+    where += branch_clause("a", week.branch_keys, params)
     rows = reader.query(f"""SELECT b.name, a.date_key, sum(a.revenue), max(a.hour)
                             FROM agg_sale_hour a JOIN dim_branch b ON b.branch_key = a.branch_key
                             WHERE {where} GROUP BY b.name, a.date_key""", params)

@@ -29,7 +29,8 @@ router = APIRouter(prefix="/api", default_response_class=MoneyJSON)
 From = Annotated[str | None, Query(alias="from", description="First day, YYYY-MM-DD [the latest 28 days with sales]",
                                    examples=["2024-03-01"])]
 To = Annotated[str | None, Query(description="Last day, YYYY-MM-DD [the last day with sales]")]
-Branch = Annotated[str | None, Query(description="One branch by name, any case [all branches]")]
+Branch = Annotated[list[str] | None, Query(description="A branch by name, any case; repeat it for several "
+                                                      "(?branch=Leeds&branch=York) [all branches]")]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "A filter or parameter is not valid: the message says which and why"},
@@ -69,7 +70,7 @@ def _respond(request: Request, value: dict, stale: bool) -> Response:
     return Response(table_csv.to_csv(body.get("data")), media_type="text/csv; charset=utf-8", headers=headers)
 
 
-def _business(request: Request, first: str | None, to: str | None, branch: str | None,
+def _business(request: Request, first: str | None, to: str | None, branch: list[str] | None,
               chart: Callable[..., Any], **params: Any) -> Response:
     """Filters resolved to a scope, then ``chart(reader, scope, **params)`` as the data:
     JSON, or with ``?format=csv`` the data as CSV (every chart's figures, for a spreadsheet)."""
@@ -254,7 +255,7 @@ def customers_list(request: Request, segment: SegmentName, first: From = None, t
 
     def compute(reader):
         scope = web_filters.scope(reader, wanted)
-        return scope, customers.target_list(reader, report.Filters(scope.first, scope.last, wanted.branch),
+        return scope, customers.target_list(reader, report.Filters(scope.first, scope.last, wanted.chosen),
                                             chosen)[1]
 
     scope, rows = _gateway(request).read(compute).value
@@ -322,12 +323,12 @@ WeekEnd = Annotated[str | None, Query(alias="to",
 MinChange = Annotated[float, Query(ge=0, le=10_000, description="A mover's least change, in percent")]
 
 
-def _week(request: Request, to: str | None, branch: str | None, part: Callable, key: tuple) -> MoneyJSON:
+def _week(request: Request, to: str | None, branch: list[str] | None, part: Callable, key: tuple) -> Response:
     """``part(reader, week)`` for the week ending ``to`` (DESIGN §11's trends)."""
     wanted = web_filters.parse(None, to, branch)
 
     def compute(reader):
-        week = trends.resolve(reader, wanted.last, wanted.branch)
+        week = trends.resolve(reader, wanted.last, wanted.chosen)
         return {"week": trends.describe(week), "branch": wanted.branch,
                 "data": part(reader, week) if week else None}
 

@@ -1,4 +1,4 @@
-"""The dashboard's filters: a date range and a branch, checked before any query runs.
+"""The dashboard's filters: a date range and branches, checked before any query runs.
 
 A bad value is the caller's mistake, answered with 400 and a sentence saying what
 is wrong; it never reaches SQL.
@@ -23,14 +23,29 @@ class BadFilter(BadRequest):
     """A filter value the dashboard cannot use."""
 
 
+MAX_BRANCHES = 100  # chosen at once; beyond that, all branches is the question
+
+
 @dataclass(frozen=True)
 class PeriodFilters:
     first: date | None = None
     last: date | None = None
-    branch: str | None = None
+    branches: tuple[str, ...] = ()  # none: the whole chain
+
+    @property
+    def branch(self) -> str | list[str] | None:
+        """As answers name the choice: the branch, the list of several, or None for the chain."""
+        if not self.branches:
+            return None
+        return self.branches[0] if len(self.branches) == 1 else list(self.branches)
+
+    @property
+    def chosen(self) -> str | tuple[str, ...] | None:
+        """As ``report.Filters`` takes them."""
+        return self.branches or None
 
     def cache_key(self) -> tuple:
-        return (self.first, self.last, report.branch_identity(self.branch) if self.branch else None)
+        return (self.first, self.last, tuple(sorted({report.branch_identity(b) for b in self.branches})))
 
 
 def parse_day(value: str | None, name: str) -> date | None:
@@ -53,14 +68,18 @@ def check_period(first: date, last: date) -> None:
         raise BadFilter(f"the period from {first} to {last} is longer than {MAX_DAYS} days: choose a shorter one")
 
 
-def parse(first: str | None, last: str | None, branch: str | None) -> PeriodFilters:
+def parse(first: str | None, last: str | None, branch: str | list[str] | None) -> PeriodFilters:
+    """``branch``: one name, or several (``?branch=A&branch=B``); empty ones are ignored."""
     first_day, last_day = parse_day(first, "from"), parse_day(last, "to")
     if first_day and last_day:
         check_period(first_day, last_day)
-    name = branch.strip() if branch else None
-    if name and len(name) > MAX_BRANCH_NAME:
+    given = [branch] if isinstance(branch, str) else list(branch or [])
+    names = tuple(dict.fromkeys(name.strip() for name in given if name and name.strip()))
+    if any(len(name) > MAX_BRANCH_NAME for name in names):
         raise BadFilter("the branch name is too long")
-    return PeriodFilters(first_day, last_day, name or None)
+    if len(names) > MAX_BRANCHES:
+        raise BadFilter(f"at most {MAX_BRANCHES} branches can be chosen at once: choose all branches instead")
+    return PeriodFilters(first_day, last_day, names)
 
 
 def scope(reader: Reader, filters: PeriodFilters) -> report.Scope:
@@ -68,7 +87,7 @@ def scope(reader: Reader, filters: PeriodFilters) -> report.Scope:
     (``report.recent``): without dates, the latest ``DEFAULT_DAYS`` days that have
     sales. An unknown branch, or ends that cross, raise ``BadFilter``."""
     try:
-        resolved = report.recent(reader, report.Filters(filters.first, filters.last, filters.branch), DEFAULT_DAYS)
+        resolved = report.recent(reader, report.Filters(filters.first, filters.last, filters.chosen), DEFAULT_DAYS)
     except (report.UnknownBranch, report.BadPeriod) as exc:
         raise BadFilter(str(exc)) from None
     if not resolved.empty:

@@ -30,12 +30,14 @@ def _page(request: Request, page: str, slug: str, title: str, *, branch_filter: 
                "query": f"?{urlencode(kept)}" if kept else "", "filters": True, "branch_filter": branch_filter,
                "grain_filter": grain_filter, "grains": GRAINS,
                "grain": params.get("grain") if params.get("grain") in dict(GRAINS) else "day",
-               "period": {"from": params.get("from"), "to": params.get("to")}, "branch": params.get("branch"),
+               "period": {"from": params.get("from"), "to": params.get("to")},
+               "branch": ", ".join(b for b in params.getlist("branch") if b.strip()) or None,
+               "chosen": {b.strip().lower() for b in params.getlist("branch") if b.strip()},
                "meta": {"branches": [], "first_day": None, "last_day": None}, "problem": None,
                "version": __version__, "warehouse": request.app.state.gateway.warehouse.describe()}
     status = 200
     try:
-        wanted = web_filters.parse(params.get("from"), params.get("to"), params.get("branch"))
+        wanted = web_filters.parse(params.get("from"), params.get("to"), params.getlist("branch"))
 
         def resolve(reader):
             meta = web_filters.choices(reader)
