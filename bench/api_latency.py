@@ -33,9 +33,12 @@ ENDPOINTS = ["/api/overview/figures", "/api/overview/daily", "/api/what/products
              "/api/what/flavours", "/api/what/mix", "/api/where/ranking", "/api/where/trend",
              "/api/where/best-sellers", "/api/when/heatmap", "/api/when/peak-hours", "/api/when/hours",
              "/api/customers/counts", "/api/customers/rfm", "/api/customers/cohorts", "/api/customers/weekly",
-             "/api/customers/repeat", "/api/ops/files", "/api/ops/arrivals",
-             "/api/ops/rejects", "/api/ops/reject-rows", "/api/ops/failed", "/api/ops/runs", "/api/ops/service",
-             "/metrics"]
+             "/api/customers/repeat", "/api/what/categories", "/api/what/case-variants", "/api/payments/split",
+             "/api/payments/daily", "/api/payments/branches", "/api/together/pairs", "/api/together/with",
+             "/api/trends/movers", "/api/trends/anomalies", "/api/ops/suspect-days", "/api/ops/files",
+             "/api/ops/arrivals", "/api/ops/rejects", "/api/ops/reject-rows", "/api/ops/failed", "/api/ops/runs",
+             "/api/ops/service", "/metrics"]
+EXTRA = {"/api/together/with": {"name": "Latte", "size": "Regular"}}  # an endpoint's own parameters
 START = date(2024, 1, 1)
 DAYS = 90
 
@@ -110,7 +113,8 @@ def main() -> None:
             for _ in range(args.rounds):
                 for params in mixes:
                     started = time.perf_counter()
-                    response = client.get(endpoint, params=params if endpoint.startswith("/api/") else None)
+                    asked = {**params, **EXTRA.get(endpoint, {})} if endpoint.startswith("/api/") else None
+                    response = client.get(endpoint, params=asked)
                     times.append((time.perf_counter() - started) * 1000)
                     if response.status_code != 200:
                         sys.exit(f"{endpoint} {params}: {response.status_code} {response.text[:200]}")
