@@ -119,3 +119,52 @@ def test_the_package_alone_loads_an_sqs_batch(package, generated, bucket, tmp_pa
     reply = json.loads(result.stdout)
     assert reply["outcomes"] == {"loaded": 1} and reply["batchItemFailures"] == []
     assert report(warehouse) == reference_report(tmp_path, [path])
+
+
+PIPELINE = ROOT / "deploy" / "aws" / "pipeline.yaml"
+BUILDSPEC = ROOT / "buildspec.yml"
+
+
+def test_the_pipeline_template_passes_cfn_lint():
+    cfn_lint = Path(sys.executable).parent / "cfn-lint"
+    result = subprocess.run([str(cfn_lint), str(PIPELINE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_codebuild_runs_the_readme_s_test_command_and_builds_the_package():
+    import yaml
+
+    spec = yaml.safe_load(BUILDSPEC.read_text())
+    assert str(spec["version"]) == "0.2"
+    build = spec["phases"]["build"]
+    assert build["commands"] == [".ci/run", "make lambda-package"] and build["on-failure"] == "ABORT"
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    assert spec["env"]["variables"]["CI"] == "1"
+    junit = spec["env"]["variables"]["PYTEST_ADDOPTS"].removeprefix("--junitxml=")
+    report = spec["reports"]["pytest"]
+    assert report["file-format"] == "JUNITXML" and f"{report['base-directory']}/{report['files'][0]}" == junit
+    unzip = spec["phases"]["post_build"]["commands"][0]
+    assert "build/lambda.zip" in unzip and spec["artifacts"]["base-directory"] == unzip.split(" -d ")[1]
+    script = ROOT / "deploy" / "aws" / "codebuild-postgres.sh"
+    assert any(str(script.relative_to(ROOT)) in c for c in spec["phases"]["install"]["commands"])
+    assert subprocess.run(["sh", "-n", str(script)]).returncode == 0
+
+
+def test_the_pipeline_tests_then_deploys_the_landing_zone_with_the_built_package():
+    from cfnlint.decode import decode
+
+    pipeline, problems = decode(str(PIPELINE))
+    assert not problems
+    stages = pipeline["Resources"]["Pipeline"]["Properties"]["Stages"]
+    assert [s["Name"] for s in stages] == ["Source", "Test", "Deploy"]
+    build = pipeline["Resources"]["TestProject"]["Properties"]
+    assert build["Source"] == {"Type": "CODEPIPELINE", "BuildSpec": "buildspec.yml"}
+    [deploy] = stages[2]["Actions"]
+    config = deploy["Configuration"]
+    assert config["TemplatePath"] == "SourceOutput::deploy/aws/template.yaml"
+    assert config["ActionMode"] == "CREATE_UPDATE"
+    overrides = json.loads(config["ParameterOverrides"]["Fn::Sub"].replace("${", "").replace("}\"", "\""))
+    assert overrides["CodeKey"] == {"Fn::GetArtifactAtt": ["FunctionPackage", "ObjectKey"]}
+    parameters = template()["Parameters"]
+    required = {name for name, p in parameters.items() if "Default" not in p}
+    assert required <= set(overrides) <= set(parameters)
