@@ -259,3 +259,34 @@ def test_every_chart_offers_its_figures_as_csv_and_the_grain_regroups_time(serve
     drawn = page.evaluate("window.cafeEtl.charts['payments-over-time'].getOption().series.map(s => s.data)")
     assert drawn == [m["transactions"] for m in api["methods"]]
     assert page.problems == []
+
+
+def test_charts_are_readable_titled_axes_compact_money_whole_names(server, page):
+    """What a new user saw: money axes of overlapping £10,000.00 labels, charts without axis
+    titles, legend names cut (MISSING_B...), reason codes broken mid-word."""
+    base, _ = server
+    for slug in ("", "what", "where", "when", "payments", "customers", "trends", "operations"):
+        page.goto(f"{base}/{slug}")
+        settled(page)
+        untitled = page.evaluate("""() => Object.entries(window.cafeEtl.charts).flatMap(([name, chart]) => {
+            const o = chart.getOption();
+            return [...(o.xAxis || []), ...(o.yAxis || [])]
+              .filter(axis => axis.type === 'value' && !axis.name).map(() => name);
+        })""")
+        assert untitled == [], (slug, untitled)
+        scrolling = page.evaluate("""() => Object.entries(window.cafeEtl.charts)
+            .filter(([, chart]) => (chart.getOption().legend || []).some(l => l.type === 'scroll'))
+            .map(([name]) => name)""")
+        assert scrolling == [], (slug, scrolling)
+    page.goto(f"{base}/")
+    settled(page)
+    label = page.evaluate("window.cafeEtl.charts['daily-revenue'].getOption().yAxis[0].axisLabel.formatter(12345)")
+    assert label == "£12.3k"
+    page.goto(f"{base}/operations")
+    settled(page)
+    reasons = page.evaluate("window.cafeEtl.charts['rejects'].getOption().series.map(s => s.name)")
+    assert "MISSING_BRANCH" in reasons
+    wrap = page.evaluate("""() => getComputedStyle(document.querySelector(
+        '[data-table="reject-rows"] tbody td:nth-child(4)')).overflowWrap""")
+    assert wrap == "break-word"
+    assert page.problems == []

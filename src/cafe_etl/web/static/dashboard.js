@@ -76,6 +76,14 @@
   }
 
   const tooltipAxis = { trigger: "axis", axisPointer: { type: "shadow" } };
+  // A legend that wraps onto more lines rather than hiding names behind scroll arrows;
+  // the plot starts below it (an estimate of its lines from the names' length).
+  const wrappingLegend = { top: 0, type: "plain", itemGap: 12 };
+  function legendRoom(names, el) {
+    const width = Math.max(200, el.clientWidth - 40);
+    const used = names.reduce((sum, name) => sum + 40 + 7 * String(name).length, 0);
+    return 16 + 22 * Math.ceil(used / width) + 20;
+  }
   const grid = { left: 8, right: 24, top: 36, bottom: 8, containLabel: true };
 
   // The value axis is titled with the series' name (its unit): "Items sold", "Revenue (£)".
@@ -151,7 +159,7 @@
       body.data.bottom_by_quantity.map((p) => p.quantity), "Items sold"),
     sizes: (el, body) => chart(el, {
       tooltip: { trigger: "item", formatter: (p) => `${p.name}: ${whole.format(p.value)} items (${p.percent}%)` },
-      legend: { bottom: 0, type: "scroll" },
+      legend: { bottom: 0, type: "plain" },
       series: [{ type: "pie", radius: ["32%", "58%"], center: ["50%", "46%"], name: "Items sold",
                  label: { formatter: "{b} {d}%", overflow: "none" }, labelLine: { length: 8, length2: 8 },
                  data: body.data.map((s) => ({ name: s.size || "(no size)", value: s.quantity })) }],
@@ -173,7 +181,8 @@
     flavours: (el, body) => horizontalBars(el, body.data.map((f) => f.flavour), body.data.map((f) => f.quantity),
       "Items sold"),
     mix: (el, body) => chart(el, {
-      tooltip: tooltipAxis, legend: { top: 0, type: "scroll" }, grid: Object.assign({}, grid, { top: 48, bottom: 28 }),
+      tooltip: tooltipAxis, legend: wrappingLegend,
+      grid: Object.assign({}, grid, { top: legendRoom(body.data.categories, el), bottom: 28 }),
       xAxis: { type: "value", name: "Items sold", nameLocation: "middle", nameGap: 26 },
       yAxis: { type: "category", inverse: true, data: body.data.branches.map((b) => b.branch),
                axisLabel: { width: 200, overflow: "truncate" } },
@@ -184,7 +193,8 @@
     ranking: (el, body) => horizontalBars(el, body.data.slice(0, 25).map((b) => b.branch),
       body.data.slice(0, 25).map((b) => b.revenue), "Revenue (£)", moneyAxis),
     "branch-trend": (el, body) => chart(el, {
-      tooltip: { trigger: "axis" }, legend: { top: 0, type: "scroll" }, grid: Object.assign({}, grid, { top: 48 }),
+      tooltip: { trigger: "axis" }, legend: wrappingLegend,
+      grid: Object.assign({}, grid, { top: legendRoom(body.data.series.map((s) => s.branch), el) }),
       xAxis: { type: "category", data: body.data.dates },
       yAxis: { type: "value", name: "Revenue (£)", axisLabel: { formatter: moneyAxis } },
       series: body.data.series.map((s) => ({ type: "line", name: s.branch, data: s.revenue, symbol: "none" })),
@@ -374,7 +384,7 @@
     rejects: (el, body) => {
       const reasons = Object.keys(body.data.by_reason).sort();
       const instance = chart(el, {
-        tooltip: tooltipAxis, legend: { top: 0, type: "scroll" }, grid: Object.assign({}, grid, { top: 48 }),
+        tooltip: tooltipAxis, legend: wrappingLegend, grid: Object.assign({}, grid, { top: legendRoom(reasons, el) }),
         xAxis: { type: "category", data: body.data.days.map((d) => d.date) },
         yAxis: { type: "value", name: "Rows rejected", minInterval: 1 },
         series: reasons.map((r) => ({ type: "bar", stack: "rejects", name: r,
