@@ -48,10 +48,10 @@ def server(tmp_path_factory):
     executable = _require_browser()
     folder = tmp_path_factory.mktemp("browser")
     warehouse = folder / "warehouse.duckdb"
-    # Five weeks and a day from a Monday: whole weeks have ended, so the cohort chart has
-    # columns, and the last week has four before it and changes planted in it for Trends.
+    # Four weeks and a day from a Monday: whole weeks have ended, so the cohort chart has
+    # columns, and the last week has three before it and changes planted in it for Trends.
     landing = folder / "landing"
-    assert run_cli("generate", landing, "--branches", 9, "--days", 36, "--seed", 11, "--bad-rate", 0.04,
+    assert run_cli("generate", landing, "--branches", 9, "--days", 29, "--seed", 11, "--bad-rate", 0.04,
                    "--plant-trends").code == 0
     assert run_cli("ingest", landing, "--warehouse", warehouse).code == 0
     port = free_port()

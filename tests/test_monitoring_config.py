@@ -47,9 +47,9 @@ def expand(sql: str, branches: list[str]) -> str:
 def warehouse(tmp_path_factory, postgres_databases):
     require_postgres()
     landing = tmp_path_factory.mktemp("grafana") / "landing"
-    # Five weeks and a day from a Monday: weeks have ended, so the cohort panel has rows,
-    # and the last week has four before it for the week-on-weeks panels.
-    assert run_cli("generate", landing, "--branches", 9, "--days", 36, "--seed", 11, "--bad-rate", 0.04,
+    # Three weeks and a day from a Monday: weeks have ended, so the cohort panel has rows,
+    # and the last week has two whole weeks before it for the week-on-weeks panels.
+    assert run_cli("generate", landing, "--branches", 9, "--days", 22, "--seed", 11, "--bad-rate", 0.04,
                    "--plant-trends").code == 0
     (landing / "Nowhere_01-03-2024_09-00-00.csv").write_text("a,b,c,d,e,f,g,h\n")  # a failed file, for its panel
     last_day = by_day(landing)[max(by_day(landing))]

@@ -58,14 +58,24 @@ def test_a_warehouse_of_schema_3_is_upgraded_to_the_same_aggregates(backend, gen
     counted = {t: sorted(query(url, f"SELECT {columns} FROM {t}")) for t, columns in tables.items()}
     assert counted["agg_pair_day"] and all(row[-1] for row in counted["agg_product_day"])
     together = run_cli("together", "--warehouse", url, "--format", "json").json()
-    _write(url, "DROP TABLE agg_pair_day", "ALTER TABLE agg_product_day DROP COLUMN sales",
-           "ALTER TABLE dim_product DROP COLUMN category", "UPDATE etl_schema SET version = 3")
+    # Schema 3 had neither the pairs, the sales per product, the categories nor the views on them.
+    _write(url, "DROP VIEW mart_product_pairs", "DROP VIEW mart_category_sales", "DROP VIEW mart_products",
+           "DROP VIEW mart_product_sales", "DROP TABLE agg_pair_day", "ALTER TABLE agg_product_day DROP COLUMN sales",
+           "ALTER TABLE dim_product DROP COLUMN category", SCHEMA_3_PRODUCT_SALES, "UPDATE etl_schema SET version = 3")
     refused = run_cli("together", "--warehouse", url)
     assert refused.code != 0 and "written by an older cafe-etl (schema 3" in refused.stderr
     (tmp_path / "empty").mkdir()
     assert run_cli("ingest", tmp_path / "empty", "--warehouse", url).code == 0
     assert {t: sorted(query(url, f"SELECT {columns} FROM {t}")) for t, columns in tables.items()} == counted
     assert run_cli("together", "--warehouse", url, "--format", "json").json() == together
+
+
+SCHEMA_3_PRODUCT_SALES = """CREATE VIEW mart_product_sales AS
+SELECT d.date, a.date_key, b.branch_key, b.name AS branch, p.product_key, p.size, p.name AS product, p.flavour,
+       sum(a.quantity) AS quantity, sum(a.revenue) AS revenue
+FROM agg_product_day a JOIN dim_date d ON d.date_key = a.date_key JOIN dim_branch b ON b.branch_key = a.branch_key
+JOIN dim_product p ON p.product_key = a.product_key
+GROUP BY d.date, a.date_key, b.branch_key, b.name, p.product_key, p.size, p.name, p.flavour"""
 
 
 def _write(url: str, *statements: str) -> None:

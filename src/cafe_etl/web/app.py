@@ -28,7 +28,7 @@ from cafe_etl import __version__
 from cafe_etl.config import Settings
 from cafe_etl.errors import CafeEtlError
 from cafe_etl.warehouse import open_warehouse
-from cafe_etl.web import api, metrics, pages
+from cafe_etl.web import api, api_ops, metrics, pages
 from cafe_etl.web.gateway import Gateway, Limits
 from cafe_etl.web.responses import MoneyJSON, error
 from cafe_etl.web.security import HostCheck, SecurityHeaders, TokenMiddleware
@@ -90,6 +90,7 @@ def create_app(settings: Settings, options: ServeOptions | None = None) -> FastA
 
     app.mount("/static", StaticFiles(directory=str(resources.files("cafe_etl.web") / "static")), name="static")
     app.include_router(api.router)
+    app.include_router(api_ops.router)
     app.include_router(pages.router)
     if options.token:
         app.add_middleware(TokenMiddleware, token=options.token)

@@ -36,23 +36,24 @@ JOIN dim_branch b ON b.branch_key = a.branch_key
 JOIN dim_product p ON p.product_key = a.product_key
 GROUP BY d.date, a.date_key, b.branch_key, b.name, coalesce(p.category, 'Other');
 
--- Pairs of products bought in the same sale, per branch and day (DESIGN §11's n_ab);
--- with mart_product_sales.sales (n_a, n_b) and the day's transactions a panel gets
--- support, confidence and lift for any period.
+-- Every product with its label as a till prints it and its category: for panels that
+-- group by product key and name the products last.
+CREATE OR REPLACE VIEW mart_products AS
+SELECT p.product_key, p.size, p.name AS product, p.flavour,
+       CASE WHEN p.size IS NULL THEN '' ELSE p.size || ' ' END || p.name
+         || CASE WHEN p.flavour IS NULL THEN '' ELSE ' - ' || p.flavour END AS label,
+       coalesce(p.category, 'Other') AS category
+FROM dim_product p;
+
+-- Pairs of products bought in the same sale (a_key < b_key), per file's branch and day
+-- (DESIGN §11's n_ab); with mart_product_sales.sales (n_a, n_b) and the transactions a
+-- panel gets support, confidence and lift for any period. No grouping here: a panel
+-- sums what its period and branches select.
 CREATE OR REPLACE VIEW mart_product_pairs AS
-SELECT d.date, a.date_key, b.branch_key, b.name AS branch, a.a_key, a.b_key,
-       CASE WHEN pa.size IS NULL THEN '' ELSE pa.size || ' ' END || pa.name
-         || CASE WHEN pa.flavour IS NULL THEN '' ELSE ' - ' || pa.flavour END AS product_a,
-       CASE WHEN pb.size IS NULL THEN '' ELSE pb.size || ' ' END || pb.name
-         || CASE WHEN pb.flavour IS NULL THEN '' ELSE ' - ' || pb.flavour END AS product_b,
-       sum(a.sales) AS sales
+SELECT d.date, a.date_key, b.branch_key, b.name AS branch, a.a_key, a.b_key, a.sales
 FROM agg_pair_day a
 JOIN dim_date d ON d.date_key = a.date_key
-JOIN dim_branch b ON b.branch_key = a.branch_key
-JOIN dim_product pa ON pa.product_key = a.a_key
-JOIN dim_product pb ON pb.product_key = a.b_key
-GROUP BY d.date, a.date_key, b.branch_key, b.name, a.a_key, a.b_key,
-         pa.size, pa.name, pa.flavour, pb.size, pb.name, pb.flavour;
+JOIN dim_branch b ON b.branch_key = a.branch_key;
 
 -- The last 7 days with sales against the weekly mean of the whole weeks before them
 -- (at most four), as `cafe-etl trends` compares them: branches by transactions. Every
