@@ -48,13 +48,16 @@ WHERE NOT EXISTS (SELECT 1 FROM fact_sale f WHERE f.customer_key = dim_customer.
 -- Schema 4: sales per product and pairs of products per file, from the facts loaded
 -- before they were counted at load time. A statement with `file_id BETWEEN ? AND ?`
 -- runs once per range of file ids (schema.py), so no join holds every line item at once.
-UPDATE agg_product_day SET sales = s.sales
-FROM (SELECT file_id, date_key, branch_key, product_key, count(DISTINCT source_row) AS sales
-      FROM fact_sale_item WHERE file_id BETWEEN ? AND ?
-      GROUP BY file_id, date_key, branch_key, product_key) s
-WHERE agg_product_day.sales IS NULL AND agg_product_day.file_id BETWEEN ? AND ?
-  AND s.file_id = agg_product_day.file_id AND s.date_key = agg_product_day.date_key
-  AND s.branch_key = agg_product_day.branch_key AND s.product_key = agg_product_day.product_key;
+-- The sales per product: a range's rows made again from its facts, with the new column
+-- (on PostgreSQL without statistics an UPDATE joined to a grouped query ran for minutes).
+DELETE FROM agg_product_day WHERE sales IS NULL AND file_id BETWEEN ? AND ?;
+
+INSERT INTO agg_product_day (file_id, date_key, branch_key, product_key, quantity, revenue, sales)
+SELECT file_id, date_key, branch_key, product_key, count(*), sum(unit_price), count(DISTINCT source_row)
+FROM fact_sale_item
+WHERE file_id BETWEEN ? AND ?
+  AND file_id NOT IN (SELECT file_id FROM agg_product_day WHERE file_id BETWEEN ? AND ?)
+GROUP BY file_id, date_key, branch_key, product_key;
 
 INSERT INTO agg_pair_day (file_id, date_key, branch_key, a_key, b_key, sales)
 SELECT a.file_id, a.date_key, a.branch_key, a.product_key, b.product_key, count(*)
