@@ -124,12 +124,16 @@ def _parsed(text: str, source: str) -> Mapping:
     return parse(text, source)
 
 
-def sync(query: Callable[[str, Sequence[Any]], list[tuple]], mapping: Mapping | None = None) -> int:
+def sync(query: Callable[[str, Sequence[Any]], list[tuple]], mapping: Mapping | None = None, *,
+         new_only: bool = False) -> int:
     """Bring ``dim_product.category`` in line with the mapping; how many products changed.
-    ``query(sql, params)`` runs one statement in the caller's transaction."""
+    ``new_only``: only products without a category yet (a batch's new ones: a run brings
+    the others in line when it starts). ``query(sql, params)`` runs one statement in the
+    caller's transaction."""
     mapping = mapping or load()
     moves: dict[str, list[int]] = {}
-    for key, name, current in query("SELECT product_key, name, category FROM dim_product", []):
+    where = " WHERE category IS NULL" if new_only else ""
+    for key, name, current in query(f"SELECT product_key, name, category FROM dim_product{where}", []):
         wanted = mapping.category_of(name)
         if wanted != current:
             moves.setdefault(wanted, []).append(int(key))

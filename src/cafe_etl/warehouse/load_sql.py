@@ -303,7 +303,7 @@ class SqlLoadSession(SqlLedger):
                 self._stage(engine, con, name, select)
             for statement in [*first, *split_statements(MERGE_DIMENSIONS)]:
                 self._execute(con, statement)
-            categories.sync(lambda sql, params: self._execute(con, sql, params), self.categories)
+            categories.sync(lambda sql, params: self._execute(con, sql, params), self.categories, new_only=True)
 
     def recategorise(self) -> int:
         """Every product into its category by the mapping in use, now; how many moved."""
