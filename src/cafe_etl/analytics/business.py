@@ -167,11 +167,6 @@ def flavours(reader: Reader, scope: Scope) -> list[dict]:
     return sorted(rows, key=lambda f: (-f["quantity"], f["flavour"]))
 
 
-def categories(reader: Reader, scope: Scope) -> list[dict]:
-    """Items and revenue per product category, with its share of the revenue (as the report)."""
-    return report.categories(reader, scope)
-
-
 def product_mix(reader: Reader, scope: Scope, branches_shown: int = 20) -> dict:
     """Each branch's items by product category (categories file: cafe_etl/categories.py),
     categories in the chain's order by items; the branches with most items."""

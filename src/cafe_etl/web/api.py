@@ -139,7 +139,7 @@ def what_mix(request: Request, first: From = None, to: To = None, branch: Branch
 @_get("/what/categories", "Items and revenue by product category")
 def what_categories(request: Request, first: From = None, to: To = None, branch: Branch = None) -> MoneyJSON:
     """Per category (coffee, tea, ...): items sold, revenue and share of revenue, as `cafe-etl report`."""
-    return _business(request, first, to, branch, business.categories)
+    return _business(request, first, to, branch, report.categories)
 
 
 @_get("/what/case-variants", "Product names that differ only by case")
