@@ -211,8 +211,9 @@ def _branch_anomalies(name: str, days: dict[date, BranchDay], week: Week) -> lis
     history = {d: v for d, v in days.items() if d < week.first}
     if not history:
         return []  # a new branch has no usual day yet
-    medians = _weekday_medians(history)
-    spread = _spread(history)
+    by_weekday = _by_weekday(history)
+    medians = _weekday_medians(by_weekday)
+    spread = _spread(by_weekday)
     usual_close = statistics.median(v.last_hour for v in history.values())
     found = []
     for offset in range(WEEK):
@@ -237,23 +238,26 @@ def _branch_anomalies(name: str, days: dict[date, BranchDay], week: Week) -> lis
     return found
 
 
-def _weekday_medians(history: dict[date, BranchDay]) -> dict[int, float]:
+def _by_weekday(history: dict[date, BranchDay]) -> dict[int, list[float]]:
+    """Each weekday's revenues, Monday 0."""
     by_weekday: dict[int, list[float]] = {}
     for day, value in history.items():
         by_weekday.setdefault(day.weekday(), []).append(value.revenue)
+    return by_weekday
+
+
+def _weekday_medians(by_weekday: dict[int, list[float]]) -> dict[int, float]:
     return {wd: statistics.median(values) for wd, values in by_weekday.items() if len(values) >= MIN_SAME_WEEKDAYS}
 
 
-def _spread(history: dict[date, BranchDay]) -> float:
+def _spread(by_weekday: dict[int, list[float]]) -> float:
     """The robust σ of a day's log revenue about its expected value: 1.4826 × the median
     absolute log deviation from the same weekday's median, widened for the error of
-    that median itself (its variance is about π/2 · σ² / n for n days)."""
-    by_weekday: dict[int, list[float]] = {}
-    for day, value in history.items():
-        if value.revenue > 0:
-            by_weekday.setdefault(day.weekday(), []).append(value.revenue)
+    that median itself (its variance is about π/2 · σ² / n for n days). Days without
+    revenue have no logarithm and are left out."""
     deviations, counts = [], []
-    for values in by_weekday.values():
+    for all_values in by_weekday.values():
+        values = [v for v in all_values if v > 0]
         if len(values) < MIN_SPREAD_DAYS:
             continue
         centre = statistics.median(values)
