@@ -59,7 +59,8 @@ def test_a_warehouse_of_schema_3_is_upgraded_to_the_same_aggregates(backend, gen
     assert counted["agg_pair_day"] and all(row[-1] for row in counted["agg_product_day"])
     together = run_cli("together", "--warehouse", url, "--format", "json").json()
     # Schema 3 had neither the pairs, the sales per product, the categories nor the views on them.
-    _write(url, "DROP VIEW mart_product_pairs", "DROP VIEW mart_category_sales", "DROP VIEW mart_products",
+    _write(url, "DROP VIEW mart_product_week_change", "DROP VIEW mart_branch_week_change", "DROP VIEW mart_trend_week",
+           "DROP VIEW mart_product_pairs", "DROP VIEW mart_category_sales", "DROP VIEW mart_products",
            "DROP VIEW mart_product_sales", "DROP TABLE agg_pair_day", "ALTER TABLE agg_product_day DROP COLUMN sales",
            "ALTER TABLE dim_product DROP COLUMN category", SCHEMA_3_PRODUCT_SALES, "UPDATE etl_schema SET version = 3")
     refused = run_cli("together", "--warehouse", url)

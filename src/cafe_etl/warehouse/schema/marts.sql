@@ -55,29 +55,29 @@ FROM agg_pair_day a
 JOIN dim_date d ON d.date_key = a.date_key
 JOIN dim_branch b ON b.branch_key = a.branch_key;
 
--- The last 7 days with sales against the weekly mean of the whole weeks before them
--- (at most four), as `cafe-etl trends` compares them: branches by transactions. Every
--- branch with a baseline is listed; which changes are significant (q <= 0.05) is
--- the command's and the dashboard's Trends page's to say.
+-- The week `cafe-etl trends` judges by default: the last 7 days with sales, and how many
+-- whole weeks before them the warehouse holds (at most four).
+CREATE OR REPLACE VIEW mart_trend_week AS
+SELECT last_day - 6 AS week_first, last_day AS week_last,
+       CASE WHEN last_day - 6 - first_day >= 28 THEN 4
+            ELSE CAST(floor((last_day - 6 - first_day) / 7.0) AS INTEGER) END AS weeks
+FROM (SELECT max(d.date) AS last_day, min(d.date) AS first_day
+      FROM agg_sale_hour a JOIN dim_date d ON d.date_key = a.date_key) bounds;
+
+-- That week against the weekly mean of the whole weeks before it, as `cafe-etl trends`
+-- compares them: branches by transactions. Every branch with a baseline is listed;
+-- which changes are significant (q <= 0.05) is the command's and the dashboard's
+-- Trends page's to say.
 CREATE OR REPLACE VIEW mart_branch_week_change AS
-WITH bounds AS (
-    SELECT max(d.date) AS last_day, min(d.date) AS first_day
-    FROM agg_sale_hour a JOIN dim_date d ON d.date_key = a.date_key
-), week AS (
-    SELECT last_day - 6 AS week_first, last_day,
-           CASE WHEN last_day - 6 - first_day >= 28 THEN 4
-                ELSE CAST(floor((last_day - 6 - first_day) / 7.0) AS INTEGER) END AS weeks
-    FROM bounds
-), counts AS (
-    SELECT a.branch_key,
+WITH counts AS (
+    SELECT a.branch_key, w.week_first, w.week_last, w.weeks,
            sum(CASE WHEN d.date >= w.week_first THEN a.transactions ELSE 0 END) AS current_count,
-           sum(CASE WHEN d.date < w.week_first THEN a.transactions ELSE 0 END) AS baseline_count,
-           max(w.weeks) AS weeks, max(w.week_first) AS week_first, max(w.last_day) AS week_last
+           sum(CASE WHEN d.date < w.week_first THEN a.transactions ELSE 0 END) AS baseline_count
     FROM agg_sale_hour a
     JOIN dim_date d ON d.date_key = a.date_key
-    CROSS JOIN week w
-    WHERE d.date >= w.week_first - 7 * w.weeks AND d.date <= w.last_day
-    GROUP BY a.branch_key
+    CROSS JOIN mart_trend_week w
+    WHERE d.date >= w.week_first - 7 * w.weeks AND d.date <= w.week_last
+    GROUP BY a.branch_key, w.week_first, w.week_last, w.weeks
 )
 SELECT c.week_first, c.week_last, b.name AS branch, c.current_count AS current_week,
        round(CAST(c.baseline_count AS NUMERIC) / c.weeks, 2) AS weekly_baseline,
@@ -88,33 +88,22 @@ WHERE c.weeks > 0 AND c.baseline_count > 0;
 
 -- The same for products chain-wide, by items sold.
 CREATE OR REPLACE VIEW mart_product_week_change AS
-WITH bounds AS (
-    SELECT max(d.date) AS last_day, min(d.date) AS first_day
-    FROM agg_sale_hour a JOIN dim_date d ON d.date_key = a.date_key
-), week AS (
-    SELECT last_day - 6 AS week_first, last_day,
-           CASE WHEN last_day - 6 - first_day >= 28 THEN 4
-                ELSE CAST(floor((last_day - 6 - first_day) / 7.0) AS INTEGER) END AS weeks
-    FROM bounds
-), counts AS (
-    SELECT a.product_key,
+WITH counts AS (
+    SELECT a.product_key, w.week_first, w.week_last, w.weeks,
            sum(CASE WHEN d.date >= w.week_first THEN a.quantity ELSE 0 END) AS current_count,
-           sum(CASE WHEN d.date < w.week_first THEN a.quantity ELSE 0 END) AS baseline_count,
-           max(w.weeks) AS weeks, max(w.week_first) AS week_first, max(w.last_day) AS week_last
+           sum(CASE WHEN d.date < w.week_first THEN a.quantity ELSE 0 END) AS baseline_count
     FROM agg_product_day a
     JOIN dim_date d ON d.date_key = a.date_key
-    CROSS JOIN week w
-    WHERE d.date >= w.week_first - 7 * w.weeks AND d.date <= w.last_day
-    GROUP BY a.product_key
+    CROSS JOIN mart_trend_week w
+    WHERE d.date >= w.week_first - 7 * w.weeks AND d.date <= w.week_last
+    GROUP BY a.product_key, w.week_first, w.week_last, w.weeks
 )
-SELECT c.week_first, c.week_last, p.size, p.name AS product, p.flavour,
-       CASE WHEN p.size IS NULL THEN '' ELSE p.size || ' ' END || p.name
-         || CASE WHEN p.flavour IS NULL THEN '' ELSE ' - ' || p.flavour END AS label,
+SELECT c.week_first, c.week_last, p.size, p.product, p.flavour, p.label,
        c.current_count AS current_week,
        round(CAST(c.baseline_count AS NUMERIC) / c.weeks, 2) AS weekly_baseline,
        round(CAST(100.0 * (c.current_count - c.baseline_count * 1.0 / c.weeks) / (c.baseline_count * 1.0 / c.weeks)
                   AS NUMERIC), 1) AS change_pct
-FROM counts c JOIN dim_product p ON p.product_key = c.product_key
+FROM counts c JOIN mart_products p ON p.product_key = c.product_key
 WHERE c.weeks > 0 AND c.baseline_count > 0;
 
 CREATE OR REPLACE VIEW mart_hourly_sales AS
