@@ -21,6 +21,8 @@ ENV_MEMORY_LIMIT = "CAFE_ETL_MEMORY_LIMIT"
 ENV_THREADS = "CAFE_ETL_THREADS"
 ENV_BATCH_BYTES = "CAFE_ETL_BATCH_BYTES"
 ENV_LARGE_FILE_BYTES = "CAFE_ETL_LARGE_FILE_BYTES"
+ENV_EXECUTOR = "CAFE_ETL_EXECUTOR"  # where batches are transformed: local (default) or spark
+ENV_SPARK_MASTER = "CAFE_ETL_SPARK_MASTER"  # the Spark master of --executor spark
 ENV_LOCK_WAIT = "CAFE_ETL_LOCK_WAIT"  # seconds a loader waits for an embedded warehouse another process holds
 ENV_AUTH_TOKEN = "CAFE_ETL_AUTH_TOKEN"  # the dashboard's access token (`serve`)
 ENV_AUTH_TOKEN_FILE = "CAFE_ETL_AUTH_TOKEN_FILE"  # ... or a file holding it
@@ -71,6 +73,17 @@ def _seconds(name: str, value: str | None, default: float) -> float:
     return number
 
 
+EXECUTORS = ("local", "spark")
+
+
+def _executor(value: str | None) -> str:
+    if not value:
+        return Settings.executor
+    if value.strip().lower() not in EXECUTORS:
+        raise ConfigError(f"{ENV_EXECUTOR} must be one of {', '.join(EXECUTORS)}, not {value!r}")
+    return value.strip().lower()
+
+
 @dataclass(frozen=True)
 class Rules:
     """Validation limits (DESIGN §3). Part of the rules, so kept together."""
@@ -99,6 +112,10 @@ class Settings:
     # Seconds a loader waits for an embedded (DuckDB) warehouse that another process
     # holds before giving up as busy.
     lock_wait: float = 10.0
+    # Where each batch is transformed: "local" (the run's own engines) or "spark"
+    # (tasks of a Spark application; pipeline/spark.py), and that application's master.
+    executor: str = "local"
+    spark_master: str = "local[*]"
     rules: Rules = field(default_factory=Rules)
 
     def with_overrides(self, **changes) -> Settings:
@@ -120,5 +137,7 @@ def load_settings(**overrides) -> Settings:
                                        Settings.large_file_bytes),
         s3_endpoint_url=next((env[name] for name in ENV_S3_ENDPOINT if env.get(name)), None),
         lock_wait=_seconds(ENV_LOCK_WAIT, env.get(ENV_LOCK_WAIT), Settings.lock_wait),
+        executor=_executor(env.get(ENV_EXECUTOR)),
+        spark_master=env.get(ENV_SPARK_MASTER) or Settings.spark_master,
     )
     return settings.with_overrides(**overrides)

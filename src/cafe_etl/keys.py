@@ -121,3 +121,25 @@ def secret_for(settings: Settings) -> bytes | None:
     if settings.customer_key:
         return from_text(settings.customer_key, "CAFE_ETL_CUSTOMER_KEY")
     return load_or_create_key(settings.key_file)
+
+
+def existing_secret(settings: Settings) -> bytes | None:
+    """As ``secret_for``, but never makes a key: for a worker that must derive the same
+    keys as the run that sent it work (a Spark task), a missing key is an error."""
+    if not settings.customer_keys:
+        return None
+    if settings.customer_key:
+        return from_text(settings.customer_key, "CAFE_ETL_CUSTOMER_KEY")
+    try:
+        return _read(settings.key_file)
+    except FileNotFoundError:
+        raise ConfigError(f"no customer key: {settings.key_file} does not exist and CAFE_ETL_CUSTOMER_KEY "
+                          "is not set") from None
+
+
+def check_of(secret: bytes | None) -> str | None:
+    """A fingerprint of ``secret`` that tells whether two processes hold the same one
+    without revealing it (an HMAC of a fixed label)."""
+    if secret is None:
+        return None
+    return hmac.new(secret, b"cafe-etl key check", hashlib.sha256).hexdigest()[:16]

@@ -22,7 +22,7 @@ from cafe_etl.cli.common import (
     settings,
     warehouse_option,
 )
-from cafe_etl.config import DEFAULT_LANDING
+from cafe_etl.config import DEFAULT_LANDING, EXECUTORS
 
 
 @main.command()
@@ -82,17 +82,23 @@ def show_run(summary, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
               help="Also log each claimed batch and each file's outcome on stderr, as they happen")
+@click.option("--executor", type=click.Choice(EXECUTORS), default=None,
+              help="Where batches are transformed: this process, or Spark tasks [env CAFE_ETL_EXECUTOR; local]")
+@click.option("--spark-master", default=None, metavar="URL",
+              help="The Spark master of --executor spark [env CAFE_ETL_SPARK_MASTER; local[*]]")
 @warehouse_option
 @key_options
 @s3_option
 @handle_errors
-def ingest(sources, as_json, log_format, warehouse, key_file, customer_keys, s3_endpoint_url) -> None:
+def ingest(sources, as_json, log_format, executor, spark_master, warehouse, key_file, customer_keys,
+           s3_endpoint_url) -> None:
     """Load new and changed branch exports from SOURCES (files, folders, globs,
     s3://bucket/prefix or s3://bucket/key.csv).
 
     Exit status 0 when every file was processed (even with rejected rows), 1 when a
     file failed, 2 or 3 when the sources or the warehouse cannot be used."""
-    chosen = settings(warehouse, key_file, customer_keys, s3_endpoint_url)
+    chosen = settings(warehouse, key_file, customer_keys, s3_endpoint_url).with_overrides(
+        executor=executor, spark_master=spark_master)
     show_run(run_ingest(sources, chosen, log_format=log_format), as_json)
 
 

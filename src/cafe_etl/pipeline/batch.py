@@ -159,6 +159,14 @@ def stage_batch(engine: Engine, judged: list[Judged], file_ids: dict[int, int]) 
     stage.stage(engine, rows)
 
 
+def transform_batch(engine: Engine, files: list[ReadFile], file_ids: dict[int, int], settings: Settings,
+                    secret: bytes | None) -> list[Judged]:
+    """Judge ``files`` and stage what loads of them on ``engine``: a batch's transform."""
+    judged = judge(engine, files, settings, secret)
+    stage_batch(engine, judged, file_ids)
+    return judged
+
+
 def record_of(j: Judged, file_id: int | None, replaces: int | None, transform_share: float,
               clear: bool = False) -> FileRecord:
     """What the ledger records of a judged file."""

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
-from contextlib import closing
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,7 +22,16 @@ from cafe_etl import keys
 from cafe_etl.config import Settings
 from cafe_etl.engine import Engine, MemoryGate
 from cafe_etl.pipeline import large, ledger, stage
-from cafe_etl.pipeline.batch import Judged, ReadFile, judge, outcome_of, record_of, stage_batch, too_big
+from cafe_etl.pipeline.batch import (
+    Judged,
+    ReadFile,
+    judge,
+    outcome_of,
+    record_of,
+    stage_batch,
+    too_big,
+    transform_batch,
+)
 from cafe_etl.pipeline.reading import BatchReader
 from cafe_etl.pipeline.results import FileOutcome, RunSummary
 from cafe_etl.pipeline.schedule import Progress, StopRequested, engine_pool, run_batches
@@ -87,6 +96,36 @@ def _claim_unreadable(session: LoadSession, files: list[ReadFile], known: list[L
     return [(f, existing.get(f.source.location) or ids[f.source.location]) for f in files]
 
 
+class LocalExecutor:
+    """Batches transformed by the run's own engines (the default executor)."""
+
+    concurrency: int | None = None  # the engine pool's own choice
+
+    def __init__(self, settings: Settings, secret: bytes | None) -> None:
+        self._settings, self._secret = settings, secret
+
+    def transform(self, engine: Engine, files: list[ReadFile], file_ids: dict[int, int]) -> list[Judged]:
+        return transform_batch(engine, files, file_ids, self._settings, self._secret)
+
+
+class Executor(Protocol):
+    concurrency: int | None
+
+    def transform(self, engine: Engine, files: list[ReadFile], file_ids: dict[int, int]) -> list[Judged]: ...
+
+
+@contextmanager
+def executor_for(settings: Settings, secret: bytes | None) -> Iterator[Executor]:
+    """Where this run's batches are transformed (``settings.executor``)."""
+    if settings.executor == "spark":
+        from cafe_etl.pipeline.spark import spark_executor
+
+        with spark_executor(settings, secret) as executor:
+            yield executor
+    else:
+        yield LocalExecutor(settings, secret)
+
+
 @dataclass
 class _Loading:
     """What every batch of one ingest run works with."""
@@ -99,6 +138,7 @@ class _Loading:
     settings: Settings
     secret: bytes | None
     run_id: int
+    executor: Executor
 
 
 def _process(engine: Engine, run: _Loading, work: _Work) -> list[FileOutcome]:
@@ -126,8 +166,7 @@ def _load_batch(engine: Engine, run: _Loading, batch: Sequence[ledger.Planned]) 
     """Judge and stage the batch, then load it in one transaction."""
     started = time.perf_counter()
     with transforming():
-        judged = judge(engine, [p.read for p in batch], run.settings, run.secret)
-        stage_batch(engine, judged, {i: p.file_id for i, p in enumerate(batch)})
+        judged = run.executor.transform(engine, [p.read for p in batch], {i: p.file_id for i, p in enumerate(batch)})
     transform = time.perf_counter() - started
     total = sum(j.read.size for j in judged) or 1
     records = [record_of(j, p.file_id, p.replaces, transform * j.read.size / total, p.clear)
@@ -191,23 +230,29 @@ def ingest(
     specs: Sequence[str], settings: Settings, *, command: str = "ingest", progress: Progress | None = None,
     files: Sequence[LandingFile] | None = None, redo: frozenset[int] = frozenset(),
     stop_requested: StopRequested | None = None, batch_done: BatchDone | None = None,
-    batch_claimed: BatchClaimed | None = None,
+    batch_claimed: BatchClaimed | None = None, executor: Executor | None = None,
 ) -> RunSummary:
     """Load every new or changed export named by ``specs`` (or the given ``files``).
 
     ``redo``: ledger ids of versions to process again even though they are done.
     ``stop_requested``: when it turns true, no further batch is started; the files of
-    the batches left are not claimed, so the next run takes them."""
+    the batches left are not claimed, so the next run takes them.
+    ``executor``: where batches are transformed; by default ``settings.executor``'s."""
     started = time.perf_counter()
     files = discover(specs, settings.s3_endpoint_url) if files is None else files
     warehouse = open_warehouse(settings.warehouse, lock_wait=settings.lock_wait)
     secret = keys.secret_for(settings)
     summary = RunSummary(command=command, warehouse=warehouse.describe())
     reader = BatchReader(files, settings.batch_bytes)
-    with closing(reader), engine_pool(settings) as pool, warehouse.load_session(pool) as session:
+    with ExitStack() as stack:
+        if executor is None:
+            executor = stack.enter_context(executor_for(settings, secret))
+        stack.enter_context(closing(reader))
+        pool = stack.enter_context(engine_pool(settings, executor.concurrency))
+        session = stack.enter_context(warehouse.load_session(pool))
         session.recategorise()  # an edited categories file applies from this run, loads or not
         summary.run_id = run_id = session.start_run(command)
-        run = _Loading(session, threading.Lock(), pool.memory, settings, secret, run_id)
+        run = _Loading(session, threading.Lock(), pool.memory, settings, secret, run_id, executor)
         try:
             _, summary.stopped = run_batches(pool, iter(reader), progress, lambda engine, batch: _ingest_one(
                 engine, run, batch, summary, redo, batch_done, batch_claimed), stop_requested)

@@ -22,10 +22,11 @@ StopRequested = Callable[[], bool]  # checked between batches: the batches in ha
 R = TypeVar("R")
 
 
-def engine_pool(settings: Settings) -> EnginePool:
+def engine_pool(settings: Settings, workers: int | None = None) -> EnginePool:
     """Two engines keep the cores busy (one transforms while the other loads); the
-    threads are shared out between them, so the machine is not oversubscribed."""
-    engines = 2 if settings.threads >= 2 else 1
+    threads are shared out between them, so the machine is not oversubscribed.
+    ``workers``: as many engines instead (batches in flight, when others transform them)."""
+    engines = workers or (2 if settings.threads >= 2 else 1)
     return EnginePool(workers=engines, threads=max(1, settings.threads // engines),
                       memory_limit=settings.memory_limit)
 

@@ -113,6 +113,11 @@ SELECT c.date_key, any_value(c.sold_at::DATE) AS date {_LOADED} GROUP BY c.date_
 """
 
 
+# What a warehouse loads of a batch: every ``out_*`` relation above.
+STAGED = ("out_sale", "out_item", "out_reject", "out_product", "out_branch", "out_customer", "out_date",
+          "out_product_day", "out_pair_day", "out_sale_hour", "out_customer_day")
+
+
 def stage(engine: Engine, files: list[tuple[int, int, bool, bool]]) -> None:
     """``files``: (idx, file_id, load its facts, keep its rejects) for every file of the batch."""
     temp_table(engine.con, "batch_file",
