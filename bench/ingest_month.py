@@ -14,7 +14,7 @@ the yardstick's SQL alone.
 
     python bench/ingest_month.py [--branches 200] [--days 30] [--seed 1] [--out bench/out]
                                  [--postgres postgresql://postgres@127.0.0.1:5432/postgres] [--runs 1]
-                                 [--yardstick]
+                                 [--yardstick] [--executor local|spark] [--spark-master local[2]]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -81,13 +82,56 @@ def drop_postgres(admin_url: str) -> None:
         con.execute("DROP DATABASE IF EXISTS cafe_bench WITH (FORCE)")
 
 
+def _tree_rss_kib(root: int) -> int:
+    """The resident memory (KiB) of process ``root`` and all its descendants now, from /proc:
+    with ``--executor spark`` the Spark JVM and its Python workers are the loader's children."""
+    parents, rss = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            status = (stat.parent / "statm").read_text().split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        rss[pid] = int(status[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    tree, frontier = {root}, [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier and pid not in tree]
+        tree.update(children)
+        frontier = children
+    return sum(rss.get(pid, 0) for pid in tree)
+
+
+class TreePeak:
+    """Samples a process tree's resident memory every 0.2 s; ``peak`` is the largest sum seen."""
+
+    def __init__(self, pid: int) -> None:
+        self.peak = 0
+        self._pid, self._done = pid, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.2):
+            self.peak = max(self.peak, _tree_rss_kib(self._pid))
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return self.peak
+
+
 def timed(command: list[str]) -> tuple[float, str, int]:
     """Run ``command``; its wall time, its output and its own peak RSS (KiB). The child is
-    reaped with wait4, which reports that child's resources alone."""
+    reaped with wait4, which reports that child's resources alone. The peak of its whole
+    process tree, sampled, is left in ``timed.tree_peak_kib``."""
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+        tree = TreePeak(proc.pid)
         _, status, usage = os.wait4(proc.pid, 0)
+        timed.tree_peak_kib = tree.stop()
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - started
         out.seek(0)
@@ -97,8 +141,9 @@ def timed(command: list[str]) -> tuple[float, str, int]:
         return wall, out.read(), usage.ru_maxrss
 
 
-def ingest(folder: Path, warehouse: str) -> tuple[float, dict, int]:
-    wall, out, peak_kib = timed([str(CLI), "ingest", str(folder), "--warehouse", str(warehouse), "--json"])
+def ingest(folder: Path, warehouse: str, executor: list[str]) -> tuple[float, dict, int]:
+    wall, out, peak_kib = timed([str(CLI), "ingest", str(folder), "--warehouse", str(warehouse), "--json",
+                                 *executor])
     return wall, json.loads(out), peak_kib
 
 
@@ -127,6 +172,9 @@ def main() -> None:
     parser.add_argument("--postgres", metavar="ADMIN_URL", default=None,
                         help="load into a new database on this PostgreSQL server instead of a DuckDB file")
     parser.add_argument("--runs", type=int, default=1, help="measure this many times; figures are medians")
+    parser.add_argument("--executor", choices=["local", "spark"], default="local",
+                        help="where the ingest transforms its batches (spark: pip install -e '.[spark]')")
+    parser.add_argument("--spark-master", default="local[2]", help="with --executor spark [local[2]]")
     parser.add_argument("--yardstick", action="store_true",
                         help="also time bench/single_pass.py on the same files in each run")
     args = parser.parse_args()
@@ -137,11 +185,14 @@ def main() -> None:
     raw_scan(files)  # warm the page cache, so both measurements read from memory
     env_key = args.out / "bench-customer-key"
     os.environ.setdefault("CAFE_ETL_KEY_FILE", str(env_key))
-    scans, walls, peaks, yardsticks, yardstick_sql, yardstick_peaks = [], [], [], [], [], []
+    executor = ["--executor", args.executor] + (["--spark-master", args.spark_master] if args.executor == "spark"
+                                                else [])
+    scans, walls, peaks, tree_peaks, yardsticks, yardstick_sql, yardstick_peaks = [], [], [], [], [], [], []
     for run in range(1, args.runs + 1):
         scan, rows = raw_scan(files)
         try:
-            wall, summary, peak_kib = ingest(folder, fresh_warehouse(args))
+            wall, summary, peak_kib = ingest(folder, fresh_warehouse(args), executor)
+            tree_peaks.append(timed.tree_peak_kib)
         finally:
             if args.postgres:
                 drop_postgres(args.postgres)
@@ -162,11 +213,15 @@ def main() -> None:
     peak_kib = max(peaks)
     tx = summary["rows"]["loaded"]
     print(f"warehouse             {'PostgreSQL' if args.postgres else 'DuckDB file'}")
+    print(f"executor              {args.executor}"
+          f"{f' ({args.spark_master})' if args.executor == 'spark' else ''}")
     print(f"files                 {len(files):,} ({size / 1e6:,.0f} MB)")
     print(f"transactions loaded   {tx:,} (raw scan read {rows:,} rows)")
     print(f"ingest wall time      {wall:.2f} s")
     print(f"throughput            {tx / wall:,.0f} transactions/s")
     print(f"loader peak RSS       {peak_kib / 1024:,.0f} MiB")
+    print(f"process tree peak RSS {max(tree_peaks) / 1024:,.0f} MiB (sampled every 0.2 s; with Spark: "
+          "the JVM and its Python workers too)")
     print(f"raw read_csv scan     {scan:.2f} s")
     print(f"ingest / raw scan     {ratio:.1f}x")
     if yardsticks:

@@ -44,6 +44,16 @@ def test_warehouse_from_environment(tmp_path):
     assert target.exists()
 
 
+@pytest.mark.parametrize(("args", "env", "words"), [
+    ((), {"CAFE_ETL_EXECUTOR": "hadoop"}, ["CAFE_ETL_EXECUTOR", "local, spark"]),
+    (("--executor", "spark", "--spark-master", "nonsense://x"), {}, ["not a Spark master", "local[N]"]),
+    (("--executor", "spark", "--spark-master", "local[0]"), {}, ["not a Spark master"]),
+])
+def test_a_wrong_executor_or_spark_master_is_one_line(tmp_path, args, env, words):
+    result = run_cli("ingest", SAMPLES / "canonical", *args, "--warehouse", tmp_path / "w.duckdb", env=env)
+    assert_one_clear_line(result, 2, *words)
+
+
 def test_unreadable_warehouse(tmp_path):
     bogus = tmp_path / "not-a-warehouse.duckdb"
     bogus.write_text("this is not a database\n" * 100)

@@ -6,6 +6,7 @@ Environment variables are read here and nowhere else.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
@@ -141,3 +142,14 @@ def load_settings(**overrides) -> Settings:
         spark_master=env.get(ENV_SPARK_MASTER) or Settings.spark_master,
     )
     return settings.with_overrides(**overrides)
+
+
+_SPARK_MASTER = re.compile(r"local(\[(\*|[1-9][0-9]*)(,[1-9][0-9]*)?\])?|yarn|(spark|k8s|mesos)://\S+")
+
+
+def spark_master_url(url: str) -> str:
+    """A Spark master URL as Spark accepts them, or a clear error (not a JVM's stack trace)."""
+    if not _SPARK_MASTER.fullmatch(url.strip()):
+        raise ConfigError(f"{url!r} is not a Spark master: use local, local[N], local[N,MAX_FAILURES], "
+                          "spark://HOST:PORT, k8s://HOST:PORT or yarn")
+    return url.strip()

@@ -33,12 +33,13 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from cafe_etl import keys
-from cafe_etl.config import ENV_CUSTOMER_KEY, Settings
+from cafe_etl.config import ENV_CUSTOMER_KEY, Settings, spark_master_url
 from cafe_etl.engine import Engine, EnginePool
 from cafe_etl.errors import CafeEtlError, ConfigError, ContentFault
 from cafe_etl.pipeline.batch import Judged, ReadFile, read_file, transform_batch
@@ -201,24 +202,29 @@ def _first_line(exc: BaseException) -> str:
 @contextmanager
 def spark_executor(settings: Settings, secret: bytes | None, task: Task = transform_task) -> Iterator[SparkExecutor]:
     """A Spark application on ``settings.spark_master`` for one run, stopped after it."""
+    master = spark_master_url(settings.spark_master)
     try:
         from pyspark.sql import SparkSession
     except ImportError:
         raise SparkUnavailable("the Spark executor needs pyspark: pip install 'cafe-etl[spark]'") from None
-    builder = (SparkSession.builder.master(settings.spark_master).appName("cafe-etl ingest")
+    logging = Path(__file__).resolve().parent.parent / "data" / "spark-log4j2.properties"
+    builder = (SparkSession.builder.master(master).appName("cafe-etl ingest")
                .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-               .config("spark.python.worker.reuse", "true"))
-    if settings.spark_master.startswith("local"):
+               .config("spark.python.worker.reuse", "true")
+               .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{logging}"))
+    if master.startswith("local"):
         # A local application serves nobody else: it binds the loopback interface only,
         # and its tasks run in this Python, where cafe-etl is installed.
         # (PySpark reads the workers' Python from the environment when the context starts.)
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     try:
         session = builder.getOrCreate()
-    except Exception as exc:  # no Java, a bad master URL: the user's setup, said in a sentence
-        raise SparkUnavailable(f"Spark could not start on {settings.spark_master}: {_first_line(exc)} "
-                               "(it needs Java 17 or newer: JAVA_HOME or java on PATH)") from None
+    except Exception:  # no Java, no cluster at that address: the user's setup, said in a sentence
+        raise SparkUnavailable(f"Spark could not start on {settings.spark_master} (it needs Java 17 or newer, "
+                               "JAVA_HOME or java on PATH, and a reachable master; Spark's reason is above)"
+                               ) from None
     session.sparkContext.setLogLevel(LOG_LEVEL)
     try:
         yield SparkExecutor(session, settings, secret, task)
