@@ -6,6 +6,8 @@ opens the embedded DuckDB file. ``postgresql://user@host:port/database`` opens a
 PostgreSQL warehouse (so does a libpq ``key=value`` connection string); what the URL
 leaves out comes from the standard ``PG*``
 variables and ``~/.pgpass``, so a password need never be written on a command line.
+``iceberg:///path/to/folder`` and ``iceberg+postgresql://…?warehouse=s3://bucket/prefix``
+open an Apache Iceberg warehouse (``warehouse/iceberg.py``).
 """
 
 from __future__ import annotations
@@ -34,13 +36,18 @@ def open_warehouse(url: str, *, lock_wait: float | None = None) -> Warehouse:
         if not url.strip():
             raise ConfigError("the warehouse URL is empty")
         return DuckDBWarehouse(url, lock_wait)
+    if scheme in ("iceberg", "iceberg+postgresql", "iceberg+postgres"):
+        from cafe_etl.warehouse.iceberg import IcebergWarehouse
+
+        return IcebergWarehouse(url, lock_wait=lock_wait)
     if scheme == "duckdb":
         path = rest[1:] if rest.startswith("/") else ""
         if not path or path == ":memory:":
             raise ConfigError(f"a DuckDB warehouse URL is duckdb:///path/to/file.duckdb, not {url!r}")
         return DuckDBWarehouse(path, lock_wait)
     raise ConfigError(f"unknown warehouse {url!r}: use duckdb:///path/file.duckdb, a file path, "
-                      "or postgresql://user@host:port/database")
+                      "postgresql://user@host:port/database, iceberg:///path/to/folder "
+                      "or iceberg+postgresql://user@host:port/database?warehouse=s3://bucket/prefix")
 
 
 __all__ = ["Warehouse", "open_warehouse"]

@@ -239,8 +239,8 @@ class DuckDBWarehouse(Warehouse):
             access.anchor()
             try:
                 created = con.execute(
-                    "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'etl_file'").fetchone()[0]
-                version = con.execute("SELECT max(version) FROM etl_schema").fetchone()[0] if created else None
+                    "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'etl_file'").fetchall()[0][0]
+                version = con.execute("SELECT max(version) FROM etl_schema").fetchall()[0][0] if created else None
             except duckdb.Error as exc:
                 con.close()
                 raise translate(exc, self.path) from None

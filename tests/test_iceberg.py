@@ -1,0 +1,167 @@
+"""The Apache Iceberg warehouse (DESIGN §12): the same answers as the DuckDB warehouse
+from the same files, tables that any Iceberg reader sees as cafe-etl reports them (read
+here through pyiceberg alone), a replaced version leaving in the commit that adds its
+replacement, and a second run loading nothing.
+
+They need pyiceberg (``pip install -e '.[iceberg]'``); without it they skip, except on CI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from tests.conftest import SAMPLES, query, run_cli
+
+
+def _require_pyiceberg() -> None:
+    try:
+        import pyiceberg  # noqa: F401
+    except ImportError:
+        problem = "pyiceberg is not installed (pip install -e '.[iceberg]')"
+        if os.environ.get("CI"):
+            pytest.fail(f"Iceberg tests cannot run on CI: {problem}")
+        pytest.skip(problem)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pyiceberg():
+    _require_pyiceberg()
+
+
+def _lake(folder: Path) -> str:
+    return f"iceberg:///{folder}"  # an absolute folder: iceberg:////tmp/…
+
+
+@pytest.fixture(scope="module")
+def loaded(generated, tmp_path_factory):
+    """The generated chain and the real samples, loaded into an Iceberg warehouse and,
+    for comparison, into a DuckDB one."""
+    folder = tmp_path_factory.mktemp("iceberg")
+    landing = folder / "landing"
+    shutil.copytree(generated, landing)
+    shutil.copytree(SAMPLES, landing / "samples")
+    lake, duck = _lake(folder / "lake"), f"duckdb:///{folder / 'warehouse.duckdb'}"
+    for url in (lake, duck):
+        result = run_cli("ingest", landing, "--warehouse", url)
+        assert result.code == 0, result.stderr
+    return landing, lake, duck, folder / "lake"
+
+
+def _answer(url: str, *args: str):
+    result = run_cli(*args, "--warehouse", url)
+    assert result.code == 0, result.stderr
+    return result.json()
+
+
+@pytest.mark.parametrize("command", [
+    ("report", "--from", "2000-01-01", "--format", "json"),
+    ("report", "--format", "json", "--branch", "Leeds"),
+    ("customers", "--from", "2000-01-01", "--format", "json"),
+    ("together", "--from", "2000-01-01", "--min-baskets", "5", "--format", "json"),
+    ("trends", "--format", "json"),
+    ("rejects", "--format", "json", "--limit", "1000"),
+    ("categories", "--format", "json"),
+])
+def test_every_command_answers_as_on_duckdb(loaded, command):
+    _, lake, duck, _ = loaded
+    assert _answer(lake, *command) == _answer(duck, *command)
+
+
+def test_status_counts_the_same_files(loaded):
+    _, lake, duck, _ = loaded
+    answers = [_answer(url, "status", "--json") for url in (lake, duck)]
+    for answer in answers:
+        for moving in ("warehouse", "last_run", "last_successful_load"):
+            answer.pop(moving, None)
+    assert answers[0] == answers[1]
+
+
+def test_any_iceberg_reader_sees_what_cafe_etl_reports(loaded):
+    """Read with pyiceberg alone (no cafe-etl code): the catalog, the namespace, every
+    table, and figures equal to the report's."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    _, lake, _, folder = loaded
+    catalog = SqlCatalog("cafe_etl", uri=f"sqlite:///{folder / 'catalog.db'}", warehouse=f"file://{folder}")
+    tables = {name for _, name in catalog.list_tables("cafe_etl")}
+    assert {"fact_sale", "fact_sale_item", "dim_customer", "dim_product", "agg_pair_day", "etl_reject"} <= tables
+    sales = catalog.load_table("cafe_etl.fact_sale")
+    assert [f.name for f in sales.spec().fields] == ["date_key"]  # a number, not free text
+    facts = sales.scan().to_arrow()
+    report = _answer(lake, "report", "--from", "2000-01-01", "--format", "json")
+    assert facts.num_rows == report["totals"]["transactions"]
+    assert sum(facts["total"].to_pylist(), Decimal(0)) == Decimal(str(report["totals"]["revenue"]))
+    items = catalog.load_table("cafe_etl.fact_sale_item").scan().to_arrow()
+    assert items.num_rows == report["totals"]["items"]
+    customers = catalog.load_table("cafe_etl.dim_customer").scan().to_arrow()
+    assert customers.num_rows == report["customers"]["distinct"]
+    assert len(set(customers["customer_key"].to_pylist())) == customers.num_rows
+    rejects = catalog.load_table("cafe_etl.etl_reject").scan().to_arrow()
+    assert rejects.num_rows == report["quality"]["rows_rejected"]
+    # The numbers the SQL warehouses hold, row for row: the same facts by file and day.
+    assert query(lake, "SELECT count(*), sum(total) FROM fact_sale") == [(facts.num_rows, sum(
+        facts["total"].to_pylist(), Decimal(0)))]
+
+
+def test_a_replaced_version_leaves_in_the_commit_that_adds_its_replacement(tmp_path):
+    from cafe_etl.warehouse.iceberg import IcebergWarehouse
+
+    landing = tmp_path / "landing"
+    shutil.copytree(SAMPLES / "canonical", landing)
+    lake, duck = _lake(tmp_path / "lake"), f"duckdb:///{tmp_path / 'w.duckdb'}"
+    for url in (lake, duck):
+        assert run_cli("ingest", landing, "--warehouse", url).code == 0
+    catalog = IcebergWarehouse(lake).catalog()
+    commits_before = len(catalog.load_table("cafe_etl.fact_sale").metadata.metadata_log)
+
+    changed = landing / "leeds_01-01-2020_09-00-00.csv"
+    lines = changed.read_text().splitlines()
+    changed.write_text("\n".join(lines[:-5]) + "\n")  # the till's export again, five sales shorter
+    for url in (lake, duck):
+        result = run_cli("ingest", landing, "--warehouse", url, "--json")
+        assert result.code == 0, result.stderr
+        assert result.json()["files"]["reloaded"] == 1 and result.json()["files"]["loaded"] == 0
+
+    sales = catalog.load_table("cafe_etl.fact_sale")
+    assert len(sales.metadata.metadata_log) == commits_before + 1  # one commit: the old rows out, the new in
+    report = ("report", "--from", "2000-01-01", "--format", "json")
+    assert _answer(lake, *report) == _answer(duck, *report)
+    assert _answer(lake, *report)["totals"]["transactions"] == query(duck, "SELECT count(*) FROM fact_sale")[0][0]
+    assert query(lake, "SELECT count(*) FROM dim_customer") == query(duck, "SELECT count(*) FROM dim_customer")
+    assert query(lake, "SELECT customer_key, first_seen, first_branch_key FROM dim_customer ORDER BY 1") == query(
+        duck, "SELECT customer_key, first_seen, first_branch_key FROM dim_customer ORDER BY 1")
+
+    # Nothing new: nothing is written, to the ledger's runs aside.
+    result = run_cli("ingest", landing, "--warehouse", lake, "--json")
+    assert result.json()["files"]["unchanged"] == result.json()["files"]["total"] == 7
+    assert len(catalog.load_table("cafe_etl.fact_sale").metadata.metadata_log) == commits_before + 1
+
+
+def test_the_dashboard_api_and_metrics_answer_from_iceberg(loaded):
+    from fastapi.testclient import TestClient
+
+    from cafe_etl.config import Settings
+    from cafe_etl.web.app import create_app
+
+    _, lake, duck, _ = loaded
+    answers = {}
+    for url in (lake, duck):
+        with TestClient(create_app(Settings(warehouse=url))) as client:
+            answers[url] = {path: client.get(path, params={"from": "2000-01-01"}).json()
+                            for path in ("/api/overview/figures", "/api/what/products", "/api/customers/rfm",
+                                         "/api/together/pairs", "/api/ops/rejects")}
+            metrics = client.get("/metrics")
+            assert metrics.status_code == 200
+            assert "cafe_etl_files" in metrics.text
+    assert json.dumps(answers[lake], sort_keys=True) == json.dumps(answers[duck], sort_keys=True)
+
+
+def test_a_wrong_iceberg_url_is_one_clear_line(tmp_path):
+    result = run_cli("report", "--warehouse", "iceberg+postgresql://postgres@127.0.0.1/test")
+    assert result.code == 2 and "warehouse=s3://" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("report", "--warehouse", _lake(tmp_path / "nothing-here"))
+    assert result.code == 3 and "ingest" in result.stderr and "Traceback" not in result.stderr
