@@ -14,7 +14,7 @@ the yardstick's SQL alone.
 
     python bench/ingest_month.py [--branches 200] [--days 30] [--seed 1] [--out bench/out]
                                  [--postgres postgresql://postgres@127.0.0.1:5432/postgres] [--runs 1]
-                                 [--yardstick] [--executor local|spark] [--spark-master local[2]]
+                                 [--yardstick] [--iceberg] [--executor local|spark] [--spark-master local[2]]
 """
 
 from __future__ import annotations
@@ -158,6 +158,10 @@ def single_pass(folder: Path, out: Path) -> tuple[float, float, int]:
 def fresh_warehouse(args: argparse.Namespace) -> str:
     if args.postgres:
         return fresh_postgres(args.postgres)
+    if args.iceberg:
+        lake = (args.out / "bench-lake").resolve()
+        shutil.rmtree(lake, ignore_errors=True)
+        return f"iceberg:///{lake}"
     path = args.out / "bench-warehouse.duckdb"
     path.unlink(missing_ok=True)
     return str(path)
@@ -171,6 +175,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     parser.add_argument("--postgres", metavar="ADMIN_URL", default=None,
                         help="load into a new database on this PostgreSQL server instead of a DuckDB file")
+    parser.add_argument("--iceberg", action="store_true",
+                        help="load into a new Iceberg warehouse (iceberg:///bench/out/bench-lake) instead")
     parser.add_argument("--runs", type=int, default=1, help="measure this many times; figures are medians")
     parser.add_argument("--executor", choices=["local", "spark"], default="local",
                         help="where the ingest transforms its batches (spark: pip install -e '.[spark]')")
@@ -212,7 +218,8 @@ def main() -> None:
     ratio = statistics.median(w / s for w, s in zip(walls, scans, strict=True))
     peak_kib = max(peaks)
     tx = summary["rows"]["loaded"]
-    print(f"warehouse             {'PostgreSQL' if args.postgres else 'DuckDB file'}")
+    kind = "PostgreSQL" if args.postgres else "Iceberg (SQL catalog, local files)" if args.iceberg else "DuckDB file"
+    print(f"warehouse             {kind}")
     print(f"executor              {args.executor}"
           f"{f' ({args.spark_master})' if args.executor == 'spark' else ''}")
     print(f"files                 {len(files):,} ({size / 1e6:,.0f} MB)")

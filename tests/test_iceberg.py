@@ -165,3 +165,36 @@ def test_a_wrong_iceberg_url_is_one_clear_line(tmp_path):
     assert result.code == 2 and "warehouse=s3://" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("report", "--warehouse", _lake(tmp_path / "nothing-here"))
     assert result.code == 3 and "ingest" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_lake_in_s3_with_its_catalog_and_ledger_in_postgresql(loaded, s3_server, postgres_databases):
+    """iceberg+postgresql://…?warehouse=s3://…: the catalog and the ledger in a PostgreSQL
+    database, the data files in S3 (moto's server over HTTP); the same answers."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    landing = loaded[0]
+    database = postgres_databases.create()
+    s3_server.client().create_bucket(Bucket="lake")
+    lake = f"iceberg+{database}?warehouse=s3://lake/cafe"
+    env = {"AWS_ENDPOINT_URL_S3": s3_server.endpoint}
+    result = run_cli("ingest", landing / "samples", "--warehouse", lake, env=env)
+    assert result.code == 0, result.stderr
+    reference = f"duckdb:///{landing.parent / 'samples-only.duckdb'}"
+    assert run_cli("ingest", landing / "samples", "--warehouse", reference).code == 0
+    for command in (("report", "--from", "2000-01-01", "--format", "json"), ("rejects", "--format", "json")):
+        ours = run_cli(*command, "--warehouse", lake, env=env)
+        assert ours.code == 0, ours.stderr
+        assert ours.json() == _answer(reference, *command)
+    keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket="lake", Prefix="cafe/")["Contents"]]
+    assert any(k.endswith(".parquet") for k in keys) and any(k.endswith(".metadata.json") for k in keys)
+    # Another reader: pyiceberg alone, on the same catalog.
+    catalog = SqlCatalog("cafe_etl", uri=database.replace("postgresql://", "postgresql+psycopg://"),
+                         warehouse="s3://lake/cafe", **{"s3.endpoint": s3_server.endpoint, "s3.region": "us-east-1"})
+    sales = catalog.load_table("cafe_etl.fact_sale").scan().to_arrow()
+    assert sales.num_rows == ours_transactions(lake, env)
+    postgres_databases.drop(database)
+
+
+def ours_transactions(lake: str, env: dict) -> int:
+    result = run_cli("report", "--from", "2000-01-01", "--format", "json", "--warehouse", lake, env=env)
+    return result.json()["totals"]["transactions"]

@@ -75,11 +75,15 @@ def _picture(url: str) -> dict:
     }
 
 
-@pytest.mark.parametrize("backend", ["duckdb", "postgres"])
+@pytest.mark.parametrize("backend", ["duckdb", "postgres", "iceberg"])
 def test_retried_tasks_load_every_file_exactly_once(backend, landing, tmp_path, postgres_databases):
     reference = f"duckdb:///{tmp_path / 'local.duckdb'}"
     ingest([str(landing)], load_settings(warehouse=reference))
-    url = new_warehouse(backend, tmp_path, postgres_databases)
+    if backend == "iceberg":
+        pytest.importorskip("pyiceberg")
+        url = f"iceberg:///{tmp_path / 'lake'}"
+    else:
+        url = new_warehouse(backend, tmp_path, postgres_databases)
     settings = _settings(url)
     failed = tmp_path / "failed-attempts"
     failed.mkdir()

@@ -70,6 +70,7 @@ from cafe_etl.warehouse.base import (
     Warehouse,
     cleanup,
 )
+from cafe_etl.warehouse.duckdb import DuckDBReader
 from cafe_etl.warehouse.load_sql import _AGGREGATES, _FACTS, CUSTOMER_INPUT, DIMENSION_INPUTS, NO_KEY, _select
 
 NAMESPACE = "cafe_etl"
@@ -170,7 +171,38 @@ class IcebergWarehouse(Warehouse):
             raise WarehouseMissing(f"no warehouse at {self.describe()}: run `cafe-etl ingest` (or `cafe-etl demo`) "
                                    "first")
         with self._ledger().reader(time_limit, wait) as ledger_reader:
-            yield IcebergReader(self.catalog(), ledger_reader)
+            if isinstance(ledger_reader, DuckDBReader):
+                yield IcebergReader(self.catalog(), ledger_reader)
+                return
+            # A ledger in PostgreSQL: its tables copied into an in-memory DuckDB of the
+            # same schema, so the one SQL dialect reads ledger and Iceberg tables together.
+            con = _ledger_copy(ledger_reader)
+            try:
+                yield IcebergReader(self.catalog(), DuckDBReader(con, self.describe(), time_limit))
+            finally:
+                con.close()
+
+
+LEDGER_TABLES = ("etl_schema", "etl_file", "etl_run")
+
+
+def _ledger_copy(ledger: Reader) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the whole schema, holding the ledger's rows read from ``ledger``."""
+    con = _template()
+    for name in LEDGER_TABLES:
+        columns = [row[0] for row in con.execute(f"DESCRIBE {name}").fetchall()]
+        rows = ledger.query(f"SELECT {', '.join(columns)} FROM {name}")
+        if rows:
+            import pyarrow as pa
+
+            types = con.sql(f"SELECT {', '.join(columns)} FROM {name}").to_arrow_table().schema
+            columns_of_rows = zip(*rows, strict=True)
+            arrays = [pa.array(list(values), type=field.type)
+                      for values, field in zip(columns_of_rows, types, strict=True)]
+            con.register("ledger_rows", pa.Table.from_arrays(arrays, schema=types))
+            con.execute(f"INSERT INTO {name} ({', '.join(columns)}) SELECT * FROM ledger_rows").fetchall()
+            con.unregister("ledger_rows")
+    return con
 
 
 def _without_password(url: str) -> str:
