@@ -171,6 +171,9 @@ def new_warehouse(backend: str, folder: Path, databases: PostgresDatabases) -> s
     """A fresh, empty warehouse URL of the given backend."""
     if backend == "postgres":
         return databases.create()
+    if backend == "iceberg":
+        pytest.importorskip("pyiceberg", reason="pyiceberg is not installed (pip install -e '.[iceberg]')")
+        return f"iceberg:///{folder / 'lake'}"
     return f"duckdb:///{folder / 'warehouse.duckdb'}"
 
 

@@ -111,6 +111,25 @@ def test_slices_load_exactly_what_whole_files_load(backend, landing, tmp_path, p
     postgres_databases.drop(sliced)
 
 
+def test_slices_load_into_iceberg_exactly_what_whole_files_load_into_duckdb(landing, tmp_path, postgres_databases):
+    """An Iceberg warehouse keeps a sliced file's rows until its last slice, then commits
+    it once: row for row what a whole load gives (a few files: each slice costs commits)."""
+    folder, repeats = landing
+    few = tmp_path / "few"
+    few.mkdir()
+    for path in [folder / "slice_town_05-03-2024_08-00-00.csv", *sorted((folder / "generated").glob("*.csv"))[:2]]:
+        shutil.copy(path, few / path.name)
+    whole = new_warehouse("duckdb", tmp_path / "whole", postgres_databases)
+    sliced = new_warehouse("iceberg", tmp_path / "sliced", postgres_databases)
+    assert run_cli("ingest", few, "--warehouse", whole).code == 0
+    result = run_cli("ingest", few, "--warehouse", sliced, "--json", env=SLICED)
+    assert result.code == 0, result.stderr
+    expected, got = _table_rows(whole), _table_rows(sliced)
+    for table in expected:
+        assert got[table] == expected[table], table
+    assert [row for location, row, *_ in got["rejects"] if "slice_town" in location] == repeats
+
+
 def test_validate_lists_the_same_problems_in_slices(landing):
     folder, _ = landing
     whole = run_cli("validate", folder, "--json")

@@ -43,10 +43,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -57,6 +59,7 @@ from cafe_etl import categories
 from cafe_etl.config import ENV_S3_ENDPOINT
 from cafe_etl.engine import Engine, EnginePool
 from cafe_etl.errors import ConfigError, WarehouseError, WarehouseMissing
+from cafe_etl.rules import FileStatus
 from cafe_etl.warehouse import schema
 from cafe_etl.warehouse.base import (
     FILE_TABLES,
@@ -291,7 +294,7 @@ class IcebergLoadSession(LoadSession):
             lost = self._customers_of(clear) if cleanup(records) else None
             self._merge_customers(staged["merge_customer"])
             for table in FILE_TABLES:
-                self._commit(table, lambda work, t, table=table: self._replace_rows(t, clear, rows[table]))
+                self._commit(table, lambda work, t, table=table: self._replace_rows(t, clear, [rows[table]]))
             if lost is not None and lost.num_rows:
                 self._settle_customers(lost)
         # The ledger last, through the engine's connection to its database.
@@ -303,8 +306,11 @@ class IcebergLoadSession(LoadSession):
 
     @contextmanager
     def load_parts(self, engine: Engine, file_id: int, run_id: int, clear_first: bool) -> Iterator[PartLoad]:
-        parts = IcebergPartLoad(self, engine, file_id, run_id)
-        yield parts
+        parts = IcebergPartLoad(self, file_id, run_id, clear_first)
+        try:
+            yield parts
+        finally:
+            parts.close()
 
     # Steps --------------------------------------------------------------------------
 
@@ -327,7 +333,8 @@ class IcebergLoadSession(LoadSession):
                 work.close()
         return None
 
-    def _replace_rows(self, table: Any, file_ids: list[int], rows: Any) -> None:
+    def _replace_rows(self, table: Any, file_ids: list[int], chunks: Iterable[Any]) -> None:
+        """One commit: the rows of ``file_ids`` out, the ``chunks`` (Arrow tables) in."""
         from pyiceberg.expressions import In
 
         with table.transaction() as tx, warnings.catch_warnings():
@@ -335,8 +342,9 @@ class IcebergLoadSession(LoadSession):
             warnings.filterwarnings("ignore", "Delete operation did not match any records")
             if file_ids:
                 tx.delete(In("file_id", file_ids))
-            if rows.num_rows:
-                tx.append(_fit(rows, table))
+            for rows in chunks:
+                if rows is not None and rows.num_rows:
+                    tx.append(_fit(rows, table))
 
     def _merge_dimensions(self, staged: dict[str, Any]) -> None:
         self._commit("dim_date", lambda work, table: self._add_new(work, table, staged["merge_date"], "date_key"))
@@ -465,18 +473,108 @@ class IcebergLoadSession(LoadSession):
 
 
 class IcebergPartLoad(PartLoad):
-    """A large file, loaded slice by slice: every slice's rows are kept, and the file is
-    committed as one batch when its last slice is in."""
+    """A file too large for one batch, loaded slice by slice and committed once, as a
+    batch of one file: one commit per table. Until then each slice's facts wait as
+    Parquet in a private folder (they hold no personal data) and its aggregates are
+    added up in a DuckDB of its own: a file's sales are disjoint between slices, so
+    counts of sales, items and money add up; its distinct customers per day and branch
+    are counted at the end from the customer keys kept; its customers' first sales are
+    the earliest of every slice's."""
 
-    def __init__(self, session: IcebergLoadSession, engine: Engine, file_id: int, run_id: int) -> None:
-        self.session, self.engine, self.file_id, self.run_id = session, engine, file_id, run_id
+    _ADDED = {  # how each per-file aggregate's slices add up
+        "agg_product_day": "file_id, date_key, branch_key, product_key, CAST(sum(quantity) AS INTEGER) AS quantity, "
+                           "sum(revenue) AS revenue, CAST(sum(sales) AS INTEGER) AS sales",
+        "agg_pair_day": "file_id, date_key, branch_key, a_key, b_key, CAST(sum(sales) AS INTEGER) AS sales",
+        "agg_sale_hour": "file_id, date_key, branch_key, hour, CAST(sum(transactions) AS INTEGER) AS transactions, "
+                         "CAST(sum(items) AS INTEGER) AS items, sum(revenue) AS revenue",
+    }
+
+    def __init__(self, session: IcebergLoadSession, file_id: int, run_id: int, clear_first: bool) -> None:
+        self.session, self.file_id, self.run_id, self.clear_first = session, file_id, run_id, clear_first
+        self.folder = tempfile.mkdtemp(prefix="cafe-etl-parts-")  # 0700
+        self.work = duckdb.connect(config={"temp_directory": ""})
+        self.parts: dict[str, list[str]] = {table: [] for table in _FACTS}
+        self.merged: set[tuple] = set()  # dimension rows merged already
+        self.slices = 0
 
     def add(self, engine: Engine) -> None:
-        raise WarehouseError("a file large enough to be loaded in slices cannot be loaded into an Iceberg warehouse "
-                             "yet: raise CAFE_ETL_LARGE_FILE_BYTES above its size")
+        session = self.session
+        staged = {name: engine.con.sql(select).to_arrow_table() for name, select in DIMENSION_INPUTS.items()}
+        rows = {(name, *row.values()) for name, table in staged.items() for row in table.to_pylist()}
+        if not rows <= self.merged:  # a slice's dimension rows are mostly the previous slice's
+            with session._writing:
+                session._merge_dimensions(staged)  # as for a batch: a product nobody bought yet is harmless
+            self.merged |= rows
+        self.slices += 1
+        for table, (columns, relation) in _FACTS.items():
+            path = os.path.join(self.folder, f"{table}-{self.slices}.parquet")
+            engine.run(f"COPY ({_select(columns, relation, self.run_id)}) TO '{path}' (FORMAT parquet)")
+            self.parts[table].append(path)
+        for table, relation in (("agg_product_day", "out_product_day"), ("agg_pair_day", "out_pair_day"),
+                                ("agg_sale_hour", "out_sale_hour")):
+            self._keep(table, engine.con.sql(f"SELECT * FROM {relation}").to_arrow_table())
+        self._keep("seen_customer", engine.con.sql(
+            "SELECT DISTINCT file_id, date_key, branch_key, customer_key FROM out_sale "
+            "WHERE customer_key IS NOT NULL").to_arrow_table())
+        self._keep("first_sale", engine.con.sql(CUSTOMER_INPUT).to_arrow_table())
+
+    def _keep(self, name: str, rows: Any) -> None:
+        self.work.register("slice_rows", rows)
+        exists = self.work.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()
+        if exists[0][0]:
+            self.work.execute(f"INSERT INTO {name} SELECT * FROM slice_rows").fetchall()
+        else:
+            self.work.execute(f"CREATE TABLE {name} AS SELECT * FROM slice_rows").fetchall()
+        self.work.unregister("slice_rows")
 
     def finish(self, record: FileRecord) -> None:
-        raise WarehouseError("a file loaded in slices cannot be committed to an Iceberg warehouse yet")
+        import pyarrow.parquet as pq
+
+        session = self.session
+        rows: dict[str, Any] = dict(self.parts)
+        for table, select in self._ADDED.items():
+            rows[table] = self._summed(table, select)
+        rows["agg_customer_day"] = self._table(
+            "SELECT file_id, date_key, branch_key, CAST(count(DISTINCT customer_key) AS INTEGER) AS customers "
+            "FROM seen_customer GROUP BY file_id, date_key, branch_key")
+        firsts = self._table(f"""
+            SELECT customer_key, first_seen, first_branch_key FROM (
+                SELECT customer_key, first_seen, first_branch_key,
+                       row_number() OVER (PARTITION BY customer_key
+                                          ORDER BY first_seen, coalesce(first_branch_key, {NO_KEY})) AS n
+                FROM first_sale) WHERE n = 1""")
+        replaced = [record.replaces] if record.status == FileStatus.LOADED and record.replaces is not None else []
+        clear = sorted({self.file_id, *replaced})
+        with session._writing:
+            lost = session._customers_of(clear) if replaced or self.clear_first else None
+            session._merge_customers(firsts)
+            for table in FILE_TABLES:
+                kept = rows.get(table)
+                # Facts a slice at a time (read when appended: memory stays one slice's).
+                chunks = (lambda kept=kept: (pq.read_table(p) for p in kept)) if isinstance(kept, list) else (
+                    lambda kept=kept: [kept])
+                session._commit(table, lambda _, t, chunks=chunks: session._replace_rows(t, clear, chunks()))
+            if lost is not None and lost.num_rows:
+                session._settle_customers(lost)
+        with session.ledger._part_connection() as con:
+            session._write_ledger(con, [record], self.run_id)
+
+    def _summed(self, table: str, select: str) -> Any:
+        if not self._has(table):
+            return None
+        keys = [c.strip() for c in select.split(",") if " AS " not in c and "(" not in c]
+        return self._table(f"SELECT {select} FROM {table} GROUP BY {', '.join(keys)}")
+
+    def _has(self, name: str) -> bool:
+        return bool(self.work.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?",
+                                      [name]).fetchall()[0][0])
+
+    def _table(self, sql: str) -> Any:
+        return self.work.sql(sql).to_arrow_table()
+
+    def close(self) -> None:
+        self.work.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 # Reads ----------------------------------------------------------------------------
