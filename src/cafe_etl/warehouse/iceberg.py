@@ -604,7 +604,35 @@ class IcebergReader(Reader):
         return self.ledger.query(sql, params, max_rows=max_rows)
 
     def _put(self, name: str) -> None:
-        rows = self.catalog.load_table(f"{NAMESPACE}.{name}").scan().to_arrow()
-        self._con.register(f"iceberg_{name}", rows)
+        self._con.register(f"iceberg_{name}", _scannable(self.catalog.load_table(f"{NAMESPACE}.{name}")))
         self._con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM iceberg_{name}").fetchall()
         self._loaded.add(name)
+
+
+def _scannable(table: Any) -> Any:
+    """The table's current snapshot for DuckDB to scan: its data files as one Arrow
+    dataset, so DuckDB pushes each query's filters (a period's ``date_key`` range, above
+    all) and columns down into the Parquet reads and skips what they rule out. A
+    snapshot with delete files (another engine's merge-on-read deletes) is read whole
+    through pyiceberg, which applies them."""
+    import pyarrow.dataset as ds
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
+    schema = table.schema().as_arrow()
+    tasks = list(table.scan().plan_files())
+    if not tasks:
+        return schema.empty_table()
+    if any(task.delete_files for task in tasks) or not isinstance(table.io, PyArrowFileIO):
+        return table.scan().to_arrow()
+    first = urlsplit(tasks[0].file.file_path)
+    filesystem = table.io.fs_by_scheme(first.scheme or "file", first.netloc)
+    paths = [_in_filesystem(task.file.file_path) for task in tasks]
+    return ds.dataset(paths, schema=schema, format="parquet", filesystem=filesystem)
+
+
+def _in_filesystem(uri: str) -> str:
+    """A data file's path as its PyArrow filesystem names it: bucket/key, or a local path."""
+    parts = urlsplit(uri)
+    if parts.scheme in ("", "file"):
+        return parts.path
+    return f"{parts.netloc}{parts.path}"
