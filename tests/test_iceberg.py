@@ -198,3 +198,56 @@ def test_a_lake_in_s3_with_its_catalog_and_ledger_in_postgresql(loaded, s3_serve
 def ours_transactions(lake: str, env: dict) -> int:
     result = run_cli("report", "--from", "2000-01-01", "--format", "json", "--warehouse", lake, env=env)
     return result.json()["totals"]["transactions"]
+
+
+def test_old_snapshots_are_forgotten_and_the_answers_stay(tmp_path):
+    """A run ends by expiring snapshots older than the retention: each table keeps its
+    current one (here, with the retention at zero, only that), and the figures stay."""
+    from cafe_etl.engine import EnginePool
+    from cafe_etl.warehouse.iceberg import IcebergWarehouse
+
+    landing = tmp_path / "landing"
+    shutil.copytree(SAMPLES / "canonical", landing)
+    lake = _lake(tmp_path / "lake")
+    assert run_cli("ingest", landing, "--warehouse", lake, env={"CAFE_ETL_BATCH_BYTES": "65536"}).code == 0
+    before = _answer(lake, "report", "--from", "2000-01-01", "--format", "json")
+    warehouse = IcebergWarehouse(lake)
+    sales = warehouse.catalog().load_table("cafe_etl.fact_sale")
+    assert len(sales.snapshots()) > 1  # several batches, several commits
+    with EnginePool(workers=1, threads=1, memory_limit="256MB") as pool, warehouse.load_session(pool) as session:
+        assert session.expire_snapshots(now=10**10) > 0  # far in the future: every snapshot is old
+    for name in ("fact_sale", "dim_customer", "agg_pair_day"):
+        table = warehouse.catalog().load_table(f"cafe_etl.{name}")
+        assert [s.snapshot_id for s in table.snapshots()] == [table.metadata.current_snapshot_id]
+    assert _answer(lake, "report", "--from", "2000-01-01", "--format", "json") == before
+
+
+def test_loaders_at_the_same_time_lose_nothing(generated, tmp_path, postgres_databases):
+    """Three loaders at once into one lake (catalog and ledger in PostgreSQL, files on a
+    shared folder), on overlapping folders: Iceberg's optimistic commits are made again
+    on the new state when another loader committed first, and the ledger's claims keep
+    every file loaded once. The figures equal one loader's."""
+    import subprocess
+
+    from tests.conftest import CLI
+
+    database = postgres_databases.create()
+    lake = f"iceberg+{database}?warehouse=file://{tmp_path / 'lake'}"
+    env = {**os.environ, "CAFE_ETL_BATCH_BYTES": "200000", "COLUMNS": "200"}
+    loaders = [subprocess.Popen([*CLI, "ingest", str(generated), "--warehouse", lake], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for loader in loaders:
+        _, err = loader.communicate(timeout=300)
+        assert loader.returncode == 0, err
+    reference = f"duckdb:///{tmp_path / 'one.duckdb'}"
+    assert run_cli("ingest", generated, "--warehouse", reference).code == 0
+    assert query(lake, """SELECT e.location, e.rows_loaded, f.sales FROM etl_file e
+                          JOIN (SELECT file_id, count(*) AS sales FROM fact_sale GROUP BY 1) f USING (file_id)
+                          WHERE f.sales <> e.rows_loaded""") == []
+    assert query(lake, "SELECT count(*) - count(DISTINCT (file_id, source_row)) FROM fact_sale") == [(0,)]
+    for command in (("report", "--from", "2000-01-01", "--format", "json"),
+                    ("customers", "--from", "2000-01-01", "--format", "json")):
+        assert _answer(lake, *command) == _answer(reference, *command)
+    assert query(lake, "SELECT status, count(*) FROM etl_file GROUP BY 1") == query(
+        reference, "SELECT status, count(*) FROM etl_file GROUP BY 1")
+    postgres_databases.drop(database)

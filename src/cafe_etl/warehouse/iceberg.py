@@ -41,7 +41,9 @@ DuckDB warehouse's, on the same numbers.
 
 from __future__ import annotations
 
+import logging
 import os
+import random
 import re
 import shutil
 import tempfile
@@ -50,6 +52,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -82,7 +85,19 @@ DIMENSIONS = ("dim_date", "dim_time", "dim_branch", "dim_product", "dim_payment_
 TABLES = DIMENSIONS + FILE_TABLES
 PARTITIONED = {"fact_sale", "fact_sale_item", "agg_product_day", "agg_pair_day", "agg_sale_hour",
                "agg_customer_day"}  # by date_key
-COMMIT_ATTEMPTS = 8
+COMMIT_ATTEMPTS = 12
+# Time travel reaches back this far; older snapshots are forgotten when a run ends.
+SNAPSHOT_RETENTION = timedelta(days=7)
+TABLE_PROPERTIES = {
+    # Old metadata files are deleted after each commit, the last few kept.
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "20",
+    # A commit that another loader beat is made again from the start on the new state
+    # (IcebergLoadSession._commit), never replayed by pyiceberg: a replayed read-merge-
+    # write of a dimension would add a customer twice, and a replayed delete could keep
+    # a file it had rewritten beside its rewrite.
+    "commit.retry.num-retries": "0",
+}
 
 
 def _needs_pyiceberg() -> None:
@@ -153,11 +168,20 @@ class IcebergWarehouse(Warehouse):
 
         if self.path and create:
             os.makedirs(self.path, mode=0o700, exist_ok=True)
-        catalog = SqlCatalog(CATALOG, uri=self.catalog_uri, warehouse=self.location, **self.properties)
-        if create:
-            catalog.create_namespace_if_not_exists(NAMESPACE)
-            _create_tables(catalog)
-        return catalog
+        # Its retries of a commit another loader beat are routine here: not the user's concern.
+        logging.getLogger("pyiceberg.table").setLevel(logging.ERROR)
+        for attempt in range(5):
+            try:
+                catalog = SqlCatalog(CATALOG, uri=self.catalog_uri, warehouse=self.location, **self.properties)
+                if create:
+                    catalog.create_namespace_if_not_exists(NAMESPACE)
+                    _create_tables(catalog)
+                return catalog
+            except Exception:  # noqa: BLE001 - loaders starting together race to create the catalog's tables
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     @contextmanager
     def load_session(self, pool: EnginePool) -> Iterator[IcebergLoadSession]:
@@ -225,7 +249,8 @@ def _create_tables(catalog: Any) -> None:
         for name in missing:
             rows = template.sql(f"SELECT * FROM {name}").to_arrow_table()
             try:
-                table = catalog.create_table(f"{NAMESPACE}.{name}", schema=rows.schema)
+                table = catalog.create_table(f"{NAMESPACE}.{name}", schema=rows.schema,
+                                             properties=TABLE_PROPERTIES)
             except TableAlreadyExistsError:
                 continue
             if name in PARTITIONED:
@@ -258,6 +283,23 @@ class IcebergLoadSession(LoadSession):
 
     def finish_run(self, run_id: int, totals: RunTotals, status: Any, error: str | None = None) -> None:
         self.ledger.finish_run(run_id, totals, status, error)
+        with self._writing:
+            self.expire_snapshots()
+
+    def expire_snapshots(self, now: float | None = None) -> int:
+        """Forget the snapshots of every table older than ``SNAPSHOT_RETENTION`` (the
+        current one always stays): a table's metadata, and so the cost of each commit,
+        stays bounded, and time travel reaches back that far. How many went."""
+        cutoff_ms = int(((now or time.time()) - SNAPSHOT_RETENTION.total_seconds()) * 1000)
+        expired = 0
+        for name in TABLES:
+            table = self.catalog.load_table(f"{NAMESPACE}.{name}")
+            current = table.metadata.current_snapshot_id
+            old = [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff_ms and s.snapshot_id != current]
+            if old:
+                table.maintenance.expire_snapshots().by_ids(old).commit()
+                expired += len(old)
+        return expired
 
     def ledger_transaction(self) -> AbstractContextManager[None]:
         return self.ledger.ledger_transaction()
@@ -317,18 +359,18 @@ class IcebergLoadSession(LoadSession):
     def _commit(self, name: str, change: Callable[[duckdb.DuckDBPyConnection, Any], Any]) -> Any:
         """Run ``change(work, table)`` on the table's current state, and commit what it did;
         made again on the new state when another loader committed first."""
-        from pyiceberg.exceptions import CommitFailedException
+        from pyiceberg.exceptions import CommitFailedException, ValidationException
 
         for attempt in range(COMMIT_ATTEMPTS):
             table = self.catalog.load_table(f"{NAMESPACE}.{name}")
             work = duckdb.connect()
             try:
                 return change(work, table)
-            except CommitFailedException:
+            except (CommitFailedException, ValidationException):  # another loader committed first
                 if attempt == COMMIT_ATTEMPTS - 1:
                     raise WarehouseError(f"could not commit to the Iceberg table {name}: other loaders kept "
                                          f"committing first ({COMMIT_ATTEMPTS} attempts)") from None
-                time.sleep(0.05 * 2**attempt)
+                time.sleep(min(0.05 * 2**attempt, 2.0) * (0.5 + random.random()))
             finally:
                 work.close()
         return None
