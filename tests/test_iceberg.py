@@ -251,3 +251,34 @@ def test_loaders_at_the_same_time_lose_nothing(generated, tmp_path, postgres_dat
     assert query(lake, "SELECT status, count(*) FROM etl_file GROUP BY 1") == query(
         reference, "SELECT status, count(*) FROM etl_file GROUP BY 1")
     postgres_databases.drop(database)
+
+
+def test_a_load_that_dies_before_its_ledger_write_is_counted_once_when_taken_over(tmp_path, monkeypatch):
+    """The batch's rows are committed to Iceberg, then the loader dies before the ledger
+    records them: the files stay claimed. The next run takes the claims over and its
+    commits delete those file ids' rows as they add them again: nothing counts twice."""
+    from cafe_etl.config import load_settings
+    from cafe_etl.pipeline.run import ingest
+    from cafe_etl.warehouse import iceberg
+
+    landing = tmp_path / "landing"
+    shutil.copytree(SAMPLES / "canonical", landing)
+    lake = _lake(tmp_path / "lake")
+
+    def dies(self, con, records, run_id):
+        raise KeyboardInterrupt  # the process killed between the Iceberg commits and the ledger's
+
+    with monkeypatch.context() as patched:
+        patched.setattr(iceberg.IcebergLoadSession, "_write_ledger", dies)
+        with pytest.raises(KeyboardInterrupt):
+            ingest([str(landing)], load_settings(warehouse=lake))
+    assert query(lake, "SELECT count(*) FROM fact_sale")[0][0] > 0  # committed, not recorded
+    assert query(lake, "SELECT count(*) FROM etl_file WHERE status = 'loading'")[0][0] > 0
+
+    summary = ingest([str(landing)], load_settings(warehouse=lake))
+    assert summary.ok
+    reference = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    ingest([str(landing)], load_settings(warehouse=reference))
+    for table in ("fact_sale", "fact_sale_item", "agg_product_day", "agg_customer_day", "dim_customer"):
+        assert query(lake, f"SELECT count(*) FROM {table}") == query(reference, f"SELECT count(*) FROM {table}"), table
+    assert query(lake, "SELECT status, count(*) FROM etl_file GROUP BY 1") == [("loaded", 7)]

@@ -86,6 +86,7 @@ TABLES = DIMENSIONS + FILE_TABLES
 PARTITIONED = {"fact_sale", "fact_sale_item", "agg_product_day", "agg_pair_day", "agg_sale_hour",
                "agg_customer_day"}  # by date_key
 COMMIT_ATTEMPTS = 12
+REWRITE_CUSTOMERS_FROM = 1000  # known customers to move in one batch above which the dimension is rewritten
 # Time travel reaches back this far; older snapshots are forgotten when a run ends.
 SNAPSHOT_RETENTION = timedelta(days=7)
 TABLE_PROPERTIES = {
@@ -274,6 +275,10 @@ class IcebergLoadSession(LoadSession):
         self.catalog = catalog
         self.ledger = ledger
         self._writing = threading.Lock()  # one batch's commits at a time in this process
+        # Ledger ids this session claimed new: no row of theirs can be in a table yet. A
+        # version claimed earlier (taken over from a loader that died) may have rows that
+        # its commit must delete first; so may versions processed again or replaced.
+        self._fresh: set[int] = set()
         self.categories = ledger.categories
 
     # The ledger -------------------------------------------------------------------
@@ -308,7 +313,9 @@ class IcebergLoadSession(LoadSession):
         return self.ledger.lookup(files)
 
     def claim(self, files: Sequence[NewFile], run_id: int) -> list[int]:
-        return self.ledger.claim(files, run_id)
+        ids = self.ledger.claim(files, run_id)
+        self._fresh.update(ids)
+        return ids
 
     def take_over(self, file_ids: Sequence[int], run_id: int) -> None:
         self.ledger.take_over(file_ids, run_id)
@@ -326,7 +333,7 @@ class IcebergLoadSession(LoadSession):
             return self._commit("dim_product", lambda work, table: self._recategorise(work, table, new_only=False))
 
     def load(self, engine: Engine, records: Sequence[FileRecord], run_id: int) -> None:
-        clear = sorted(set(cleanup(records)) | {r.file_id for r in records})
+        clear = sorted(set(cleanup(records)) | {r.file_id for r in records if r.file_id not in self._fresh})
         staged = {name: engine.con.sql(select).to_arrow_table() for name, select in DIMENSION_INPUTS.items()}
         staged["merge_customer"] = engine.con.sql(CUSTOMER_INPUT).to_arrow_table()
         rows = {table: engine.con.sql(_select(columns, relation, run_id)).to_arrow_table()
@@ -474,6 +481,18 @@ class IcebergLoadSession(LoadSession):
             return
         known = [k for k, was in zip(changes["customer_key"].to_pylist(), changes["known"].to_pylist(), strict=True)
                  if was]
+        if len(known) > REWRITE_CUSTOMERS_FROM:
+            # Many known customers first seen earlier (batches out of date order): the
+            # whole dimension rewritten is cheaper than deleting each by key.
+            work.register("changes", changes)
+            merged = work.sql("""
+                SELECT c.customer_key, coalesce(h.first_seen, c.first_seen) AS first_seen,
+                       CASE WHEN h.customer_key IS NULL THEN c.first_branch_key ELSE h.first_branch_key END
+                           AS first_branch_key
+                FROM current_rows c LEFT JOIN changes h ON h.customer_key = c.customer_key AND h.known
+                UNION ALL SELECT customer_key, first_seen, first_branch_key FROM changes WHERE NOT known""")
+            table.overwrite(_fit(merged.to_arrow_table(), table))
+            return
         with table.transaction() as tx:
             if known:
                 tx.delete(In("customer_key", known))
@@ -586,7 +605,7 @@ class IcebergPartLoad(PartLoad):
                                           ORDER BY first_seen, coalesce(first_branch_key, {NO_KEY})) AS n
                 FROM first_sale) WHERE n = 1""")
         replaced = [record.replaces] if record.status == FileStatus.LOADED and record.replaces is not None else []
-        clear = sorted({self.file_id, *replaced})
+        clear = sorted({*replaced, *([] if self.file_id in session._fresh else [self.file_id])})
         with session._writing:
             lost = session._customers_of(clear) if replaced or self.clear_first else None
             session._merge_customers(firsts)
