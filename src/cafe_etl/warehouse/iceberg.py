@@ -233,6 +233,20 @@ def _ledger_copy(ledger: Reader) -> duckdb.DuckDBPyConnection:
     return con
 
 
+@contextmanager
+def _storage_errors(where: str) -> Iterator[None]:
+    """What the catalog's database or the file store refuse (unreachable, full, gone) is
+    the warehouse's trouble, said in a sentence; the run stops and its claims wait."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except OSError as exc:
+        raise WarehouseError(f"{where} cannot read or write its files: {exc}") from None
+    except SQLAlchemyError as exc:
+        raise WarehouseError(f"{where} cannot reach its catalog database: {type(exc).__name__}") from None
+
+
 def _without_password(url: str) -> str:
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1@", url)
 
@@ -333,6 +347,13 @@ class IcebergLoadSession(LoadSession):
             return self._commit("dim_product", lambda work, table: self._recategorise(work, table, new_only=False))
 
     def load(self, engine: Engine, records: Sequence[FileRecord], run_id: int) -> None:
+        with _storage_errors(self.describe()):
+            self._load(engine, records, run_id)
+
+    def describe(self) -> str:
+        return f"the Iceberg catalog {CATALOG}"
+
+    def _load(self, engine: Engine, records: Sequence[FileRecord], run_id: int) -> None:
         clear = sorted(set(cleanup(records)) | {r.file_id for r in records if r.file_id not in self._fresh})
         staged = {name: engine.con.sql(select).to_arrow_table() for name, select in DIMENSION_INPUTS.items()}
         staged["merge_customer"] = engine.con.sql(CUSTOMER_INPUT).to_arrow_table()
@@ -340,7 +361,7 @@ class IcebergLoadSession(LoadSession):
                 for table, (columns, relation) in (_FACTS | _AGGREGATES).items()}
         with self._writing:
             self._merge_dimensions(staged)
-            lost = self._customers_of(clear) if cleanup(records) else None
+            lost = self._customers_of(clear) if clear else None
             self._merge_customers(staged["merge_customer"])
             for table in FILE_TABLES:
                 self._commit(table, lambda work, t, table=table: self._replace_rows(t, clear, [rows[table]]))
@@ -589,6 +610,10 @@ class IcebergPartLoad(PartLoad):
         self.work.unregister("slice_rows")
 
     def finish(self, record: FileRecord) -> None:
+        with _storage_errors(self.session.describe()):
+            self._finish(record)
+
+    def _finish(self, record: FileRecord) -> None:
         import pyarrow.parquet as pq
 
         session = self.session
@@ -660,8 +685,9 @@ class IcebergReader(Reader):
         return self.ledger.regex_match(expression)
 
     def query(self, sql: str, params: Sequence[Any] = (), *, max_rows: int | None = None) -> list[tuple]:
-        for name in set(_NAMES.findall(sql)) - self._loaded:
-            self._put(name)
+        with _storage_errors(f"the Iceberg catalog {CATALOG}"):
+            for name in set(_NAMES.findall(sql)) - self._loaded:
+                self._put(name)
         return self.ledger.query(sql, params, max_rows=max_rows)
 
     def _put(self, name: str) -> None:
