@@ -112,10 +112,10 @@ def test_a_batch_that_ran_out_of_memory_once_loads_when_retried_alone(generated,
                                                                        monkeypatch):
     """Another engine's batch can take the memory a batch needs: running out once is not
     the file's fault, so the batch is tried again alone before anything is failed."""
-    from cafe_etl.pipeline import run as runs
+    from cafe_etl.pipeline import batch as batches
 
     failures = {"judge": 1, "load": 1}
-    real_judge = runs.judge
+    real_judge = batches.judge
 
     def judge_once_short(engine, files, settings, secret):
         if files and failures["judge"]:
@@ -123,7 +123,7 @@ def test_a_batch_that_ran_out_of_memory_once_loads_when_retried_alone(generated,
             raise duckdb.OutOfMemoryException("could not allocate block")
         return real_judge(engine, files, settings, secret)
 
-    monkeypatch.setattr(runs, "judge", judge_once_short)
+    monkeypatch.setattr(batches, "judge", judge_once_short)  # a batch's transform (batch.transform_batch)
     session_type = type(open_warehouse(str(warehouse_url)))
     real_session = session_type.load_session
 

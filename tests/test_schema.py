@@ -84,6 +84,9 @@ def _write(url: str, *statements: str) -> None:
     if url.startswith("duckdb:///"):
         import duckdb
 
+        from cafe_etl.warehouse.duckdb_access import FileAccess
+
+        FileAccess.close_all()  # this process's readers keep the file open read-only for a while
         with duckdb.connect(url.removeprefix("duckdb:///")) as con:
             for statement in statements:
                 con.execute(statement)

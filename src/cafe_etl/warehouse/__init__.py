@@ -7,7 +7,7 @@ PostgreSQL warehouse (so does a libpq ``key=value`` connection string); what the
 leaves out comes from the standard ``PG*``
 variables and ``~/.pgpass``, so a password need never be written on a command line.
 ``iceberg:///path/to/folder`` and ``iceberg+postgresql://…?warehouse=s3://bucket/prefix``
-open an Apache Iceberg warehouse (``warehouse/iceberg.py``).
+open an Apache Iceberg warehouse (``warehouse/iceberg/``).
 """
 
 from __future__ import annotations
