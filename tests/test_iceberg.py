@@ -282,3 +282,14 @@ def test_a_load_that_dies_before_its_ledger_write_is_counted_once_when_taken_ove
     for table in ("fact_sale", "fact_sale_item", "agg_product_day", "agg_customer_day", "dim_customer"):
         assert query(lake, f"SELECT count(*) FROM {table}") == query(reference, f"SELECT count(*) FROM {table}"), table
     assert query(lake, "SELECT status, count(*) FROM etl_file GROUP BY 1") == [("loaded", 7)]
+
+
+def test_a_period_s_dates_are_pushed_down_into_the_iceberg_scan(loaded):
+    """Reads scan each table's data files as an Arrow dataset: DuckDB hands the query's
+    date range and columns to the scan, which skips the Parquet row groups outside it."""
+    _, lake, duck, _ = loaded
+    between, days = "SELECT count(*) FROM fact_sale WHERE date_key BETWEEN ? AND ?", [20240305, 20240306]
+    plan = query(lake, f"EXPLAIN {between}", days)[0][1]
+    scan = plan[plan.index("ARROW_SCAN"):]
+    assert "Filters:" in scan and "date_key" in scan.split("Filters:", 1)[1]
+    assert query(lake, between, days) == query(duck, between, days) != [(0,)]
