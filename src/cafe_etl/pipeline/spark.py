@@ -11,7 +11,8 @@ loaded exactly once whatever Spark does.
 Personal data stays out of Spark's own machinery. A task is sent file locations and
 content hashes, never file contents (PySpark writes what it parallelises to a
 temporary file) and never the customer-key secret: it reads its files itself,
-checks that each is the version the driver claimed, and takes the secret from its
+checks that each is the version the driver claimed (if not, it hands the batch back
+and the driver transforms what it read itself), and takes the secret from its
 own environment (``CAFE_ETL_CUSTOMER_KEY``, e.g. ``spark.executorEnv`` filled from a
 secret store, or the key file), checked against the driver's by a fingerprint. It
 returns the staged rows, which hold no personal data, as Arrow, and each file's
@@ -28,6 +29,7 @@ be processed in slices is processed by the driver, as locally.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -42,14 +44,16 @@ from cafe_etl import keys
 from cafe_etl.config import ENV_CUSTOMER_KEY, Settings, spark_master_url
 from cafe_etl.engine import Engine, EnginePool
 from cafe_etl.errors import CafeEtlError, ConfigError, ContentFault
+from cafe_etl.logs import LOGGER_NAME
 from cafe_etl.pipeline.batch import Judged, ReadFile, read_file, transform_batch
 from cafe_etl.pipeline.stage import STAGED
 from cafe_etl.pipeline.validate import FileCounts
 from cafe_etl.sources import locate
 
+log = logging.getLogger(LOGGER_NAME)
 # Spark's own start-up and per-job chatter is for Spark's logs, not the user's terminal.
 LOG_LEVEL = "ERROR"
-CHANGED = "the file changed while it was being read; it will be read again"
+UNREAD = "not the version the run claimed (gone, changed or unreachable from the executor)"
 
 
 class SparkUnavailable(CafeEtlError):
@@ -83,7 +87,7 @@ class TaskResult:
 
     verdicts: list[tuple[int | None, FileCounts | None, str | None]] = field(default_factory=list)
     tables: dict[str, bytes] = field(default_factory=dict)  # staged relation -> Arrow IPC stream
-    trouble: str | None = None  # "memory" | "content" | "key"
+    trouble: str | None = None  # "memory" | "content" | "key" | "unread"
 
 
 def _scrubbed(settings: Settings) -> Settings:
@@ -101,6 +105,12 @@ def transform_task(task: TaskInput) -> TaskResult:
     if keys.check_of(secret) != task.key_check:
         return TaskResult(trouble="key")
     reads = [_read_again(f, settings) for f in task.files]
+    if any(r.error for r in reads):
+        # Not the version the driver read (gone, changed, unreachable from here): the
+        # driver, which read it, transforms the batch itself.
+        return TaskResult(trouble="unread")
+    import pyarrow  # noqa: F401 - a missing one is the executor's setup, not any file's content
+
     # One core per task (Spark's task slot); the executor's memory limit per engine.
     with EnginePool(workers=1, threads=1, memory_limit=settings.memory_limit) as pool:
         engine = pool.engines[0]
@@ -109,21 +119,21 @@ def transform_task(task: TaskInput) -> TaskResult:
             tables = {name: _arrow_bytes(engine, name) for name in STAGED}
         except (duckdb.OutOfMemoryException, MemoryError):
             return TaskResult(trouble="memory")
-        except Exception:  # noqa: BLE001 - the batch's content's doing: settled by the driver
+        except duckdb.Error:  # the batch's content's doing (the engine's input is all that varies)
             return TaskResult(trouble="content")
     return TaskResult([(j.idx, j.counts, j.failure) for j in judged], tables)
 
 
 def _read_again(f: TaskFile, settings: Settings) -> ReadFile:
-    """The file read by the task; a version other than the one claimed fails, to be read again."""
+    """The file read by the task; ``error`` set when it is not the version claimed."""
     source = locate(f.location, settings.s3_endpoint_url)
     if source is None:
         from cafe_etl.sources.base import LandingFile
 
-        return ReadFile(LandingFile(f.location, 0, 0.0, _gone), error=CHANGED)
+        return ReadFile(LandingFile(f.location, 0, 0.0, _gone), error=UNREAD)
     read = read_file(source)
     if not read.error and read.sha256 != f.sha256:
-        read.error = CHANGED
+        read.error = UNREAD
     return read
 
 
@@ -152,6 +162,7 @@ class SparkExecutor:
         self._settings = _scrubbed(settings)
         self._key_check = keys.check_of(secret)
         self._task = task
+        self._local = (settings, secret)  # for a batch the executors could not read
 
     @property
     def concurrency(self) -> int:
@@ -168,6 +179,9 @@ class SparkExecutor:
         except Exception as exc:  # Py4J's error: the job was aborted after Spark's retries
             raise SparkJobFailed(f"a Spark task failed on every attempt ({_first_line(exc)}); "
                                  "the batch's files stay claimed for the next run") from None
+        if result.trouble == "unread":
+            log.info("a Spark task could not read its batch's files as claimed: the batch is transformed here")
+            return transform_batch(engine, files, file_ids, *self._local)
         if result.trouble == "memory":
             raise duckdb.OutOfMemoryException("a Spark task ran out of memory")
         if result.trouble == "content":
@@ -211,6 +225,8 @@ def spark_executor(settings: Settings, secret: bytes | None, task: Task = transf
     builder = (SparkSession.builder.master(master).appName("cafe-etl ingest")
                .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
                .config("spark.python.worker.reuse", "true")
+               # Spark's UI and event logs show the environment: redact the customer key too.
+               .config("spark.redaction.regex", "(?i)secret|password|token|access[.]?key|customer[._]?key")
                .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{logging}"))
     if master.startswith("local"):
         # A local application serves nobody else: it binds the loopback interface only,

@@ -51,7 +51,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from cafe_etl.config import ENV_S3_ENDPOINT
 from cafe_etl.engine import EnginePool
@@ -61,7 +61,14 @@ from cafe_etl.warehouse.duckdb import DuckDBReader
 from cafe_etl.warehouse.iceberg.loading import IcebergLoadSession
 from cafe_etl.warehouse.iceberg.parts import IcebergPartLoad
 from cafe_etl.warehouse.iceberg.reading import IcebergReader, ledger_copy
-from cafe_etl.warehouse.iceberg.tables import CATALOG, NAMESPACE, create_tables, needs_pyiceberg, without_password
+from cafe_etl.warehouse.iceberg.tables import (
+    CATALOG,
+    NAMESPACE,
+    create_tables,
+    needs_pyiceberg,
+    storage_errors,
+    without_password,
+)
 
 
 class IcebergWarehouse(Warehouse):
@@ -80,12 +87,12 @@ class IcebergWarehouse(Warehouse):
             self.properties: dict[str, str] = {}
         else:  # iceberg+postgresql://…?warehouse=s3://bucket/prefix
             parts = urlsplit(url)
-            query = parse_qs(parts.query)
+            query = parse_qs(parts.query, keep_blank_values=True)
             location = (query.get("warehouse") or [""])[0]
             if not location:
                 raise ConfigError("an iceberg+postgresql:// warehouse URL names where its data files go: "
                                   "…?warehouse=s3://bucket/prefix")
-            rest_query = "&".join(f"{k}={v[0]}" for k, v in query.items() if k != "warehouse")
+            rest_query = urlencode([(k, v) for k, values in query.items() if k != "warehouse" for v in values])
             database = parts._replace(scheme="postgresql", query=rest_query).geturl()
             self.path = None
             self.catalog_uri = database.replace("postgresql://", "postgresql+psycopg://", 1)
@@ -135,7 +142,8 @@ class IcebergWarehouse(Warehouse):
             os.makedirs(self.path, mode=0o700, exist_ok=True)
         ledger = self._ledger()
         with ledger.load_session(pool) as ledger_session:
-            catalog = self.catalog(create=True)
+            with storage_errors(self.describe()):
+                catalog = self.catalog(create=True)
             yield IcebergLoadSession(catalog, ledger_session)
 
     @contextmanager
@@ -144,14 +152,16 @@ class IcebergWarehouse(Warehouse):
             raise WarehouseMissing(f"no warehouse at {self.describe()}: run `cafe-etl ingest` (or `cafe-etl demo`) "
                                    "first")
         with self._ledger().reader(time_limit, wait) as ledger_reader:
+            with storage_errors(self.describe()):
+                catalog = self.catalog()
             if isinstance(ledger_reader, DuckDBReader):
-                yield IcebergReader(self.catalog(), ledger_reader)
+                yield IcebergReader(catalog, ledger_reader)
                 return
             # A ledger in PostgreSQL: its tables copied into an in-memory DuckDB of the
             # same schema, so the one SQL dialect reads ledger and Iceberg tables together.
             con = ledger_copy(ledger_reader)
             try:
-                yield IcebergReader(self.catalog(), DuckDBReader(con, self.describe(), time_limit))
+                yield IcebergReader(catalog, DuckDBReader(con, self.describe(), time_limit))
             finally:
                 con.close()
 

@@ -3,12 +3,14 @@ ledger kept by the SQL ledger session beside the lake (see the package's doc).""
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -16,6 +18,8 @@ import duckdb
 from cafe_etl import categories
 from cafe_etl.engine import Engine
 from cafe_etl.errors import WarehouseError
+from cafe_etl.logs import LOGGER_NAME
+from cafe_etl.rules import FileStatus, RunStatus
 from cafe_etl.warehouse.base import (
     FILE_TABLES,
     FileRecord,
@@ -38,6 +42,8 @@ from cafe_etl.warehouse.iceberg.tables import (
 )
 from cafe_etl.warehouse.load_sql import _AGGREGATES, _FACTS, CUSTOMER_INPUT, DIMENSION_INPUTS, NO_KEY, _select
 
+log = logging.getLogger(LOGGER_NAME)
+
 
 class IcebergLoadSession(LoadSession):
     """Loads into Iceberg; the ledger is the SQL ledger session's (see the module's doc)."""
@@ -50,17 +56,25 @@ class IcebergLoadSession(LoadSession):
         # version claimed earlier (taken over from a loader that died) may have rows that
         # its commit must delete first; so may versions processed again or replaced.
         self._fresh: set[int] = set()
+        self._dead: set[int] = set()  # claims of loaders that died, seen by lookup: their rows go
+        self._run_id: int | None = None
         self.categories = ledger.categories
 
     # The ledger -------------------------------------------------------------------
 
     def start_run(self, command: str) -> int:
-        return self.ledger.start_run(command)
+        self._run_id = self.ledger.start_run(command)
+        return self._run_id
 
     def finish_run(self, run_id: int, totals: RunTotals, status: Any, error: str | None = None) -> None:
         self.ledger.finish_run(run_id, totals, status, error)
-        with self._writing:
-            self.expire_snapshots()
+        if status != RunStatus.SUCCEEDED:
+            return
+        try:
+            with self._writing:
+                self.expire_snapshots()
+        except Exception as exc:  # noqa: BLE001 - upkeep: the run's loads are committed; the next run tries again
+            log.warning("old Iceberg snapshots were not expired this time (%s)", type(exc).__name__)
 
     def expire_snapshots(self, now: float | None = None) -> int:
         """Forget the snapshots of every table older than ``SNAPSHOT_RETENTION`` (the
@@ -73,7 +87,8 @@ class IcebergLoadSession(LoadSession):
             current = table.metadata.current_snapshot_id
             old = [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff_ms and s.snapshot_id != current]
             if old:
-                table.maintenance.expire_snapshots().by_ids(old).commit()
+                # older_than leaves alone what a branch or tag (another engine's) still needs
+                table.maintenance.expire_snapshots().older_than(datetime.fromtimestamp(cutoff_ms / 1000)).commit()
                 expired += len(old)
         return expired
 
@@ -81,7 +96,10 @@ class IcebergLoadSession(LoadSession):
         return self.ledger.ledger_transaction()
 
     def lookup(self, files: Sequence[NewFile]) -> list[LedgerEntry]:
-        return self.ledger.lookup(files)
+        entries = self.ledger.lookup(files)
+        self._dead.update(e.file_id for e in entries
+                          if e.status == FileStatus.LOADING and not e.claim_live and e.run_id != self._run_id)
+        return entries
 
     def claim(self, files: Sequence[NewFile], run_id: int) -> list[int]:
         ids = self.ledger.claim(files, run_id)
@@ -100,7 +118,7 @@ class IcebergLoadSession(LoadSession):
     # Loads --------------------------------------------------------------------------
 
     def recategorise(self) -> int:
-        with self._writing:
+        with self._writing, storage_errors(self.describe()):
             return self._commit("dim_product", lambda work, table: self._recategorise(work, table, new_only=False))
 
     def load(self, engine: Engine, records: Sequence[FileRecord], run_id: int) -> None:
@@ -111,21 +129,34 @@ class IcebergLoadSession(LoadSession):
         return f"the Iceberg catalog {CATALOG}"
 
     def _load(self, engine: Engine, records: Sequence[FileRecord], run_id: int) -> None:
-        clear = sorted(set(cleanup(records)) | {r.file_id for r in records if r.file_id not in self._fresh})
         staged = {name: engine.con.sql(select).to_arrow_table() for name, select in DIMENSION_INPUTS.items()}
         staged["merge_customer"] = engine.con.sql(CUSTOMER_INPUT).to_arrow_table()
         rows = {table: engine.con.sql(_select(columns, relation, run_id)).to_arrow_table()
                 for table, (columns, relation) in (_FACTS | _AGGREGATES).items()}
         with self._writing:
+            clear = self.clearing([r.file_id for r in records], cleanup(records))
             self._merge_dimensions(staged)
             lost = self._customers_of(clear) if clear else None
-            self._merge_customers(staged["merge_customer"])
             for table in FILE_TABLES:
                 self._commit(table, lambda work, t, table=table: self._replace_rows(t, clear, [rows[table]]))
+            # Customers after their facts: a crash in between leaves facts whose version
+            # the next run takes over, and the customers of a taken-over version are settled.
+            self._merge_customers(staged["merge_customer"])
             if lost is not None and lost.num_rows:
                 self._settle_customers(lost)
         # The ledger last, through the engine's connection to its database.
         self.ledger._attempt(engine, lambda con: self._write_ledger(con, records, run_id))
+
+    def clearing(self, own: Sequence[int], others: Sequence[int]) -> list[int]:
+        """The file ids whose rows a load's commits delete: ``others`` (versions replaced or
+        processed again), the load's ``own`` ids unless freshly claimed by this session,
+        and dead claims the ledger showed (a loader that died after its commits but before
+        its ledger write: their rows must go, whether or not the version comes back).
+        From here on the own ids may have rows: an attempt again must delete them first."""
+        clear = set(others) | {file_id for file_id in own if file_id not in self._fresh} | self._dead
+        self._fresh.difference_update(own)
+        self._dead.clear()
+        return sorted(clear)
 
     def _write_ledger(self, con: Any, records: Sequence[FileRecord], run_id: int) -> None:
         with self.ledger._transaction(con):
@@ -292,11 +323,12 @@ class IcebergLoadSession(LoadSession):
         from pyiceberg.expressions import In
 
         keys = sorted(set(lost["customer_key"].to_pylist()))
-        facts = self.catalog.load_table(f"{NAMESPACE}.fact_sale")
-        remaining = facts.scan(row_filter=In("customer_key", keys),
-                               selected_fields=("customer_key", "date_key", "branch_key")).to_arrow()
 
         def settle(work: duckdb.DuckDBPyConnection, table: Any) -> None:
+            # The facts as they are now: read again on every attempt.
+            facts = self.catalog.load_table(f"{NAMESPACE}.fact_sale")
+            remaining = facts.scan(row_filter=In("customer_key", keys),
+                                   selected_fields=("customer_key", "date_key", "branch_key")).to_arrow()
             work.register("remaining", remaining)
             firsts = work.sql("""
                 SELECT customer_key,

@@ -95,16 +95,16 @@ class IcebergPartLoad(PartLoad):
                                           ORDER BY first_seen, coalesce(first_branch_key, {NO_KEY})) AS n
                 FROM first_sale) WHERE n = 1""")
         replaced = [record.replaces] if record.status == FileStatus.LOADED and record.replaces is not None else []
-        clear = sorted({*replaced, *([] if self.file_id in session._fresh else [self.file_id])})
         with session._writing:
-            lost = session._customers_of(clear) if replaced or self.clear_first else None
-            session._merge_customers(firsts)
+            clear = session.clearing([self.file_id], replaced)
+            lost = session._customers_of(clear) if clear else None
             for table in FILE_TABLES:
                 kept = rows.get(table)
                 # Facts a slice at a time (read when appended: memory stays one slice's).
                 chunks = (lambda kept=kept: (pq.read_table(p) for p in kept)) if isinstance(kept, list) else (
                     lambda kept=kept: [kept])
                 session._commit(table, lambda _, t, chunks=chunks: session._replace_rows(t, clear, chunks()))
+            session._merge_customers(firsts)  # after the facts, as for a batch
             if lost is not None and lost.num_rows:
                 session._settle_customers(lost)
         with session.ledger._part_connection() as con:

@@ -11,7 +11,7 @@ from typing import Any
 
 import duckdb
 
-from cafe_etl.errors import ConfigError, WarehouseError
+from cafe_etl.errors import ConfigError, WarehouseError, WarehouseMissing
 from cafe_etl.warehouse import schema
 from cafe_etl.warehouse.base import FILE_TABLES
 
@@ -59,10 +59,13 @@ def template() -> duckdb.DuckDBPyConnection:
 def storage_errors(where: str) -> Iterator[None]:
     """What the catalog's database or the file store refuse (unreachable, full, gone) is
     the warehouse's trouble, said in a sentence; the run stops and its claims wait."""
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
         yield
+    except (NoSuchNamespaceError, NoSuchTableError):
+        raise WarehouseMissing(f"{where} holds no cafe-etl tables yet: run `cafe-etl ingest` first") from None
     except OSError as exc:
         raise WarehouseError(f"{where} cannot read or write its files: {exc}") from None
     except SQLAlchemyError as exc:
@@ -75,7 +78,7 @@ def without_password(url: str) -> str:
 
 def create_tables(catalog: Any) -> None:
     """Every table of the star schema, once (another loader may create them at the same time)."""
-    from pyiceberg.exceptions import TableAlreadyExistsError
+    from pyiceberg.exceptions import CommitFailedException, TableAlreadyExistsError
 
     existing = {name for _, name in catalog.list_tables(NAMESPACE)}
     missing = [t for t in TABLES if t not in existing]
@@ -85,16 +88,19 @@ def create_tables(catalog: Any) -> None:
     try:
         for name in missing:
             rows = schema_rows.sql(f"SELECT * FROM {name}").to_arrow_table()
-            try:
-                table = catalog.create_table(f"{NAMESPACE}.{name}", schema=rows.schema,
-                                             properties=TABLE_PROPERTIES)
-            except TableAlreadyExistsError:
-                continue
+            # One commit: the table, its partitioning and its seed rows (dim_time,
+            # dim_payment_method) together, or nothing.
+            created = catalog.create_table_transaction(f"{NAMESPACE}.{name}", schema=rows.schema,
+                                                       properties=TABLE_PROPERTIES)
             if name in PARTITIONED:
-                with table.update_spec() as spec:
+                with created.update_spec() as spec:
                     spec.add_identity("date_key")
-            if rows.num_rows:  # dim_time, dim_payment_method: seeded by the schema
-                table.append(fit(rows, table))
+            if rows.num_rows:
+                created.append(rows)
+            try:
+                created.commit_transaction()
+            except (TableAlreadyExistsError, CommitFailedException):
+                continue  # another loader made it first
     finally:
         schema_rows.close()
 
