@@ -293,3 +293,33 @@ def test_a_period_s_dates_are_pushed_down_into_the_iceberg_scan(loaded):
     scan = plan[plan.index("ARROW_SCAN"):]
     assert "Filters:" in scan and "date_key" in scan.split("Filters:", 1)[1]
     assert query(lake, between, days) == query(duck, between, days) != [(0,)]
+
+
+def test_a_dead_claim_s_rows_leave_when_its_file_moves_on_to_another_version(tmp_path, monkeypatch):
+    """Version 2 of a file is committed to Iceberg but its loader dies before the ledger
+    records it; the file then changes again. Version 3 replaces version 1, and version
+    2's rows, which no ledger row stands for, leave with that load: nothing counts twice."""
+    from cafe_etl.config import load_settings
+    from cafe_etl.pipeline.run import ingest
+    from cafe_etl.warehouse import iceberg
+
+    landing = tmp_path / "landing"
+    shutil.copytree(SAMPLES / "canonical", landing)
+    lake, reference = _lake(tmp_path / "lake"), f"duckdb:///{tmp_path / 'w.duckdb'}"
+    changing = landing / "leeds_01-01-2020_09-00-00.csv"
+    lines = changing.read_text().splitlines()
+    assert ingest([str(landing)], load_settings(warehouse=lake)).ok
+    changing.write_text("\n".join(lines[:-3]) + "\n")  # version 2
+
+    def dies(self, con, records, run_id):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(iceberg.IcebergLoadSession, "_write_ledger", dies)
+        with pytest.raises(KeyboardInterrupt):
+            ingest([str(landing)], load_settings(warehouse=lake))
+    changing.write_text("\n".join(lines[:-7]) + "\n")  # version 3
+    assert ingest([str(landing)], load_settings(warehouse=lake)).ok
+    assert ingest([str(landing)], load_settings(warehouse=reference)).ok
+    for table in ("fact_sale", "fact_sale_item", "agg_sale_hour", "dim_customer"):
+        assert query(lake, f"SELECT count(*) FROM {table}") == query(reference, f"SELECT count(*) FROM {table}"), table

@@ -19,20 +19,22 @@ that schema also creates there stay empty.
 
 A batch is loaded in this order, each step one Iceberg commit per table it changes:
 
-1. dimensions: dates, branches and products read whole (they are small), merged as
-   the SQL warehouses merge them, written back when changed; customers: the batch's
-   new ones appended, those first seen earlier than known rewritten;
-2. every per-file table: one commit that deletes the rows of the batch's own file ids
-   and of the versions it replaces, and appends the batch's rows, so a reader sees a
-   replaced version or its replacement, never both or neither;
-3. the customers of replaced versions settled again from the facts that remain;
+1. dates, branches and products: read whole (they are small), merged as the SQL
+   warehouses merge them, written back when changed;
+2. every per-file table: one commit that deletes the rows of the versions the batch
+   replaces or processes again (and of claims whose loader died after committing),
+   and appends the batch's rows, so a reader sees a replaced version or its
+   replacement, never both or neither;
+3. customers: the batch's new ones appended, those first seen earlier than known
+   rewritten; the customers of deleted rows settled again from the facts that remain;
 4. the ledger, in one transaction of its database.
 
 Iceberg commits one table at a time: between two commits of a batch another engine
 may see one table ahead of another, for a moment. A crash between steps 2 and 4 leaves
-the batch's files claimed; the run that takes the claims over deletes those file ids'
-rows in the commit that adds them again, so nothing is counted twice. Commits from
-several loaders are optimistic: one that lost the race is made again on the new state.
+the batch's files claimed; the next load that meets those claims deletes their rows
+(in the commit that adds them again, if the same version comes back), so nothing is
+counted twice. Commits from several loaders are optimistic: one that lost the race is
+made again from the start on the new state.
 
 Reads: a DuckDB connection to the ledger (read-only), with each Iceberg table a query
 names put in front of its empty namesake as an Arrow dataset over the table's current
