@@ -207,9 +207,13 @@ class IcebergLoadSession(LoadSession):
                     tx.append(fit(rows, table))
 
     def _merge_dimensions(self, staged: dict[str, Any]) -> None:
-        self._commit("dim_date", lambda work, table: self._add_new(work, table, staged["merge_date"], "date_key"))
-        self._commit("dim_branch", lambda work, table: self._merge_branches(work, table, staged["merge_branch"]))
-        self._commit("dim_product", lambda work, table: self._merge_products(work, table, staged["merge_product"]))
+        merges = (("dim_date", "merge_date", lambda work, table, rows: self._add_new(work, table, rows, "date_key")),
+                  ("dim_branch", "merge_branch", self._merge_branches),
+                  ("dim_product", "merge_product", self._merge_products))
+        for name, relation, merge in merges:
+            rows = staged[relation]
+            if rows.num_rows:  # a batch of failed files brings none: no table is read
+                self._commit(name, lambda work, table, merge=merge, rows=rows: merge(work, table, rows))
 
     @staticmethod
     def _add_new(work: duckdb.DuckDBPyConnection, table: Any, incoming: Any, key: str) -> None:
