@@ -141,11 +141,34 @@ class IcebergLoadSession(LoadSession):
                 self._commit(table, lambda work, t, table=table: self._replace_rows(t, clear, [rows[table]]))
             # Customers after their facts: a crash in between leaves facts whose version
             # the next run takes over, and the customers of a taken-over version are settled.
-            self._merge_customers(staged["merge_customer"])
-            if lost is not None and lost.num_rows:
-                self._settle_customers(lost)
+            self.customers_step(staged["merge_customer"], lost)
         # The ledger last, through the engine's connection to its database.
         self.ledger._attempt(engine, lambda con: self._write_ledger(con, records, run_id))
+
+    def customers_step(self, incoming: Any, lost: Any) -> None:
+        """The batch's customers merged, and those of deleted rows settled from the facts,
+        one loader process at a time: a settling that found no sale of a customer must
+        not cross another loader's merge that found the customer known (its facts
+        committed first). Where several processes load (a PostgreSQL ledger) the ledger
+        database's customer lock serialises them; one DuckDB ledger has one writer."""
+        with self._customers_turn():
+            self._merge_customers(incoming)
+            if lost is not None and lost.num_rows:
+                self._settle_customers(lost)
+
+    @contextmanager
+    def _customers_turn(self) -> Iterator[None]:
+        lock = getattr(self.ledger, "LOCK_CUSTOMERS", None)
+        if not lock:
+            yield
+            return
+        with self.ledger._part_connection() as con:
+            self.ledger._execute(con, "BEGIN")
+            self.ledger._execute(con, lock)  # held until the rollback: nothing is written there
+            try:
+                yield
+            finally:
+                self.ledger._rollback(con)
 
     def clearing(self, own: Sequence[int], others: Sequence[int]) -> list[int]:
         """The file ids whose rows a load's commits delete: ``others`` (versions replaced or

@@ -104,9 +104,7 @@ class IcebergPartLoad(PartLoad):
                 chunks = (lambda kept=kept: (pq.read_table(p) for p in kept)) if isinstance(kept, list) else (
                     lambda kept=kept: [kept])
                 session._commit(table, lambda _, t, chunks=chunks: session._replace_rows(t, clear, chunks()))
-            session._merge_customers(firsts)  # after the facts, as for a batch
-            if lost is not None and lost.num_rows:
-                session._settle_customers(lost)
+            session.customers_step(firsts, lost)  # after the facts, as for a batch
         with session.ledger._part_connection() as con:
             session._write_ledger(con, [record], self.run_id)
 
