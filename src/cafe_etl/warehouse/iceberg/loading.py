@@ -206,7 +206,10 @@ class IcebergLoadSession(LoadSession):
             table = self.catalog.load_table(f"{NAMESPACE}.{name}")
             work = duckdb.connect()
             try:
-                return change(work, table)
+                with warnings.catch_warnings():
+                    # A delete that matches nothing (a version with no rows left) is no news.
+                    warnings.filterwarnings("ignore", "Delete operation did not match any records")
+                    return change(work, table)
             except (CommitFailedException, ValidationException):  # another loader committed first
                 if attempt == COMMIT_ATTEMPTS - 1:
                     raise WarehouseError(f"could not commit to the Iceberg table {name}: other loaders kept "
@@ -220,9 +223,7 @@ class IcebergLoadSession(LoadSession):
         """One commit: the rows of ``file_ids`` out, the ``chunks`` (Arrow tables) in."""
         from pyiceberg.expressions import In
 
-        with table.transaction() as tx, warnings.catch_warnings():
-            # Deleting the batch's own ids usually matches nothing: that is the point.
-            warnings.filterwarnings("ignore", "Delete operation did not match any records")
+        with table.transaction() as tx:
             if file_ids:
                 tx.delete(In("file_id", file_ids))
             for rows in chunks:
