@@ -113,23 +113,17 @@ def _read(path: Path) -> bytes:
     return from_text(text, f"the customer key file {path}")
 
 
-def secret_for(settings: Settings) -> bytes | None:
+def secret_for(settings: Settings, *, make: bool = True) -> bytes | None:
     """The customer-key secret a run uses: none when customer keys are off; the one
-    given in the environment; or the key file's, made on first use."""
+    given in the environment; or the key file's, made on first use. ``make=False``: for
+    a worker that must derive the same keys as the run that sent it work (a Spark
+    task), a missing key file is an error, never a new key."""
     if not settings.customer_keys:
         return None
     if settings.customer_key:
         return from_text(settings.customer_key, "CAFE_ETL_CUSTOMER_KEY")
-    return load_or_create_key(settings.key_file)
-
-
-def existing_secret(settings: Settings) -> bytes | None:
-    """As ``secret_for``, but never makes a key: for a worker that must derive the same
-    keys as the run that sent it work (a Spark task), a missing key is an error."""
-    if not settings.customer_keys:
-        return None
-    if settings.customer_key:
-        return from_text(settings.customer_key, "CAFE_ETL_CUSTOMER_KEY")
+    if make:
+        return load_or_create_key(settings.key_file)
     try:
         return _read(settings.key_file)
     except FileNotFoundError:

@@ -22,16 +22,7 @@ from cafe_etl import keys
 from cafe_etl.config import Settings
 from cafe_etl.engine import Engine, MemoryGate
 from cafe_etl.pipeline import large, ledger, stage
-from cafe_etl.pipeline.batch import (
-    Judged,
-    ReadFile,
-    judge,
-    outcome_of,
-    record_of,
-    stage_batch,
-    too_big,
-    transform_batch,
-)
+from cafe_etl.pipeline.batch import Judged, ReadFile, outcome_of, record_of, too_big, transform_batch
 from cafe_etl.pipeline.reading import BatchReader
 from cafe_etl.pipeline.results import FileOutcome, RunSummary
 from cafe_etl.pipeline.schedule import Progress, StopRequested, engine_pool, run_batches
@@ -214,8 +205,7 @@ def _record_failures(engine: Engine, run: _Loading, failed: list[tuple[Judged, F
     if not failed:
         return []
     with transforming():
-        judge(engine, [], run.settings, run.secret)
-        stage_batch(engine, [], {})
+        transform_batch(engine, [], {}, run.settings, run.secret)
     run.session.load(engine, [record for _, record in failed], run.run_id)
     engine.reset()
     return [outcome_of(j, record) for j, record in failed]

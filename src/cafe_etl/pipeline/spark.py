@@ -99,7 +99,7 @@ def transform_task(task: TaskInput) -> TaskResult:
     """Inside a Spark task: read the batch's files, run the engine stages, return what loads."""
     settings = replace(task.settings, customer_key=os.environ.get(ENV_CUSTOMER_KEY) or None)
     try:
-        secret = keys.existing_secret(settings)
+        secret = keys.secret_for(settings, make=False)
     except ConfigError:
         secret = None
     if keys.check_of(secret) != task.key_check:
@@ -221,13 +221,13 @@ def spark_executor(settings: Settings, secret: bytes | None, task: Task = transf
         from pyspark.sql import SparkSession
     except ImportError:
         raise SparkUnavailable("the Spark executor needs pyspark: pip install 'cafe-etl[spark]'") from None
-    logging = Path(__file__).resolve().parent.parent / "data" / "spark-log4j2.properties"
+    log_config = Path(__file__).resolve().parent.parent / "data" / "spark-log4j2.properties"
     builder = (SparkSession.builder.master(master).appName("cafe-etl ingest")
                .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
                .config("spark.python.worker.reuse", "true")
                # Spark's UI and event logs show the environment: redact the customer key too.
                .config("spark.redaction.regex", "(?i)secret|password|token|access[.]?key|customer[._]?key")
-               .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{logging}"))
+               .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log_config}"))
     if master.startswith("local"):
         # A local application serves nobody else: it binds the loopback interface only,
         # and its tasks run in this Python, where cafe-etl is installed.

@@ -69,12 +69,11 @@ from cafe_etl.warehouse.iceberg.tables import (
     create_tables,
     needs_pyiceberg,
     storage_errors,
-    without_password,
 )
 
 
 class IcebergWarehouse(Warehouse):
-    def __init__(self, url: str, s3_endpoint_url: str | None = None, lock_wait: float | None = None) -> None:
+    def __init__(self, url: str, lock_wait: float | None = None) -> None:
         self.url = url
         self.lock_wait = lock_wait
         scheme, _, rest = url.partition("://")
@@ -100,7 +99,7 @@ class IcebergWarehouse(Warehouse):
             self.catalog_uri = database.replace("postgresql://", "postgresql+psycopg://", 1)
             self.location = location.rstrip("/")
             self.ledger_url = database
-            endpoint = s3_endpoint_url or next((os.environ[n] for n in ENV_S3_ENDPOINT if os.environ.get(n)), None)
+            endpoint = next((os.environ[n] for n in ENV_S3_ENDPOINT if os.environ.get(n)), None)
             self.properties = {"s3.endpoint": endpoint} if endpoint else {}
             for name, key in (("AWS_REGION", "s3.region"), ("AWS_DEFAULT_REGION", "s3.region")):
                 if os.environ.get(name) and key not in self.properties:
@@ -109,7 +108,7 @@ class IcebergWarehouse(Warehouse):
     def describe(self) -> str:
         if self.path:
             return f"iceberg:///{self.path}"
-        return f"iceberg+{without_password(self.ledger_url)} ({self.location})"
+        return f"iceberg+{self._ledger().describe()} ({self.location})"  # the ledger's: no password
 
     def _ledger(self) -> Warehouse:
         from cafe_etl.warehouse import open_warehouse

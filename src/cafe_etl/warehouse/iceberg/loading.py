@@ -119,7 +119,7 @@ class IcebergLoadSession(LoadSession):
 
     def recategorise(self) -> int:
         with self._writing, storage_errors(self.describe()):
-            return self._commit("dim_product", lambda work, table: self._recategorise(work, table, new_only=False))
+            return self._commit("dim_product", self._recategorise)
 
     def load(self, engine: Engine, records: Sequence[FileRecord], run_id: int) -> None:
         with storage_errors(self.describe()):
@@ -134,18 +134,27 @@ class IcebergLoadSession(LoadSession):
         rows = {table: engine.con.sql(_select(columns, relation, run_id)).to_arrow_table()
                 for table, (columns, relation) in (_FACTS | _AGGREGATES).items()}
         with self._writing:
-            clear = self.clearing([r.file_id for r in records], cleanup(records))
             self._merge_dimensions(staged)
-            lost = self._customers_of(clear) if clear else None
-            for table in FILE_TABLES:
-                self._commit(table, lambda work, t, table=table: self._replace_rows(t, clear, [rows[table]]))
-            # Customers after their facts: a crash in between leaves facts whose version
-            # the next run takes over, and the customers of a taken-over version are settled.
-            self.customers_step(staged["merge_customer"], lost)
+            self.commit_files([r.file_id for r in records], cleanup(records),
+                              {table: lambda table=table: [rows[table]] for table in FILE_TABLES},
+                              staged["merge_customer"])
         # The ledger last, through the engine's connection to its database.
         self.ledger._attempt(engine, lambda con: self._write_ledger(con, records, run_id))
 
-    def customers_step(self, incoming: Any, lost: Any) -> None:
+    def commit_files(self, own: Sequence[int], others: Sequence[int], chunks: dict[str, Callable[[], Iterable[Any]]],
+                     customers: Any) -> None:
+        """A load's per-file tables and customers (held ``_writing``): for each table one
+        commit that deletes the rows ``clearing`` names and appends ``chunks[table]()``
+        (Arrow tables, made again on every attempt); then the customers, after their
+        facts: a crash in between leaves facts whose claim the next run takes over, and
+        the customers of a taken-over version are settled."""
+        clear = self.clearing(own, others)
+        lost = self._customers_of(clear) if clear else None
+        for table in FILE_TABLES:
+            self._commit(table, lambda _, t, table=table: self._replace_rows(t, clear, chunks[table]()))
+        self._customers_step(customers, lost)
+
+    def _customers_step(self, incoming: Any, lost: Any) -> None:
         """The batch's customers merged, and those of deleted rows settled from the facts,
         one loader process at a time: a settling that found no sale of a customer must
         not cross another loader's merge that found the customer known (its facts
@@ -251,9 +260,10 @@ class IcebergLoadSession(LoadSession):
     def _rewrite_if_changed(work: duckdb.DuckDBPyConnection, table: Any, merged_sql: str) -> None:
         """Overwrite a small table with ``merged_sql`` (over ``current_rows``) when it differs."""
         merged = work.sql(merged_sql).to_arrow_table()
-        changed = work.execute(f"""SELECT count(*) FROM (
-            (SELECT * FROM ({merged_sql}) EXCEPT ALL SELECT * FROM current_rows)
-            UNION ALL (SELECT * FROM current_rows EXCEPT ALL SELECT * FROM ({merged_sql})))""").fetchone()[0]
+        work.register("merged_rows", merged)
+        changed = work.execute("""SELECT count(*) FROM (
+            (SELECT * FROM merged_rows EXCEPT ALL SELECT * FROM current_rows)
+            UNION ALL (SELECT * FROM current_rows EXCEPT ALL SELECT * FROM merged_rows))""").fetchone()[0]
         if changed:
             table.overwrite(fit(merged, table))
 
@@ -275,26 +285,29 @@ class IcebergLoadSession(LoadSession):
 
     def _merge_products(self, work: duckdb.DuckDBPyConnection, table: Any, incoming: Any) -> None:
         # New products added, and put in their category (the run's start moved the others).
-        work.register("incoming", incoming)
-        work.register("current_rows", table.scan().to_arrow())
-        if not work.execute("SELECT count(*) FROM incoming "
-                        "WHERE product_key NOT IN (SELECT product_key FROM current_rows)").fetchone()[0]:
-            return
-        work.execute("""CREATE TEMP TABLE dim_product AS
-                        SELECT product_key, size, name, flavour, category FROM current_rows
-                        UNION ALL
-                        SELECT product_key, size, name, flavour, CAST(NULL AS VARCHAR) FROM incoming
-                        WHERE product_key NOT IN (SELECT product_key FROM current_rows)""")
-        categories.sync(lambda sql, params: work.execute(sql, list(params) or None).fetchall(), self.categories,
-                        new_only=True)
-        table.overwrite(fit(work.sql("SELECT * FROM dim_product").to_arrow_table(), table))
+        self._sync_products(work, table, incoming)
 
-    def _recategorise(self, work: duckdb.DuckDBPyConnection, table: Any, new_only: bool) -> int:
-        work.register("current_arrow", table.scan().to_arrow())
-        work.execute("CREATE TEMP TABLE dim_product AS SELECT * FROM current_arrow")
+    def _recategorise(self, work: duckdb.DuckDBPyConnection, table: Any) -> int:
+        return self._sync_products(work, table)
+
+    def _sync_products(self, work: duckdb.DuckDBPyConnection, table: Any, incoming: Any = None) -> int:
+        """``dim_product`` with the ``incoming`` products it lacks, each in its category by
+        ``categories.sync`` (only the new ones when products come in; every one at a run's
+        start), written back when anything changed; how many products moved category."""
+        work.register("current_rows", table.scan().to_arrow())
+        work.execute("CREATE TEMP TABLE dim_product AS SELECT product_key, size, name, flavour, category "
+                     "FROM current_rows")
+        added = 0
+        if incoming is not None:
+            work.register("incoming", incoming)
+            added = work.execute("""INSERT INTO dim_product
+                                    SELECT product_key, size, name, flavour, CAST(NULL AS VARCHAR) FROM incoming
+                                    WHERE product_key NOT IN (SELECT product_key FROM current_rows)""").fetchone()[0]
+            if not added:
+                return 0
         moved = categories.sync(lambda sql, params: work.execute(sql, list(params) or None).fetchall(),
-                                self.categories, new_only=new_only)
-        if moved:
+                                self.categories, new_only=incoming is not None)
+        if added or moved:
             table.overwrite(fit(work.sql("SELECT * FROM dim_product").to_arrow_table(), table))
         return moved
 

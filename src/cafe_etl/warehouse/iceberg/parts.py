@@ -11,9 +11,9 @@ import duckdb
 
 from cafe_etl.engine import Engine
 from cafe_etl.rules import FileStatus
-from cafe_etl.warehouse.base import FILE_TABLES, FileRecord, PartLoad
+from cafe_etl.warehouse.base import FileRecord, PartLoad
 from cafe_etl.warehouse.iceberg.tables import storage_errors
-from cafe_etl.warehouse.load_sql import _FACTS, CUSTOMER_INPUT, DIMENSION_INPUTS, NO_KEY, _select
+from cafe_etl.warehouse.load_sql import _AGGREGATES, _FACTS, CUSTOMER_INPUT, DIMENSION_INPUTS, NO_KEY, _select
 
 if TYPE_CHECKING:
     from cafe_etl.warehouse.iceberg.loading import IcebergLoadSession
@@ -28,12 +28,14 @@ class IcebergPartLoad(PartLoad):
     are counted at the end from the customer keys kept; its customers' first sales are
     the earliest of every slice's."""
 
-    _ADDED = {  # how each per-file aggregate's slices add up
-        "agg_product_day": "file_id, date_key, branch_key, product_key, CAST(sum(quantity) AS INTEGER) AS quantity, "
-                           "sum(revenue) AS revenue, CAST(sum(sales) AS INTEGER) AS sales",
-        "agg_pair_day": "file_id, date_key, branch_key, a_key, b_key, CAST(sum(sales) AS INTEGER) AS sales",
-        "agg_sale_hour": "file_id, date_key, branch_key, hour, CAST(sum(transactions) AS INTEGER) AS transactions, "
-                         "CAST(sum(items) AS INTEGER) AS items, sum(revenue) AS revenue",
+    _ADDED = {  # how each per-file aggregate's slices add up: (its keys, its sums)
+        "agg_product_day": ("file_id, date_key, branch_key, product_key",
+                            "CAST(sum(quantity) AS INTEGER) AS quantity, sum(revenue) AS revenue, "
+                            "CAST(sum(sales) AS INTEGER) AS sales"),
+        "agg_pair_day": ("file_id, date_key, branch_key, a_key, b_key", "CAST(sum(sales) AS INTEGER) AS sales"),
+        "agg_sale_hour": ("file_id, date_key, branch_key, hour",
+                          "CAST(sum(transactions) AS INTEGER) AS transactions, CAST(sum(items) AS INTEGER) AS items, "
+                          "sum(revenue) AS revenue"),
     }
 
     def __init__(self, session: IcebergLoadSession, file_id: int, run_id: int, clear_first: bool) -> None:
@@ -57,8 +59,8 @@ class IcebergPartLoad(PartLoad):
             path = os.path.join(self.folder, f"{table}-{self.slices}.parquet")
             engine.run(f"COPY ({_select(columns, relation, self.run_id)}) TO '{path}' (FORMAT parquet)")
             self.parts[table].append(path)
-        for table, relation in (("agg_product_day", "out_product_day"), ("agg_pair_day", "out_pair_day"),
-                                ("agg_sale_hour", "out_sale_hour")):
+        for table in self._ADDED:
+            relation = _AGGREGATES[table][1]
             self._keep(table, engine.con.sql(f"SELECT * FROM {relation}").to_arrow_table())
         self._keep("seen_customer", engine.con.sql(
             "SELECT DISTINCT file_id, date_key, branch_key, customer_key FROM out_sale "
@@ -67,8 +69,7 @@ class IcebergPartLoad(PartLoad):
 
     def _keep(self, name: str, rows: Any) -> None:
         self.work.register("slice_rows", rows)
-        exists = self.work.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()
-        if exists[0][0]:
+        if self._has(name):
             self.work.execute(f"INSERT INTO {name} SELECT * FROM slice_rows").fetchall()
         else:
             self.work.execute(f"CREATE TABLE {name} AS SELECT * FROM slice_rows").fetchall()
@@ -82,9 +83,7 @@ class IcebergPartLoad(PartLoad):
         import pyarrow.parquet as pq
 
         session = self.session
-        rows: dict[str, Any] = dict(self.parts)
-        for table, select in self._ADDED.items():
-            rows[table] = self._summed(table, select)
+        rows: dict[str, Any] = {table: self._summed(table, keys, sums) for table, (keys, sums) in self._ADDED.items()}
         rows["agg_customer_day"] = self._table(
             "SELECT file_id, date_key, branch_key, CAST(count(DISTINCT customer_key) AS INTEGER) AS customers "
             "FROM seen_customer GROUP BY file_id, date_key, branch_key")
@@ -95,24 +94,19 @@ class IcebergPartLoad(PartLoad):
                                           ORDER BY first_seen, coalesce(first_branch_key, {NO_KEY})) AS n
                 FROM first_sale) WHERE n = 1""")
         replaced = [record.replaces] if record.status == FileStatus.LOADED and record.replaces is not None else []
+        # Facts a slice at a time (read when appended: memory stays one slice's).
+        chunks = {table: lambda paths=paths: (pq.read_table(path) for path in paths)
+                  for table, paths in self.parts.items()}
+        chunks |= {table: lambda kept=kept: [kept] for table, kept in rows.items()}
         with session._writing:
-            clear = session.clearing([self.file_id], replaced)
-            lost = session._customers_of(clear) if clear else None
-            for table in FILE_TABLES:
-                kept = rows.get(table)
-                # Facts a slice at a time (read when appended: memory stays one slice's).
-                chunks = (lambda kept=kept: (pq.read_table(p) for p in kept)) if isinstance(kept, list) else (
-                    lambda kept=kept: [kept])
-                session._commit(table, lambda _, t, chunks=chunks: session._replace_rows(t, clear, chunks()))
-            session.customers_step(firsts, lost)  # after the facts, as for a batch
+            session.commit_files([self.file_id], replaced, chunks, firsts)
         with session.ledger._part_connection() as con:
             session._write_ledger(con, [record], self.run_id)
 
-    def _summed(self, table: str, select: str) -> Any:
+    def _summed(self, table: str, keys: str, sums: str) -> Any:
         if not self._has(table):
             return None
-        keys = [c.strip() for c in select.split(",") if " AS " not in c and "(" not in c]
-        return self._table(f"SELECT {select} FROM {table} GROUP BY {', '.join(keys)}")
+        return self._table(f"SELECT {keys}, {sums} FROM {table} GROUP BY {keys}")
 
     def _has(self, name: str) -> bool:
         return bool(self.work.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?",

@@ -3,7 +3,6 @@ schema, and the helpers every part of it shares."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -70,10 +69,6 @@ def storage_errors(where: str) -> Iterator[None]:
         raise WarehouseError(f"{where} cannot read or write its files: {exc}") from None
     except SQLAlchemyError as exc:
         raise WarehouseError(f"{where} cannot reach its catalog database: {type(exc).__name__}") from None
-
-
-def without_password(url: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1@", url)
 
 
 def create_tables(catalog: Any) -> None:
