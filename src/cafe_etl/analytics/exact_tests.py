@@ -8,31 +8,67 @@ functions, so the commands start without SciPy (whose statistics module takes
 longer to import than the answers take to compute). The tests hold these against
 SciPy's ``binomtest`` and ``fisher_exact``.
 
+A tail near the middle of a distribution of counts in the millions takes thousands of
+terms, so every tail of an answer is summed at once, a block of terms at a time, with
+NumPy's running products and sums: each tail's terms are multiplied and added in the
+same order as one at a time would, so the results are the same to the last bit.
+
 A tail below the smallest double (about 1e-308) is 0.0.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import numpy as np
 
 _NEGLIGIBLE = 1e-13  # a term this small against the sum so far changes it by less than the tests allow
+_BLOCK = 256  # terms per tail per step; most tails end within one block
+
+# ratio(j, rows): P(X = j + step) / P(X = j) for the tails ``rows`` at their terms j.
+Ratio = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def _log_choose(n: int, k: int) -> float:
     return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
 
 
-def _sum_terms(log_first: float, ratio, k: int, stop: int, step: int) -> float:
-    """log of sum_{j} P(X = j) for j = k, k + step, ... up to ``stop``, given log P(X = k)
-    and ``ratio(j)`` = P(X = j + step) / P(X = j); terms shrink in that direction."""
-    total, term = 1.0, 1.0
-    while k != stop:
-        term *= ratio(k)
-        k += step
-        total += term
-        if term < _NEGLIGIBLE * total:
-            break
-    return log_first + math.log(total)
+def _sum_tails(log_first: list[float], ratio: Ratio, start: np.ndarray, stop: np.ndarray, step: int,
+               dtype=np.int64) -> list[float]:
+    """For each tail i: log of sum_j P(X = j) for j = start[i], start[i] + step, ... up
+    to stop[i], given log P(X = start[i]) and ``ratio``; terms shrink in that direction.
+    A sum ends at the first term below ``_NEGLIGIBLE`` of the sum so far, or at stop[i].
+    ``dtype``: how the j given to ``ratio`` are held (whole numbers while its products
+    fit them)."""
+    count = len(log_first)
+    totals = np.ones(count)
+    term = np.ones(count)
+    done = np.zeros(count, dtype=bool)
+    at = start.astype(dtype)
+    left = np.abs(stop - start)  # terms still to add before stop
+    offsets = np.arange(1, _BLOCK + 1, dtype=dtype)
+    while not done.all():
+        rows = np.flatnonzero(~done)
+        js = at[rows, None] + step * (offsets[None, :] - 1)
+        inside = offsets[None, :] <= left[rows, None]
+        ratios = np.where(inside, ratio(js, rows), 0.0)  # past stop: terms of 0 end the sum
+        # Running products from each tail's last term, running sums from its last total,
+        # left to right: the same operations, in the same order, as one term at a time.
+        terms = np.multiply.accumulate(np.concatenate((term[rows, None], ratios), axis=1), axis=1)[:, 1:]
+        sums = np.add.accumulate(np.concatenate((totals[rows, None], terms), axis=1), axis=1)[:, 1:]
+        small = terms < _NEGLIGIBLE * sums
+        ended = small.any(axis=1)
+        first_small = small.argmax(axis=1)
+        finished = rows[ended]
+        totals[finished] = sums[ended, first_small[ended]]
+        done[finished] = True
+        going = rows[~ended]
+        term[going], totals[going] = terms[~ended, -1], sums[~ended, -1]
+        at[going] += step * _BLOCK
+        left[going] -= _BLOCK
+    return [first + math.log(total) for first, total in zip(log_first, totals.tolist(), strict=True)]
 
 
 def _exp(log_value: float) -> float:
@@ -42,54 +78,93 @@ def _exp(log_value: float) -> float:
 def binomial_two_sided(successes: int, trials: int, p: float) -> float:
     """Twice the smaller of P(X <= successes) and P(X >= successes), at most 1, for X
     binomial (trials, p) with 0 < p < 1."""
-    c, n = successes, trials
-    if n == 0:
-        return 1.0
-    log_q, log_p = math.log1p(-p), math.log(p)
-    log_at = _log_choose(n, c) + c * log_p + (n - c) * log_q
-    odds = p / (1 - p)
-    # From c outwards, away from the mean, the terms only shrink.
-    if c >= n * p:
-        tail = _sum_terms(log_at, lambda j: (n - j) / (j + 1) * odds, c, n, 1)  # P(X >= c)
-    else:
-        tail = _sum_terms(log_at, lambda j: j / (n - j + 1) / odds, c, 0, -1)  # P(X <= c)
-    # The other tail holds the rest and the point itself: at least about a half.
-    other = 1.0 - _exp(tail) + _exp(log_at)
-    return min(1.0, 2 * min(_exp(tail), other))
+    return binomial_two_sided_many([successes], [trials], p)[0]
+
+
+def binomial_two_sided_many(successes: Sequence[int], trials: Sequence[int], p: float) -> list[float]:
+    """``binomial_two_sided`` for each (successes[i], trials[i]), at the same p."""
+    out = [1.0] * len(successes)
+    log_q, log_p, odds = math.log1p(-p), math.log(p), p / (1 - p)
+    # From c outwards, away from the mean, the terms only shrink: upwards above it,
+    # downwards below it.
+    upper, lower = [], []
+    for i, (c, n) in enumerate(zip(successes, trials, strict=True)):
+        if n:
+            (upper if c >= n * p else lower).append((i, c, n, _log_choose(n, c) + c * log_p + (n - c) * log_q))
+    for side, step in ((upper, 1), (lower, -1)):
+        if not side:
+            continue
+        index, c, n, log_at = (list(column) for column in zip(*side, strict=True))
+        cs, ns = np.array(c, dtype=np.int64), np.array(n, dtype=np.int64)
+        if step == 1:  # P(X >= c)
+            tails = _sum_tails(log_at, partial(_binomial_up, n=ns[:, None], odds=odds), cs, ns, 1)
+        else:  # P(X <= c)
+            tails = _sum_tails(log_at, partial(_binomial_down, n=ns[:, None], odds=odds), cs, np.zeros_like(cs), -1)
+        for i, tail, at in zip(index, tails, log_at, strict=True):
+            # The other tail holds the rest and the point itself: at least about a half.
+            other = 1.0 - _exp(tail) + _exp(at)
+            out[i] = min(1.0, 2 * min(_exp(tail), other))
+    return out
 
 
 def hypergeometric_upper(at_least: int, population: int, marked: int, drawn: int) -> float:
     """P(X >= at_least) for X the marked items among ``drawn`` taken from ``population``
     holding ``marked`` (Fisher's exact test, one-sided: more together than chance)."""
-    k, big_n, big_k, n = at_least, population, marked, drawn
-    low, high = max(0, n + big_k - big_n), min(big_k, n)
-    if k <= low:
-        return 1.0
-    if k > high:
-        return 0.0
-    rest = big_n - big_k - n  # the ratios below, with j for the term they start from
-    if k >= n * big_k / big_n:
-        # Upwards from k: P(X = j + 1) / P(X = j) = (K - j)(n - j) / ((j + 1)(N - K - n + j + 1)).
-        total = term = 1.0
-        j = k
-        while j < high:
-            term *= (big_k - j) * (n - j) / ((j + 1) * (rest + j + 1))
-            j += 1
-            total += term
-            if term < _NEGLIGIBLE * total:
-                break
-        return min(1.0, _exp(_log_point(k, big_n, big_k, n) + math.log(total)))
-    # Below the mean the upper tail is most of the mass: 1 less the lower tail, summed
-    # downwards from k - 1: P(X = j - 1) / P(X = j) = j (N - K - n + j) / ((K - j + 1)(n - j + 1)).
-    total = term = 1.0
-    j = k - 1
-    while j > low:
-        term *= j * (rest + j) / ((big_k - j + 1) * (n - j + 1))
-        j -= 1
-        total += term
-        if term < _NEGLIGIBLE * total:
-            break
-    return min(1.0, max(0.0, 1.0 - _exp(_log_point(k - 1, big_n, big_k, n) + math.log(total))))
+    return hypergeometric_upper_many([at_least], population, [marked], [drawn])[0]
+
+
+def hypergeometric_upper_many(at_least: Sequence[int], population: int, marked: Sequence[int],
+                              drawn: Sequence[int]) -> list[float]:
+    """``hypergeometric_upper`` for each (at_least[i], marked[i], drawn[i]) of one population."""
+    big_n = population
+    out = [0.0] * len(at_least)
+    upper, lower = [], []
+    for i, (k, big_k, n) in enumerate(zip(at_least, marked, drawn, strict=True)):
+        low, high = max(0, n + big_k - big_n), min(big_k, n)
+        if k <= low:
+            out[i] = 1.0
+        elif k <= high:
+            # Above the mean, upwards from k; below it the upper tail is most of the
+            # mass: 1 less the lower tail, summed downwards from k - 1.
+            if k >= n * big_k / big_n:
+                upper.append((i, k, high, big_k, n, _log_point(k, big_n, big_k, n)))
+            else:
+                lower.append((i, k - 1, low, big_k, n, _log_point(k - 1, big_n, big_k, n)))
+    # Products of two counts fit 64-bit whole numbers below 2³¹ sales (exactly as
+    # Python's integers hold them); beyond that, they are taken in floating point.
+    dtype = np.int64 if big_n < 2**31 else np.float64
+    for side, step in ((upper, 1), (lower, -1)):
+        if not side:
+            continue
+        index, start, stop, big_ks, ns, log_first = (list(column) for column in zip(*side, strict=True))
+        ks, n_ = np.array(big_ks, dtype=dtype)[:, None], np.array(ns, dtype=dtype)[:, None]
+        ratio = partial(_hypergeometric_up if step == 1 else _hypergeometric_down, big_k=ks, n=n_,
+                        rest=big_n - ks - n_)
+        tails = _sum_tails(log_first, ratio, np.array(start, dtype=np.int64), np.array(stop, dtype=np.int64),
+                           step, dtype)
+        for i, tail in zip(index, tails, strict=True):
+            out[i] = min(1.0, _exp(tail)) if step == 1 else min(1.0, max(0.0, 1.0 - _exp(tail)))
+    return out
+
+
+# The ratios of successive terms, for the tails ``rows`` at their terms j (one row each).
+
+def _binomial_up(j, rows, n, odds):
+    return (n[rows] - j) / (j + 1) * odds  # P(X = j + 1) / P(X = j)
+
+
+def _binomial_down(j, rows, n, odds):
+    return j / (n[rows] - j + 1) / odds  # P(X = j - 1) / P(X = j)
+
+
+def _hypergeometric_up(j, rows, big_k, n, rest):
+    # P(X = j + 1) / P(X = j) = (K - j)(n - j) / ((j + 1)(N - K - n + j + 1))
+    return (big_k[rows] - j) * (n[rows] - j) / ((j + 1) * (rest[rows] + j + 1))
+
+
+def _hypergeometric_down(j, rows, big_k, n, rest):
+    # P(X = j - 1) / P(X = j) = j (N - K - n + j) / ((K - j + 1)(n - j + 1))
+    return j * (rest[rows] + j) / ((big_k[rows] - j + 1) * (n[rows] - j + 1))
 
 
 def _log_point(j: int, big_n: int, big_k: int, n: int) -> float:

@@ -11,7 +11,7 @@ p-value that lift > 1 (Fisher's exact test: the hypergeometric upper tail).
 from __future__ import annotations
 
 from cafe_etl.analytics import report
-from cafe_etl.analytics.exact_tests import hypergeometric_upper
+from cafe_etl.analytics.exact_tests import hypergeometric_upper_many
 from cafe_etl.analytics.report import Filters, Scope
 from cafe_etl.warehouse.base import Reader
 
@@ -64,7 +64,8 @@ def pairs(reader: Reader, scope: Scope, min_baskets: int = DEFAULT_MIN_BASKETS) 
                       "support": round(n_ab / total, 6), "confidence_ab": round(n_ab / n_a, 4),
                       "confidence_ba": round(n_ab / n_b, 4), "lift": round(n_ab * total / (n_a * n_b), 4)})
     # P(X >= n_ab) for X hypergeometric (N sales, n_a holding a, n_b drawn).
-    p_values = [hypergeometric_upper(p["baskets"], total, p["a_baskets"], p["b_baskets"]) for p in found]
+    p_values = hypergeometric_upper_many([p["baskets"] for p in found], total, [p["a_baskets"] for p in found],
+                                         [p["b_baskets"] for p in found])
     for pair, q in zip(found, benjamini_hochberg(p_values), strict=True):
         pair["q_value"] = float(f"{q:.4g}")
     found.sort(key=lambda p: (-p["lift"], -p["baskets"], _order(p["a"]), _order(p["b"])))

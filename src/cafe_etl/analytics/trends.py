@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from cafe_etl.analytics import report
-from cafe_etl.analytics.exact_tests import binomial_two_sided
+from cafe_etl.analytics.exact_tests import binomial_two_sided_many
 from cafe_etl.analytics.report import Filters, branch_clause, date_key, from_key, money
 from cafe_etl.analytics.together import benjamini_hochberg
 from cafe_etl.warehouse.base import Reader
@@ -166,7 +166,8 @@ def _judge(counts: list[tuple[dict, int, int]], week: Week, min_change: float) -
     if not candidates:
         return []
     share = 1 / (1 + week.baseline_weeks)  # of the week's and baseline's count, the week's if nothing changed
-    p_values = [binomial_two_sided(now, now + base, share) for _, now, base in candidates]
+    p_values = binomial_two_sided_many([now for _, now, _ in candidates], [now + base for _, now, base in candidates],
+                                       share)
     found = []
     for (who, now, base), q in zip(candidates, benjamini_hochberg(p_values), strict=True):
         baseline = base / week.baseline_weeks
