@@ -25,7 +25,7 @@ from functools import partial
 import numpy as np
 
 _NEGLIGIBLE = 1e-13  # a term this small against the sum so far changes it by less than the tests allow
-_BLOCK = 256  # terms per tail per step; most tails end within one block
+_BLOCK = 128  # terms per tail per step; most tails end within one block
 
 # ratio(j, rows): P(X = j + step) / P(X = j) for the tails ``rows`` at their terms j.
 Ratio = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -126,10 +126,18 @@ def hypergeometric_upper_many(at_least: Sequence[int], population: int, marked: 
         elif k <= high:
             # Above the mean, upwards from k; below it the upper tail is most of the
             # mass: 1 less the lower tail, summed downwards from k - 1.
+            rest = big_n - big_k - n
             if k >= n * big_k / big_n:
-                upper.append((i, k, high, big_k, n, _log_point(k, big_n, big_k, n)))
+                first = _log_point(k, big_n, big_k, n)
+                if _sum_below(first, (big_k - k) * (n - k) / ((k + 1) * (rest + k + 1)), _UNDERFLOW):
+                    continue  # 0.0, as the sum would give
+                upper.append((i, k, high, big_k, n, first))
             else:
-                lower.append((i, k - 1, low, big_k, n, _log_point(k - 1, big_n, big_k, n)))
+                first = _log_point(k - 1, big_n, big_k, n)
+                if _sum_below(first, (k - 1) * (rest + k - 1) / ((big_k - k + 2) * (n - k + 2)), _BESIDE_ONE):
+                    out[i] = 1.0  # 1 less a sum too small to move it, as the sum would give
+                    continue
+                lower.append((i, k - 1, low, big_k, n, first))
     # Products of two counts fit 64-bit whole numbers below 2³¹ sales (exactly as
     # Python's integers hold them); beyond that, they are taken in floating point.
     dtype = np.int64 if big_n < 2**31 else np.float64
@@ -165,6 +173,19 @@ def _hypergeometric_up(j, rows, big_k, n, rest):
 def _hypergeometric_down(j, rows, big_k, n, rest):
     # P(X = j - 1) / P(X = j) = j (N - K - n + j) / ((K - j + 1)(n - j + 1))
     return j * (rest[rows] + j) / ((big_k[rows] - j + 1) * (n[rows] - j + 1))
+
+
+# Far out in a tail the sum need not be taken: ``_exp`` of a log below ``_UNDERFLOW`` is
+# 0.0, and 1.0 less a number below e^_BESIDE_ONE (< 2^-54) is 1.0 in floating point.
+_UNDERFLOW, _BESIDE_ONE = -746.0, -40.0
+
+
+def _sum_below(log_first: float, first_ratio: float, limit: float) -> bool:
+    """Whether a tail whose terms shrink from P = e^log_first by ratios of at most
+    ``first_ratio`` (the ratio of a log-concave distribution's successive terms only
+    falls moving away from its middle) sums to less than e^limit: the geometric bound
+    P / (1 - ratio), with a margin for rounding."""
+    return first_ratio < 1 and log_first - math.log1p(-first_ratio) < limit - 1
 
 
 def _log_point(j: int, big_n: int, big_k: int, n: int) -> float:
