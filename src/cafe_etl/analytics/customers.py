@@ -75,13 +75,14 @@ def _score(rank: str) -> str:
     return f"1 + CAST((5 * ({rank} - 1) - (5 * ({rank} - 1)) % n) / n AS INTEGER)"
 
 
-def _rank_of(column: str) -> str:
+def _rank_of(column: str, rows: str = "per_customer", customers: str = "count(*)") -> str:
     """RANK() OVER (ORDER BY column) for each distinct value of ``column``: 1 + how many
     customers have a smaller value. Counted over the values (a few thousand at most)
-    rather than by sorting every customer."""
-    return f"""SELECT {column}, CAST(1 + coalesce(sum(count(*)) OVER (
+    rather than by sorting every customer; ``rows`` may stand for several customers
+    each (``customers`` says how many a group of them holds)."""
+    return f"""SELECT {column}, CAST(1 + coalesce(sum({customers}) OVER (
                    ORDER BY {column} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS BIGINT) AS rank_
-               FROM per_customer GROUP BY {column}"""
+               FROM {rows} GROUP BY {column}"""
 
 
 # Weeks (from a Monday, the first bound parameter) in which a customer bought, as the
@@ -91,6 +92,8 @@ _WEEK_BITS = """bit_or(CASE WHEN d.date >= ?
                    THEN CAST(1 AS BIGINT) << CAST(((d.date - ?) - (d.date - ?) % 7) / 7 AS INTEGER)
                    ELSE CAST(0 AS BIGINT) END)"""
 MAX_WEEK_BITS = 62  # a longer scope counts its cohorts with a query of their own
+# Whole weeks from a Monday (the next two bound parameters) to ``day``.
+_WEEKS_SINCE = "((({day}) - ?) - (({day}) - ?) % 7) / 7"
 
 
 def _scored(where: str, week_bits: bool = False) -> str:
@@ -154,52 +157,89 @@ def _first_monday(scope: Scope) -> date:
 
 def _tallies(reader: Reader, scope: Scope, with_cohorts: bool = False) -> tuple[dict, dict, dict, list]:
     """(segment → [customers, sales, revenue], sales bucket → customers, §8's counts,
-    cohorts) in one pass over the scope's sales. New: first sale ever on or after the
-    scope's first day; repeat: sales on two or more days (the first and last differ).
-    Cohorts (``with_cohorts``, all branches) come out of the same pass: the weeks each
-    customer bought in are the bits of one number, their first week is dim_customer's."""
+    cohorts) in one statement. New: first sale ever on or after the scope's first day;
+    repeat: sales on two or more days (the first and last differ). Cohorts
+    (``with_cohorts``, all branches) come out of the same pass: the weeks each customer
+    bought in are the bits of one number, their first week is dim_customer's; customers
+    are counted per (first week, weeks bought in), and the bits are read here."""
     where, params = scope.where("f")
     monday = _first_monday(scope)
     weeks = (scope.last - monday).days // 7 + 1 if monday <= scope.last else 0
     chain_wide = with_cohorts and scope.chain_wide and weeks > 0
     bits = chain_wide and weeks <= MAX_WEEK_BITS
-    ctes, values = _scored(where, week_bits=bits), [*([monday] * 3 if bits else []), *params]
-    if bits:
-        ctes += f", {_FIRST_WEEK}"
-        values += [monday, _monday(scope.last) + timedelta(days=6)]
+    weeks_bought = f", {_WEEK_BITS} AS weeks" if bits else ""
+    dates = "JOIN dim_date d ON d.date_key = f.date_key" if bits else ""
+    # First seen before the first Monday (or not in scope): no cohort of this answer.
+    cohort = f"CASE WHEN c.first_seen >= ? THEN {_WEEKS_SINCE.format(day='c.first_seen')} ELSE -1 END" if bits else "-1"
     bucket = f"CASE WHEN s.sales >= {MAX_FREQUENCY} THEN {MAX_FREQUENCY} ELSE s.sales END"
-    sql = f"""{ctes}
-        SELECT 0, s.segment, {bucket}, count(*), sum(s.sales), sum(s.revenue),
-               sum(CASE WHEN c.customer_key IS NULL THEN 0 ELSE 1 END),
-               sum(CASE WHEN s.first_key < s.last_key THEN 1 ELSE 0 END), CAST(NULL AS DATE)
-        FROM scored_customer s
-        LEFT JOIN (SELECT customer_key FROM dim_customer WHERE first_seen >= ?) c ON c.customer_key = s.customer_key
-        GROUP BY s.segment, {bucket}"""
-    values.append(scope.first)
+    # The segments follow from R and F alone, so customers alike in their last day,
+    # sales, repeat, new, first week and weeks bought in are counted together (a few
+    # thousand kinds of customer rather than a million), and ranked as many.
+    sql = f"""
+WITH per_customer AS MATERIALIZED (
+    SELECT f.customer_key, count(*) AS sales, sum(f.total) AS revenue,
+           min(f.date_key) AS first_key, max(f.date_key) AS last_key{weeks_bought}
+    FROM fact_sale f {dates}
+    WHERE f.customer_key IS NOT NULL AND {where}
+    GROUP BY f.customer_key
+), alike AS MATERIALIZED (
+    SELECT a.last_key, a.sales, a.again, a.fresh, a.cohort, a.weeks, count(*) AS customers,
+           sum(a.revenue) AS revenue
+    FROM (SELECT p.last_key, p.sales, p.revenue,
+                 CASE WHEN p.first_key < p.last_key THEN 1 ELSE 0 END AS again,
+                 CASE WHEN c.first_seen IS NULL THEN 0 ELSE 1 END AS fresh,
+                 {cohort} AS cohort,
+                 {"p.weeks" if bits else "CAST(0 AS BIGINT)"} AS weeks
+          FROM per_customer p
+          LEFT JOIN (SELECT customer_key, first_seen FROM dim_customer WHERE first_seen >= ?) c
+                 ON c.customer_key = p.customer_key) a
+    GROUP BY a.last_key, a.sales, a.again, a.fresh, a.cohort, a.weeks
+), total AS (SELECT CAST(sum(customers) AS BIGINT) AS n FROM alike),
+r_rank AS ({_rank_of("last_key", "alike", "sum(customers)")}),
+f_rank AS ({_rank_of("sales", "alike", "sum(customers)")}),
+scored AS (
+    SELECT a.*, {_score("r.rank_")} AS r, {_score("f.rank_")} AS f
+    FROM alike a
+    JOIN r_rank r ON r.last_key = a.last_key
+    JOIN f_rank f ON f.sales = a.sales
+    CROSS JOIN total
+), segmented AS (
+    SELECT s.*, {_segment_case("s.r", "s.f")} AS segment FROM scored s
+)
+SELECT 0, s.segment, {bucket}, sum(s.customers), sum(s.sales * s.customers), sum(s.revenue),
+       sum(s.fresh * s.customers), sum(s.again * s.customers), CAST(NULL AS BIGINT)
+FROM segmented s
+GROUP BY s.segment, {bucket}"""
+    values = [*([monday] * 3 if bits else []), *params, *([monday] * 3 if bits else []), scope.first]
     if bits:
-        # Rows 1: each cohort's size; rows 2: its customers who bought in week b.
-        sql += """
-        UNION ALL
-        SELECT 1, CAST(NULL AS VARCHAR), CAST(-1 AS BIGINT), count(*), 0, 0, 0, 0, w.monday
-        FROM first_week w GROUP BY w.monday
-        UNION ALL
-        SELECT 2, CAST(NULL AS VARCHAR), CAST(k.b AS BIGINT), count(*), 0, 0, 0, 0, w.monday
-        FROM scored_customer s
-        JOIN first_week w ON w.customer_key = s.customer_key
-        CROSS JOIN generate_series(0, ?) AS k(b)
-        WHERE ((s.weeks >> k.b) & 1) = 1
-        GROUP BY w.monday, k.b"""
-        values.append(weeks - 1)
+        # Rows 1: each cohort's size (everyone first seen in its week, even after the
+        # scope's last day); rows 2: its customers by the weeks they bought in.
+        sql += f"""
+UNION ALL
+SELECT 1, CAST(NULL AS VARCHAR), CAST(w.cohort AS BIGINT), count(*), 0, 0, 0, 0, CAST(NULL AS BIGINT)
+FROM (SELECT {_WEEKS_SINCE.format(day='c.first_seen')} AS cohort
+      FROM dim_customer c WHERE c.first_seen BETWEEN ? AND ?) w
+GROUP BY w.cohort
+UNION ALL
+SELECT 2, CAST(NULL AS VARCHAR), CAST(a.cohort AS BIGINT), sum(a.customers), 0, 0, 0, 0, a.weeks
+FROM alike a WHERE a.cohort >= 0
+GROUP BY a.cohort, a.weeks"""
+        values += [monday, monday, monday, _monday(scope.last) + timedelta(days=6)]
     segments: dict[str, list] = {}
     frequency: dict[int, int] = {}
-    sizes: dict[date, int] = {}
-    active: dict[date, dict[int, int]] = {}
+    sizes: dict[int, int] = {}
+    active: dict[int, dict[int, int]] = {}
     distinct = new = repeat = 0
-    for kind, segment, n, customers, sales, revenue, fresh, again, week in reader.query(sql, values):
+    for kind, segment, n, customers, sales, revenue, fresh, again, bought in reader.query(sql, values):
         if kind == 1:
-            sizes[week] = int(customers)
+            sizes[int(n)] = int(customers)
         elif kind == 2:
-            active.setdefault(week, {})[int(n)] = int(customers)
+            # Bit b is the week b after the first Monday; cohort c's week k is bit c + k.
+            c, mask = int(n), int(bought)
+            weeks_of = active.setdefault(c, {})
+            for b in range(c, weeks):
+                if mask >> b & 1:
+                    weeks_of[b - c] = weeks_of.get(b - c, 0) + int(customers)
         else:
             tally = segments.setdefault(segment, [0, 0, Decimal(0)])
             tally[0] += int(customers)
@@ -209,9 +249,7 @@ def _tallies(reader: Reader, scope: Scope, with_cohorts: bool = False) -> tuple[
             distinct, new, repeat = distinct + int(customers), new + int(fresh), repeat + int(again)
     counts = {"distinct": distinct, "new": new, "returning": distinct - new, "repeat": repeat}
     if bits:
-        # Bit b is the week b after the first Monday; a cohort's week k is bit offset + k.
-        found = {m: {k - (m - monday).days // 7: n for k, n in active.get(m, {}).items()} | {-1: size}
-                 for m, size in sizes.items()}
+        found = {monday + timedelta(days=7 * c): active.get(c, {}) | {-1: size} for c, size in sizes.items()}
         kept = _cohort_rows(found, scope.last)
     elif chain_wide:
         kept = cohorts(reader, scope)  # a scope too long for the bits of one number
