@@ -155,13 +155,16 @@ def _first_monday(scope: Scope) -> date:
     return scope.first + timedelta(days=(7 - scope.first.weekday()) % 7)
 
 
-def _tallies(reader: Reader, scope: Scope, with_cohorts: bool = False) -> tuple[dict, dict, dict, list]:
+def _tallies(reader: Reader, scope: Scope, with_cohorts: bool = False,
+             with_new: bool = True) -> tuple[dict, dict, dict, list]:
     """(segment → [customers, sales, revenue], sales bucket → customers, §8's counts,
     cohorts) in one statement. New: first sale ever on or after the scope's first day;
     repeat: sales on two or more days (the first and last differ). Cohorts
     (``with_cohorts``, all branches) come out of the same pass: the weeks each customer
     bought in are the bits of one number, their first week is dim_customer's; customers
-    are counted per (first week, weeks bought in), and the bits are read here."""
+    are counted per (first week, weeks bought in), and the bits are read here. Without
+    ``with_new`` (and cohorts) no customer is matched against dim_customer and the
+    counts say no one is new."""
     where, params = scope.where("f")
     monday = _first_monday(scope)
     weeks = (scope.last - monday).days // 7 + 1 if monday <= scope.last else 0
@@ -172,6 +175,10 @@ def _tallies(reader: Reader, scope: Scope, with_cohorts: bool = False) -> tuple[
     # First seen before the first Monday (or not in scope): no cohort of this answer.
     cohort = f"CASE WHEN c.first_seen >= ? THEN {_WEEKS_SINCE.format(day='c.first_seen')} ELSE -1 END" if bits else "-1"
     bucket = f"CASE WHEN s.sales >= {MAX_FREQUENCY} THEN {MAX_FREQUENCY} ELSE s.sales END"
+    matched = with_new or bits
+    first_seen = """
+          LEFT JOIN (SELECT customer_key, first_seen FROM dim_customer WHERE first_seen >= ?) c
+                 ON c.customer_key = p.customer_key""" if matched else ""
     # The segments follow from R and F alone, so customers alike in their last day,
     # sales, repeat, new, first week and weeks bought in are counted together (a few
     # thousand kinds of customer rather than a million), and ranked as many.
@@ -187,12 +194,10 @@ WITH per_customer AS MATERIALIZED (
            sum(a.revenue) AS revenue
     FROM (SELECT p.last_key, p.sales, p.revenue,
                  CASE WHEN p.first_key < p.last_key THEN 1 ELSE 0 END AS again,
-                 CASE WHEN c.first_seen IS NULL THEN 0 ELSE 1 END AS fresh,
+                 {"CASE WHEN c.first_seen IS NULL THEN 0 ELSE 1 END" if matched else "0"} AS fresh,
                  {cohort} AS cohort,
                  {"p.weeks" if bits else "CAST(0 AS BIGINT)"} AS weeks
-          FROM per_customer p
-          LEFT JOIN (SELECT customer_key, first_seen FROM dim_customer WHERE first_seen >= ?) c
-                 ON c.customer_key = p.customer_key) a
+          FROM per_customer p{first_seen}) a
     GROUP BY a.last_key, a.sales, a.again, a.fresh, a.cohort, a.weeks
 ), total AS (SELECT CAST(sum(customers) AS BIGINT) AS n FROM alike),
 r_rank AS ({_rank_of("last_key", "alike", "sum(customers)")}),
@@ -210,7 +215,8 @@ SELECT 0, s.segment, {bucket}, sum(s.customers), sum(s.sales * s.customers), sum
        sum(s.fresh * s.customers), sum(s.again * s.customers), CAST(NULL AS BIGINT)
 FROM segmented s
 GROUP BY s.segment, {bucket}"""
-    values = [*([monday] * 3 if bits else []), *params, *([monday] * 3 if bits else []), scope.first]
+    values = [*([monday] * 3 if bits else []), *params, *([monday] * 3 if bits else []),
+              *([scope.first] if matched else [])]
     if bits:
         # Rows 1: each cohort's size (everyone first seen in its week, even after the
         # scope's last day); rows 2: its customers by the weeks they bought in.
@@ -374,7 +380,7 @@ def repeat_by_branch(reader: Reader, scope: Scope) -> list[dict]:
 
 def rfm(reader: Reader, scope: Scope) -> dict:
     """The segments (with what each means) and the sales-per-customer histogram."""
-    by_segment, by_frequency, _, _ = _tallies(reader, scope)
+    by_segment, by_frequency, _, _ = _tallies(reader, scope, with_new=False)
     return {"segments": [s | {"meaning": MEANING[s["segment"]]} for s in _segments(by_segment)],
             "frequency": _frequency(by_frequency)}
 

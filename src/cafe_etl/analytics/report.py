@@ -241,20 +241,26 @@ def payments(reader: Reader, scope: Scope) -> list[dict]:
 def customers(reader: Reader, scope: Scope) -> dict:
     """New: first sale ever inside the period. Returning: first sale before it.
     Repeat: sales on two or more days inside the period. A customer's first sale is
-    ``dim_customer.first_seen``, which loads keep exact (warehouse/load_sql.py)."""
+    ``dim_customer.first_seen``, which loads keep exact (warehouse/load_sql.py). For
+    all branches, the period's new customers are exactly those first seen inside it
+    (their first sale is one of its sales), so they are counted from the dimension
+    without matching every customer of the period against it."""
     where, params = scope.where("f")
-    row = reader.query(
-        f"""WITH inside AS (
-                SELECT f.customer_key, min(f.date_key) AS first_key, max(f.date_key) AS last_key
-                FROM fact_sale f WHERE f.customer_key IS NOT NULL AND {where}
-                GROUP BY f.customer_key
-            )
-            SELECT count(*),
-                   coalesce(sum(CASE WHEN c.first_seen >= ? THEN 1 ELSE 0 END), 0),
-                   coalesce(sum(CASE WHEN i.first_key < i.last_key THEN 1 ELSE 0 END), 0)
-            FROM inside i JOIN dim_customer c ON c.customer_key = i.customer_key""",
-        [*params, scope.first],
-    )[0]
+    inside = f"""SELECT f.customer_key, min(f.date_key) AS first_key, max(f.date_key) AS last_key
+                 FROM fact_sale f WHERE f.customer_key IS NOT NULL AND {where}
+                 GROUP BY f.customer_key"""
+    if scope.chain_wide:
+        row = reader.query(
+            f"""SELECT count(*), (SELECT count(*) FROM dim_customer WHERE first_seen BETWEEN ? AND ?),
+                       coalesce(sum(CASE WHEN i.first_key < i.last_key THEN 1 ELSE 0 END), 0)
+                FROM ({inside}) i""",
+            [scope.first, scope.last, *params])[0]
+    else:
+        row = reader.query(
+            f"""SELECT count(*), coalesce(sum(CASE WHEN c.first_seen >= ? THEN 1 ELSE 0 END), 0),
+                       coalesce(sum(CASE WHEN i.first_key < i.last_key THEN 1 ELSE 0 END), 0)
+                FROM ({inside}) i JOIN dim_customer c ON c.customer_key = i.customer_key""",
+            [scope.first, *params])[0]
     distinct, new, repeat = (int(v) for v in row)
     return {"distinct": distinct, "new": new, "returning": distinct - new, "repeat": repeat}
 
