@@ -336,18 +336,34 @@ def _cohort_rows(found: dict[date, dict[int, int]], last: date) -> list[dict]:
 def weekly(reader: Reader, scope: Scope) -> list[dict]:
     """New and returning customers per week (Monday to Sunday, cut to the scope): the
     §8 counts of each week. A customer's first sale ever falls in one week only, so
-    the weeks' ``new`` add up to the scope's."""
+    the weeks' ``new`` add up to the scope's. For all branches, a week's new customers
+    are those first seen in it (their first sale is one of its sales): counted from
+    the dimension, without matching every visit against it."""
     where, params = scope.where("f")
-    rows = reader.query(
-        f"""WITH {_FIRST_WEEK}, visits AS (
+    visits = f"""visits AS (
                 SELECT DISTINCT f.customer_key, d.date - (d.weekday - 1) AS monday
                 FROM fact_sale f JOIN dim_date d ON d.date_key = f.date_key
                 WHERE f.customer_key IS NOT NULL AND {where}
-            )
-            SELECT v.monday, count(*), sum(CASE WHEN n.monday = v.monday THEN 1 ELSE 0 END)
-            FROM visits v LEFT JOIN first_week n ON n.customer_key = v.customer_key
-            GROUP BY v.monday""",
-        [scope.first, scope.last, *params])
+            )"""
+    if scope.chain_wide:
+        counted = reader.query(
+            f"""WITH {_FIRST_WEEK}, {visits}
+                SELECT v.monday, count(*), 0 FROM visits v GROUP BY v.monday
+                UNION ALL
+                SELECT n.monday, 0, count(*) FROM first_week n GROUP BY n.monday""",
+            [scope.first, scope.last, *params])
+        sums: dict[date, list[int]] = {}
+        for monday, total, new in counted:
+            pair = sums.setdefault(monday, [0, 0])
+            pair[0], pair[1] = pair[0] + int(total), pair[1] + int(new)
+        rows = [(monday, total, new) for monday, (total, new) in sums.items()]
+    else:
+        rows = reader.query(
+            f"""WITH {_FIRST_WEEK}, {visits}
+                SELECT v.monday, count(*), sum(CASE WHEN n.monday = v.monday THEN 1 ELSE 0 END)
+                FROM visits v LEFT JOIN first_week n ON n.customer_key = v.customer_key
+                GROUP BY v.monday""",
+            [scope.first, scope.last, *params])
     found = {monday: (int(total), int(new)) for monday, total, new in rows}
     out = []
     monday = _monday(scope.first)
