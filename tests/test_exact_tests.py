@@ -118,3 +118,9 @@ def test_many_binomial_tails_equal_one_term_at_a_time_to_the_last_bit():
         chosen = [c for c in cases if c[2] == p]
         assert exact_tests.binomial_two_sided_many([c[0] for c in chosen], [c[1] for c in chosen], p) == [
             _binomial_one_by_one(*c) for c in chosen]
+
+
+def test_no_trials_is_no_evidence_whatever_p():
+    assert binomial_two_sided(0, 0, 0.0) == binomial_two_sided(0, 0, 1.0) == 1.0
+    assert exact_tests.binomial_two_sided_many([], [], 0.0) == []
+    assert exact_tests.hypergeometric_upper_many([], 10, [], []) == []

@@ -11,7 +11,9 @@ SciPy's ``binomtest`` and ``fisher_exact``.
 A tail near the middle of a distribution of counts in the millions takes thousands of
 terms, so every tail of an answer is summed at once, a block of terms at a time, with
 NumPy's running products and sums: each tail's terms are multiplied and added in the
-same order as one at a time would, so the results are the same to the last bit.
+same order as one at a time would, so the results are the same to the last bit
+(while a hypergeometric ratio's products of two counts stay below 2^53, that is below
+about 94 million sales in scope; beyond, within a unit or two in the last place).
 
 A tail below the smallest double (about 1e-308) is 0.0.
 """
@@ -59,10 +61,13 @@ def _sum_tails(log_first: list[float], ratio: Ratio, start: np.ndarray, stop: np
         terms = np.multiply.accumulate(np.concatenate((term[rows, None], ratios), axis=1), axis=1)[:, 1:]
         sums = np.add.accumulate(np.concatenate((totals[rows, None], terms), axis=1), axis=1)[:, 1:]
         small = terms < _NEGLIGIBLE * sums
-        ended = small.any(axis=1)
-        first_small = small.argmax(axis=1)
+        hit = small.any(axis=1)
+        # A tail ends at its first negligible term, or at its stop (past which the
+        # terms are 0, so the last sum of the block is the sum at the stop).
+        last = np.where(hit, small.argmax(axis=1), _BLOCK - 1)
+        ended = hit | (left[rows] <= _BLOCK)
         finished = rows[ended]
-        totals[finished] = sums[ended, first_small[ended]]
+        totals[finished] = sums[ended, last[ended]]
         done[finished] = True
         going = rows[~ended]
         term[going], totals[going] = terms[~ended, -1], sums[~ended, -1]
@@ -84,9 +89,11 @@ def binomial_two_sided(successes: int, trials: int, p: float) -> float:
 def binomial_two_sided_many(successes: Sequence[int], trials: Sequence[int], p: float) -> list[float]:
     """``binomial_two_sided`` for each (successes[i], trials[i]), at the same p."""
     out = [1.0] * len(successes)
-    log_q, log_p, odds = math.log1p(-p), math.log(p), p / (1 - p)
+    if not any(trials):
+        return out
     # From c outwards, away from the mean, the terms only shrink: upwards above it,
     # downwards below it.
+    log_q, log_p, odds = math.log1p(-p), math.log(p), p / (1 - p)
     upper, lower = [], []
     for i, (c, n) in enumerate(zip(successes, trials, strict=True)):
         if n:
@@ -138,8 +145,9 @@ def hypergeometric_upper_many(at_least: Sequence[int], population: int, marked: 
                     out[i] = 1.0  # 1 less a sum too small to move it, as the sum would give
                     continue
                 lower.append((i, k - 1, low, big_k, n, first))
-    # Products of two counts fit 64-bit whole numbers below 2³¹ sales (exactly as
-    # Python's integers hold them); beyond that, they are taken in floating point.
+    # Products of two counts fit 64-bit whole numbers below 2³¹ sales (and are held
+    # exactly below 2^53, as Python's integers hold them); beyond 2³¹, they are taken
+    # in floating point.
     dtype = np.int64 if big_n < 2**31 else np.float64
     for side, step in ((upper, 1), (lower, -1)):
         if not side:
