@@ -21,7 +21,6 @@ from cafe_etl.analytics.report import Filters, Scope, date_key, from_key, money
 from cafe_etl.errors import BadRequest
 from cafe_etl.warehouse.base import Reader
 
-DEFAULT_DAYS = 28  # the scope when no period is given: the last 28 days with data
 MAX_FREQUENCY = 10  # the histogram's last bucket: 10 or more sales
 
 
@@ -130,7 +129,7 @@ scored AS (
 def resolve(reader: Reader, filters: Filters) -> Scope:
     """The scope: the period asked for; without a first day, the last 28 days with
     sales (the dashboard's default too)."""
-    return report.recent(reader, filters, DEFAULT_DAYS)
+    return report.recent(reader, filters)
 
 
 def build(reader: Reader, filters: Filters) -> dict:

@@ -14,7 +14,7 @@ from cafe_etl.errors import BadRequest
 from cafe_etl.rules import FIRST_DAY, LAST_DAY
 from cafe_etl.warehouse.base import Reader
 
-DEFAULT_DAYS = 28  # the period shown when none is asked for: the latest four weeks with data
+DEFAULT_DAYS = report.RECENT_DAYS  # the period shown when none is asked for: the latest four weeks with data
 MAX_DAYS = 3 * 366  # a longer range is almost surely a typing mistake, and costly to answer
 MAX_BRANCH_NAME = 200
 
