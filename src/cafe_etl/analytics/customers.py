@@ -95,22 +95,28 @@ MAX_WEEK_BITS = 62  # a longer scope counts its cohorts with a query of their ow
 _WEEKS_SINCE = "((({day}) - ?) - (({day}) - ?) % 7) / 7"
 
 
-def _scored(where: str, week_bits: bool = False) -> str:
-    """CTEs ending in ``scored_customer``: one row per customer with a sale in scope,
-    with sales, revenue, first and last day (keys), the scores and the segment, and
-    with ``week_bits`` the weeks they bought in. R ranks by recency descending, which
-    is the last sale's day ascending. Parameters: the week bits' Monday three times
-    (with ``week_bits``), then the scope's."""
+def _per_customer(where: str, week_bits: bool = False) -> str:
+    """The CTE ``per_customer``: one row per customer with a sale in scope, with sales,
+    revenue, first and last day (keys), and with ``week_bits`` the weeks they bought
+    in. Parameters: the week bits' Monday three times (with ``week_bits``), then the
+    scope's."""
     weeks = f", {_WEEK_BITS} AS weeks" if week_bits else ""
     dates = "JOIN dim_date d ON d.date_key = f.date_key" if week_bits else ""
-    return f"""
-WITH per_customer AS MATERIALIZED (
+    return f"""per_customer AS MATERIALIZED (
     SELECT f.customer_key, count(*) AS sales, sum(f.total) AS revenue,
            min(f.date_key) AS first_key, max(f.date_key) AS last_key{weeks}
     FROM fact_sale f {dates}
     WHERE f.customer_key IS NOT NULL AND {where}
     GROUP BY f.customer_key
-), total AS (SELECT count(*) AS n FROM per_customer),
+)"""
+
+
+def _scored(where: str) -> str:
+    """CTEs ending in ``scored_customer``: ``per_customer`` with the scores and the
+    segment of each customer. R ranks by recency descending, which is the last sale's
+    day ascending. Parameters: the scope's."""
+    return f"""
+WITH {_per_customer(where)}, total AS (SELECT count(*) AS n FROM per_customer),
 r_rank AS ({_rank_of("last_key")}),
 f_rank AS ({_rank_of("sales")}),
 m_rank AS ({_rank_of("revenue")}),
@@ -169,8 +175,6 @@ def _tallies(reader: Reader, scope: Scope, with_cohorts: bool = False,
     weeks = (scope.last - monday).days // 7 + 1 if monday <= scope.last else 0
     chain_wide = with_cohorts and scope.chain_wide and weeks > 0
     bits = chain_wide and weeks <= MAX_WEEK_BITS
-    weeks_bought = f", {_WEEK_BITS} AS weeks" if bits else ""
-    dates = "JOIN dim_date d ON d.date_key = f.date_key" if bits else ""
     # First seen before the first Monday (or not in scope): no cohort of this answer.
     cohort = f"CASE WHEN c.first_seen >= ? THEN {_WEEKS_SINCE.format(day='c.first_seen')} ELSE -1 END" if bits else "-1"
     bucket = f"CASE WHEN s.sales >= {MAX_FREQUENCY} THEN {MAX_FREQUENCY} ELSE s.sales END"
@@ -182,13 +186,7 @@ def _tallies(reader: Reader, scope: Scope, with_cohorts: bool = False,
     # sales, repeat, new, first week and weeks bought in are counted together (a few
     # thousand kinds of customer rather than a million), and ranked as many.
     sql = f"""
-WITH per_customer AS MATERIALIZED (
-    SELECT f.customer_key, count(*) AS sales, sum(f.total) AS revenue,
-           min(f.date_key) AS first_key, max(f.date_key) AS last_key{weeks_bought}
-    FROM fact_sale f {dates}
-    WHERE f.customer_key IS NOT NULL AND {where}
-    GROUP BY f.customer_key
-), alike AS MATERIALIZED (
+WITH {_per_customer(where, week_bits=bits)}, alike AS MATERIALIZED (
     SELECT a.last_key, a.sales, a.again, a.fresh, a.cohort, a.weeks, count(*) AS customers,
            sum(a.revenue) AS revenue
     FROM (SELECT p.last_key, p.sales, p.revenue,
