@@ -161,15 +161,15 @@ def _first_monday(scope: Scope) -> date:
 
 
 def _tallies(reader: Reader, scope: Scope, with_cohorts: bool = False,
-             with_new: bool = True) -> tuple[dict, dict, dict, list]:
+             with_new: bool = True) -> tuple[dict, dict, dict | None, list]:
     """(segment → [customers, sales, revenue], sales bucket → customers, §8's counts,
     cohorts) in one statement. New: first sale ever on or after the scope's first day;
     repeat: sales on two or more days (the first and last differ). Cohorts
     (``with_cohorts``, all branches) come out of the same pass: the weeks each customer
     bought in are the bits of one number, their first week is dim_customer's; customers
     are counted per (first week, weeks bought in), and the bits are read here. Without
-    ``with_new`` (and cohorts) no customer is matched against dim_customer and the
-    counts say no one is new."""
+    ``with_new`` (and cohorts) no customer is matched against dim_customer, and there
+    are no counts (None)."""
     where, params = scope.where("f")
     monday = _first_monday(scope)
     weeks = (scope.last - monday).days // 7 + 1 if monday <= scope.last else 0
@@ -250,7 +250,7 @@ GROUP BY a.cohort, a.weeks"""
             tally[2] += Decimal(revenue)
             frequency[int(n)] = frequency.get(int(n), 0) + int(customers)
             distinct, new, repeat = distinct + int(customers), new + int(fresh), repeat + int(again)
-    counts = {"distinct": distinct, "new": new, "returning": distinct - new, "repeat": repeat}
+    counts = {"distinct": distinct, "new": new, "returning": distinct - new, "repeat": repeat} if matched else None
     if bits:
         found = {monday + timedelta(days=7 * c): active.get(c, {}) | {-1: size} for c, size in sizes.items()}
         kept = _cohort_rows(found, scope.last)
