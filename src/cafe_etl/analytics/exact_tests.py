@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +31,15 @@ _BLOCK = 128  # terms per tail per step; most tails end within one block
 
 # ratio(j, rows): P(X = j + step) / P(X = j) for the tails ``rows`` at their terms j.
 Ratio = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _per_tail(formula: Callable, **parameters: Any) -> Ratio:
+    """``formula`` as a block's ratio: each tail's row of terms j with that tail's own
+    parameters (arrays of one row per tail; other values are shared by every tail)."""
+    def ratio(j: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return formula(j, **{name: value[rows] if isinstance(value, np.ndarray) else value
+                             for name, value in parameters.items()})
+    return ratio
 
 
 def _log_choose(n: int, k: int) -> float:
@@ -104,9 +113,10 @@ def binomial_two_sided_many(successes: Sequence[int], trials: Sequence[int], p: 
         index, c, n, log_at = (list(column) for column in zip(*side, strict=True))
         cs, ns = np.array(c, dtype=np.int64), np.array(n, dtype=np.int64)
         if step == 1:  # P(X >= c)
-            tails = _sum_tails(log_at, partial(_binomial_up, n=ns[:, None], odds=odds), cs, ns, 1)
+            tails = _sum_tails(log_at, _per_tail(_binomial_up, n=ns[:, None], odds=odds), cs, ns, 1)
         else:  # P(X <= c)
-            tails = _sum_tails(log_at, partial(_binomial_down, n=ns[:, None], odds=odds), cs, np.zeros_like(cs), -1)
+            tails = _sum_tails(log_at, _per_tail(_binomial_down, n=ns[:, None], odds=odds), cs, np.zeros_like(cs),
+                               -1)
         for i, tail, at in zip(index, tails, log_at, strict=True):
             # The other tail holds the rest and the point itself: at least about a half.
             other = 1.0 - _exp(tail) + _exp(at)
@@ -136,12 +146,12 @@ def hypergeometric_upper_many(at_least: Sequence[int], population: int, marked: 
             rest = big_n - big_k - n
             if k >= n * big_k / big_n:
                 first = _log_point(k, big_n, big_k, n)
-                if _sum_below(first, (big_k - k) * (n - k) / ((k + 1) * (rest + k + 1)), _UNDERFLOW):
+                if _sum_below(first, _hypergeometric_up(k, big_k, n, rest), _UNDERFLOW):
                     continue  # 0.0, as the sum would give
                 upper.append((i, k, high, big_k, n, first))
             else:
                 first = _log_point(k - 1, big_n, big_k, n)
-                if _sum_below(first, (k - 1) * (rest + k - 1) / ((big_k - k + 2) * (n - k + 2)), _BESIDE_ONE):
+                if _sum_below(first, _hypergeometric_down(k - 1, big_k, n, rest), _BESIDE_ONE):
                     out[i] = 1.0  # 1 less a sum too small to move it, as the sum would give
                     continue
                 lower.append((i, k - 1, low, big_k, n, first))
@@ -154,8 +164,8 @@ def hypergeometric_upper_many(at_least: Sequence[int], population: int, marked: 
             continue
         index, start, stop, big_ks, ns, log_first = (list(column) for column in zip(*side, strict=True))
         ks, n_ = np.array(big_ks, dtype=dtype)[:, None], np.array(ns, dtype=dtype)[:, None]
-        ratio = partial(_hypergeometric_up if step == 1 else _hypergeometric_down, big_k=ks, n=n_,
-                        rest=big_n - ks - n_)
+        ratio = _per_tail(_hypergeometric_up if step == 1 else _hypergeometric_down, big_k=ks, n=n_,
+                          rest=big_n - ks - n_)
         tails = _sum_tails(log_first, ratio, np.array(start, dtype=np.int64), np.array(stop, dtype=np.int64),
                            step, dtype)
         for i, tail in zip(index, tails, strict=True):
@@ -163,24 +173,25 @@ def hypergeometric_upper_many(at_least: Sequence[int], population: int, marked: 
     return out
 
 
-# The ratios of successive terms, for the tails ``rows`` at their terms j (one row each).
+# The ratios of successive terms at j: of whole numbers (exact, as Python divides them)
+# or of a block's arrays (``_per_tail``).
 
-def _binomial_up(j, rows, n, odds):
-    return (n[rows] - j) / (j + 1) * odds  # P(X = j + 1) / P(X = j)
-
-
-def _binomial_down(j, rows, n, odds):
-    return j / (n[rows] - j + 1) / odds  # P(X = j - 1) / P(X = j)
+def _binomial_up(j, n, odds):
+    return (n - j) / (j + 1) * odds  # P(X = j + 1) / P(X = j)
 
 
-def _hypergeometric_up(j, rows, big_k, n, rest):
+def _binomial_down(j, n, odds):
+    return j / (n - j + 1) / odds  # P(X = j - 1) / P(X = j)
+
+
+def _hypergeometric_up(j, big_k, n, rest):
     # P(X = j + 1) / P(X = j) = (K - j)(n - j) / ((j + 1)(N - K - n + j + 1))
-    return (big_k[rows] - j) * (n[rows] - j) / ((j + 1) * (rest[rows] + j + 1))
+    return (big_k - j) * (n - j) / ((j + 1) * (rest + j + 1))
 
 
-def _hypergeometric_down(j, rows, big_k, n, rest):
+def _hypergeometric_down(j, big_k, n, rest):
     # P(X = j - 1) / P(X = j) = j (N - K - n + j) / ((K - j + 1)(n - j + 1))
-    return j * (rest[rows] + j) / ((big_k[rows] - j + 1) * (n[rows] - j + 1))
+    return j * (rest + j) / ((big_k - j + 1) * (n - j + 1))
 
 
 # Far out in a tail the sum need not be taken: ``_exp`` of a log below ``_UNDERFLOW`` is
