@@ -343,17 +343,14 @@ def weekly(reader: Reader, scope: Scope) -> list[dict]:
                 WHERE f.customer_key IS NOT NULL AND {where}
             )"""
     if scope.chain_wide:
-        counted = reader.query(
+        rows = reader.query(
             f"""WITH {_FIRST_WEEK}, {visits}
-                SELECT v.monday, count(*), 0 FROM visits v GROUP BY v.monday
-                UNION ALL
-                SELECT n.monday, 0, count(*) FROM first_week n GROUP BY n.monday""",
+                SELECT w.monday, sum(w.customers), sum(w.new) FROM (
+                    SELECT v.monday, count(*) AS customers, 0 AS new FROM visits v GROUP BY v.monday
+                    UNION ALL
+                    SELECT n.monday, 0, count(*) FROM first_week n GROUP BY n.monday) w
+                GROUP BY w.monday""",
             [scope.first, scope.last, *params])
-        sums: dict[date, list[int]] = {}
-        for monday, total, new in counted:
-            pair = sums.setdefault(monday, [0, 0])
-            pair[0], pair[1] = pair[0] + int(total), pair[1] + int(new)
-        rows = [(monday, total, new) for monday, (total, new) in sums.items()]
     else:
         rows = reader.query(
             f"""WITH {_FIRST_WEEK}, {visits}
