@@ -211,6 +211,19 @@ def customer_mismatches(url: str) -> list[tuple]:
         ORDER BY 1, 4 LIMIT 20""")
 
 
+def chain_pair_mismatches(url: str) -> list[tuple]:
+    """Days and pairs whose count in ``agg_pair_date`` (the chain's, kept by loads) is not
+    ``agg_pair_day`` summed over the branches, or is zero: none, always, in a SQL warehouse."""
+    return query(url, """
+        WITH truth AS (
+            SELECT date_key, a_key, b_key, sum(sales) AS sales FROM agg_pair_day GROUP BY date_key, a_key, b_key)
+        SELECT t.date_key, t.a_key, t.b_key, t.sales, c.date_key, c.a_key, c.b_key, c.sales
+        FROM truth t FULL OUTER JOIN agg_pair_date c
+          ON c.date_key = t.date_key AND c.a_key = t.a_key AND c.b_key = t.b_key
+        WHERE t.date_key IS NULL OR c.date_key IS NULL OR t.sales <> c.sales OR c.sales = 0
+        ORDER BY 1, 2, 3, 5, 6, 7 LIMIT 20""")
+
+
 def text_values(url: str) -> list[str]:
     """Every distinct value of every text column of every table (fingerprints excepted)."""
     columns = query(

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.conftest import BACKENDS, customer_mismatches, new_warehouse, query, run_cli
+from tests.conftest import BACKENDS, chain_pair_mismatches, customer_mismatches, new_warehouse, query, run_cli
 
 TRIALS = int(os.environ.get("CAFE_ETL_CRASH_TRIALS", "3"))
 SMALL_BATCHES = {"CAFE_ETL_BATCH_BYTES": "150000"}  # two or three files per batch: many commits per run
@@ -191,3 +191,4 @@ def check_consistent(url: str) -> None:
     aggregates = query(url, "SELECT coalesce(sum(transactions), 0), coalesce(sum(revenue), 0) FROM agg_sale_hour")[0]
     assert tuple(facts) == tuple(aggregates)
     assert customer_mismatches(url) == []  # each customer's first sale, as the facts hold it
+    assert chain_pair_mismatches(url) == []  # the chain's pairs per day, as the branches' add up

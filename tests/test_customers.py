@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.conftest import BACKENDS, customer_mismatches, new_warehouse, query, run_cli
+from tests.conftest import BACKENDS, chain_pair_mismatches, customer_mismatches, new_warehouse, query, run_cli
 
 from cafe_etl.config import Settings
 from cafe_etl.keys import customer_key
@@ -301,7 +301,7 @@ def test_first_sales_stay_exact_when_files_are_replaced(backend, tmp_path, postg
     def ingest() -> dict:
         result = run_cli("ingest", landing, "--warehouse", url)
         assert result.code == 0, result.stderr
-        assert customer_mismatches(url) == []
+        assert customer_mismatches(url) == [] and chain_pair_mismatches(url) == []
         first = dict(query(url, "SELECT customer_key, first_seen FROM dim_customer"))
         return run_cli("customers", "--warehouse", url, "--format", "json", "--from", "2024-03-04").json(), first
 

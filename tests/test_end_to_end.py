@@ -9,7 +9,7 @@ import shutil
 from datetime import date
 
 import pytest
-from tests.conftest import BACKENDS, new_warehouse, query, run_cli, text_values
+from tests.conftest import BACKENDS, chain_pair_mismatches, new_warehouse, query, run_cli, text_values
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -164,6 +164,7 @@ def test_a_changed_file_replaces_its_old_rows(generated, warehouse_url, tmp_path
     assert statuses == [(old["file_id"], "replaced", new["file_id"]), (new["file_id"], "loaded", None)]
     assert rows == {new["file_id"]: new["rows_loaded"]} and rejects == 0
     assert no_duplicates(warehouse_url) == (0,) * 8
+    assert chain_pair_mismatches(warehouse_url) == []  # the old version's pairs left the chain's days too
 
 
 def test_a_renamed_copy_is_skipped(generated, warehouse_url, tmp_path):

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.conftest import BACKENDS, FIXTURES, copy_samples, new_warehouse, query, run_cli
+from tests.conftest import BACKENDS, FIXTURES, chain_pair_mismatches, copy_samples, new_warehouse, query, run_cli
 
 from cafe_etl.config import Settings
 from cafe_etl.engine import EnginePool
@@ -107,6 +107,7 @@ def test_slices_load_exactly_what_whole_files_load(backend, landing, tmp_path, p
     assert town_rejects[0][1] == "same bytes as line 2"
     report = [run_cli("report", "--warehouse", url, "--format", "json").stdout for url in (whole, sliced)]
     assert report[0] == report[1]
+    assert chain_pair_mismatches(sliced) == []
     postgres_databases.drop(whole)
     postgres_databases.drop(sliced)
 
@@ -159,6 +160,7 @@ def test_a_new_version_of_a_sliced_file_replaces_the_old_one_whole(tmp_path):
     assert query(warehouse, "SELECT sum(transactions) FROM agg_sale_hour")[0][0] == 700
     reasons = dict(query(warehouse, "SELECT reason_code, count(*) FROM etl_reject GROUP BY 1"))
     assert reasons == {"TOTAL_MISMATCH": 100, "DUPLICATE_ROW": 100}
+    assert chain_pair_mismatches(warehouse) == []
 
 
 def test_a_sliced_file_that_is_not_an_export_loads_nothing(tmp_path):

@@ -8,7 +8,16 @@ import shutil
 import subprocess
 
 import pytest
-from tests.conftest import CLI, SAMPLES, copy_samples, customer_mismatches, query, require_postgres, run_cli
+from tests.conftest import (
+    CLI,
+    SAMPLES,
+    chain_pair_mismatches,
+    copy_samples,
+    customer_mismatches,
+    query,
+    require_postgres,
+    run_cli,
+)
 
 pytestmark = pytest.mark.usefixtures("postgres_databases")
 
@@ -91,6 +100,8 @@ def test_four_loaders_at_once_load_every_file_exactly_once(generated, expected, 
                (SELECT count(*) FROM etl_file WHERE status = 'loaded')""")[0]
     assert duplicates == (0, 0, 0, 0, expected["files"])
     assert customer_mismatches(pg_url) == []  # each customer's first sale, as the facts hold it
+    assert chain_pair_mismatches(pg_url) == []  # the chain's pairs per day, changed by four loaders at once
+    assert query(pg_url, "SELECT count(*) FROM agg_pair_date")[0][0] > 100
 
 
 def test_unreachable_server_is_one_line(tmp_path):

@@ -20,6 +20,7 @@ def test_each_dialect_spells_every_hook():
     assert "CREATE INDEX IF NOT EXISTS fact_sale_file ON fact_sale USING brin (file_id)" in pg_text
     assert "CREATE INDEX" not in duckdb_text
     assert "customer_key BIGINT PRIMARY KEY" in pg_text and "customer_key BIGINT NOT NULL," in duckdb_text
+    assert "CREATE UNIQUE INDEX IF NOT EXISTS agg_pair_date_key ON agg_pair_date (date_key, a_key, b_key)" in pg_text
 
 
 def test_an_unknown_hook_is_refused():
@@ -48,8 +49,9 @@ def test_a_warehouse_at_this_version_is_left_as_it_is(tmp_path):
 @pytest.mark.parametrize("backend", ["duckdb", "postgres"])
 def test_a_warehouse_of_schema_3_is_upgraded_to_the_same_aggregates(backend, generated, tmp_path, postgres_databases):
     """A load upgrades an older warehouse: the per-file counts added since (sales per
-    product, pairs) are filled in from its facts, equal to what loads count."""
-    from tests.conftest import new_warehouse, query, run_cli
+    product, pairs, the chain's pairs per day) are filled in from its facts, equal to
+    what loads count."""
+    from tests.conftest import chain_pair_mismatches, new_warehouse, query, run_cli
 
     url = new_warehouse(backend, tmp_path, postgres_databases)
     assert run_cli("ingest", generated, "--warehouse", url).code == 0
@@ -61,13 +63,15 @@ def test_a_warehouse_of_schema_3_is_upgraded_to_the_same_aggregates(backend, gen
     # Schema 3 had neither the pairs, the sales per product, the categories nor the views on them.
     _write(url, "DROP VIEW mart_product_week_change", "DROP VIEW mart_branch_week_change", "DROP VIEW mart_trend_week",
            "DROP VIEW mart_product_pairs", "DROP VIEW mart_category_sales", "DROP VIEW mart_products",
-           "DROP VIEW mart_product_sales", "DROP TABLE agg_pair_day", "ALTER TABLE agg_product_day DROP COLUMN sales",
+           "DROP VIEW mart_product_sales", "DROP TABLE agg_pair_day", "DROP TABLE agg_pair_date",
+           "ALTER TABLE agg_product_day DROP COLUMN sales",
            "ALTER TABLE dim_product DROP COLUMN category", SCHEMA_3_PRODUCT_SALES, "UPDATE etl_schema SET version = 3")
     refused = run_cli("together", "--warehouse", url)
     assert refused.code != 0 and "written by an older cafe-etl (schema 3" in refused.stderr
     (tmp_path / "empty").mkdir()
     assert run_cli("ingest", tmp_path / "empty", "--warehouse", url).code == 0
     assert {t: sorted(query(url, f"SELECT {columns} FROM {t}")) for t, columns in tables.items()} == counted
+    assert chain_pair_mismatches(url) == [] and query(url, "SELECT count(*) FROM agg_pair_date")[0][0] > 0
     assert run_cli("together", "--warehouse", url, "--format", "json").json() == together
 
 

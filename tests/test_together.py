@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import shutil
 from collections import Counter
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from efficient_apriori import apriori
 from scipy.stats import fisher_exact
-from tests.conftest import BACKENDS, new_warehouse, run_cli
+from tests.conftest import BACKENDS, chain_pair_mismatches, new_warehouse, query, run_cli
 
 from cafe_etl.analytics import together
 from cafe_etl.analytics.report import Filters
@@ -123,6 +124,50 @@ def test_pairs_match_an_independent_count(chain, loaded, args, first, last, pick
         assert p["q_value"] == pytest.approx(want["q"][(a, b)], rel=1e-3, abs=1e-300)
     lifts = [(p["lift"], p["baskets"]) for p in got["pairs"]]
     assert lifts == sorted(lifts, key=lambda x: (-x[0], -x[1]))
+
+
+def _matches_the_raw_files(url: str, landing: Path) -> None:
+    with open_warehouse(url).reader() as reader:
+        got = together.build(reader, Filters(), MIN_BASKETS)
+    want = expected_pairs(read_baskets(landing), START, LAST, None, MIN_BASKETS)
+    counted = {(_as_tuple(p["a"]), _as_tuple(p["b"])): (p["baskets"], p["a_baskets"], p["b_baskets"])
+               for p in got["pairs"]}
+    assert got["baskets"] == want["baskets"] and counted
+    assert counted == {(a, b): (n, want["singles"][a], want["singles"][b]) for (a, b), n in want["pairs"].items()}
+
+
+def _unusual_day(path: Path, basket: str, total: str) -> None:
+    """A small export of 5 March: three sales of one basket."""
+    path.write_text("".join(f"05/03/2024 09:0{n},Leeds,Guest {n},\"{basket}\",{total},CASH,\n" for n in range(3)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_chains_pairs_per_day_follow_replaced_files(chain, backend, tmp_path, postgres_databases):
+    """Every-branch answers read the chain's pairs per day, which loads keep: when files
+    are exported again, the old versions' pairs leave those days and the new ones come
+    in, and a pair that no sale of a day holds any longer leaves the day."""
+    landing = tmp_path / "landing"
+    shutil.copytree(chain[0], landing)
+    unusual = landing / "leeds_05-03-2024_09-00-00.csv"
+    _unusual_day(unusual, "Large Unicorn Latte - 3.00, Regular Dragon Tea - 2.00", "5.00")
+    url = new_warehouse(backend, tmp_path, postgres_databases)
+    rare = """SELECT a.sales FROM agg_pair_date a JOIN dim_product p ON p.product_key IN (a.a_key, a.b_key)
+              WHERE p.name = 'Dragon Tea'"""
+    assert run_cli("ingest", landing, "--warehouse", url).code == 0
+    assert query(url, rare) == [(3,)] and chain_pair_mismatches(url) == []
+    _matches_the_raw_files(url, landing)
+    # Two branches export their day again: one with half its sales, one with its sizes
+    # changed (other products, so other pairs); the unusual day without the rare pair.
+    half, resized = sorted(landing.glob("*.csv"))[:2]
+    lines = half.read_text().splitlines(keepends=True)
+    half.write_text("".join(lines[: len(lines) // 2]))
+    resized.write_text(resized.read_text().replace("Large ", "Small "))
+    _unusual_day(unusual, "Large Unicorn Latte - 3.00", "3.00")
+    result = run_cli("ingest", landing, "--warehouse", url, "--json")
+    assert result.code == 0 and result.json()["files"]["reloaded"] == 3, result.stderr
+    assert query(url, rare) == [] and chain_pair_mismatches(url) == []
+    _matches_the_raw_files(url, landing)
+    postgres_databases.drop(url)
 
 
 def test_the_planted_pairs_come_out_on_top_and_significant(chain, loaded):

@@ -35,13 +35,16 @@ def pairs(reader: Reader, scope: Scope, min_baskets: int = DEFAULT_MIN_BASKETS) 
     """{"baskets": N, "pairs": [...]} for the scope, sorted by lift, then baskets. The
     counts are the per-file aggregates loads keep (``agg_product_day.sales``,
     ``agg_pair_day``), added up over the scope: the same numbers as counting the line
-    items, without a self-join of millions of them."""
+    items, without a self-join of millions of them. For every branch, the pairs come
+    from the chain's per day (``agg_pair_date``, their sum over branches) where the
+    warehouse keeps them."""
     where, params = scope.where("a")
     total = int(reader.scalar(f"SELECT coalesce(sum(a.transactions), 0) FROM agg_sale_hour a WHERE {where}",
                               params) or 0)
+    pairs_of = "agg_pair_date" if scope.chain_wide and reader.keeps_chain_pairs else "agg_pair_day"
     rows = reader.query(
         f"""WITH together AS (
-                SELECT a.a_key, a.b_key, sum(a.sales) AS n FROM agg_pair_day a WHERE {where}
+                SELECT a.a_key, a.b_key, sum(a.sales) AS n FROM {pairs_of} a WHERE {where}
                 GROUP BY a.a_key, a.b_key HAVING sum(a.sales) >= ?
             ), per_product AS (
                 SELECT a.product_key, sum(a.sales) AS n FROM agg_product_day a WHERE {where}

@@ -193,6 +193,10 @@ class Reader(ABC):
     reader opened with a time limit cancels any query that runs longer
     (``QueryTimeout``)."""
 
+    # Whether the warehouse keeps the chain's pairs per day (``agg_pair_date``), which a
+    # question about every branch reads instead of each branch's pairs.
+    keeps_chain_pairs: bool = True
+
     @abstractmethod
     def query(self, sql: str, params: Sequence[Any] = (), *, max_rows: int | None = None) -> list[tuple]: ...
 

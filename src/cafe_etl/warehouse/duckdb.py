@@ -32,8 +32,8 @@ from cafe_etl.warehouse.duckdb_access import (
     step_aside_for_a_loader,
     translate,
 )
-from cafe_etl.warehouse.load_sql import NO_KEY, SqlLoadSession, export_path
-from cafe_etl.warehouse.schema import Hooks
+from cafe_etl.warehouse.load_sql import NO_KEY, PAIR_CHANGES, SqlLoadSession, export_path
+from cafe_etl.warehouse.schema import Hooks, split_statements
 
 _ALIAS = "wh"
 CHECKPOINT_AFTER = "256MB"
@@ -54,6 +54,22 @@ FROM load_customer o
 WHERE o.earlier AND dim_customer.customer_key = o.customer_key;
 INSERT INTO dim_customer (customer_key, first_seen, first_branch_key)
 SELECT customer_key, first_seen, first_branch_key FROM load_customer WHERE new
+"""
+
+# One loader at a time writes the chain's pairs per day (batches load in turn): the
+# changes are added to the pairs a day has, the others added to the day.
+_MERGE_PAIRS = f"""
+CREATE OR REPLACE TEMP TABLE load_pair_net AS {PAIR_CHANGES};
+UPDATE agg_pair_date SET sales = agg_pair_date.sales + c.sales
+FROM load_pair_net c
+WHERE agg_pair_date.date_key = c.date_key AND agg_pair_date.a_key = c.a_key AND agg_pair_date.b_key = c.b_key;
+INSERT INTO agg_pair_date (date_key, a_key, b_key, sales)
+SELECT c.date_key, c.a_key, c.b_key, c.sales FROM load_pair_net c
+WHERE NOT EXISTS (SELECT 1 FROM agg_pair_date p
+                  WHERE p.date_key = c.date_key AND p.a_key = c.a_key AND p.b_key = c.b_key);
+DELETE FROM agg_pair_date USING load_pair_net c
+WHERE agg_pair_date.sales = 0
+  AND agg_pair_date.date_key = c.date_key AND agg_pair_date.a_key = c.a_key AND agg_pair_date.b_key = c.b_key
 """
 
 HOOKS = Hooks(compression=lambda method: f"USING COMPRESSION {method}", unique_key="NOT NULL", index=lambda _: "")
@@ -116,6 +132,10 @@ class DuckDBLoadSession(SqlLoadSession):
             con.execute(f"INSERT INTO {table} ({columns}) SELECT * FROM read_parquet(?)", [path]).fetchall()
         finally:
             os.unlink(path)
+
+    def _merge_pair_changes(self, con: duckdb.DuckDBPyConnection) -> None:
+        for statement in split_statements(_MERGE_PAIRS):
+            con.execute(statement).fetchall()
 
     def _content_faults(self) -> AbstractContextManager[None]:
         return _loading(self.path)

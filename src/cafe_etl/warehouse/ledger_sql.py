@@ -16,7 +16,7 @@ from typing import Any
 
 from cafe_etl import __version__
 from cafe_etl.rules import FileStatus, RunStatus
-from cafe_etl.warehouse.base import LoadSession, NewFile, RunTotals
+from cafe_etl.warehouse.base import FileRecord, LoadSession, NewFile, RunTotals, record_columns, record_values
 
 _NEW_FILES = f"""
 INSERT INTO etl_file (file_id, location, content_sha256, size_bytes, etag, status, copy_of, error,
@@ -42,6 +42,35 @@ UPDATE etl_file SET seconds_load = t.seconds
 FROM (SELECT unnest(CAST(? AS BIGINT[])) AS file_id, unnest(CAST(? AS DOUBLE PRECISION[])) AS seconds) t
 WHERE etl_file.file_id = t.file_id
 """
+
+
+# The ledger, in the same transaction as the rows it describes: the versions that new
+# ones replace are marked replaced, then each ledger row takes its record. Every field
+# of FileRecord but the key and ``replaces`` is a column of etl_file that a load sets.
+_NOT_SET = ("file_id", "replaces")
+_MARK_REPLACED = f"""
+UPDATE etl_file SET status = '{FileStatus.REPLACED}', replaced_by = r.file_id, processed_at = ?
+FROM load_record r
+WHERE etl_file.file_id = r.replaces AND r.status = '{FileStatus.LOADED}'
+"""
+_WRITE_RECORDS = f"""
+UPDATE etl_file SET {", ".join(f"{name} = r.{name}" for name, _ in record_columns() if name not in _NOT_SET)},
+       run_id = ?, processed_at = ?
+FROM load_record r
+WHERE etl_file.file_id = r.file_id
+"""
+_STAGE_RECORDS = "CREATE TEMP TABLE load_record AS SELECT " + ", ".join(
+    f"unnest(CAST(? AS {kind}[])) AS {name}" for name, kind in record_columns())
+
+
+def record_statements(records: Sequence[FileRecord], run_id: int) -> list[tuple[str, list]]:
+    """The statements (and their parameters) that write ``records`` into the ledger, run
+    in the transaction of the rows they describe."""
+    rows = [record_values(r) for r in records]
+    now = datetime.now()
+    return [("DROP TABLE IF EXISTS load_record", []),
+            (_STAGE_RECORDS, [list(column) for column in zip(*rows, strict=True)]),
+            (_MARK_REPLACED, [now]), (_WRITE_RECORDS, [run_id, now])]
 
 
 class SqlLedger(LoadSession):

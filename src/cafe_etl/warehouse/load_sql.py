@@ -8,8 +8,9 @@ the same work on every SQL warehouse:
    fails is harmless: a product nobody bought from yet);
 2. the batch, in one transaction: the rows of versions replaced or processed again
    are deleted, the batch's customers merged, the facts, rejects and per-file
-   aggregates appended, the ledger updated. Appends never conflict, so engines load
-   their batches at the same time.
+   aggregates appended, the chain's pairs per day changed by the pairs that left and
+   came, the ledger updated. Appends never conflict, so engines load their batches at
+   the same time.
 
 A customer's first sale (``dim_customer.first_seen`` and ``first_branch_key``) is kept
 exact: it changes only in the transaction that loads the facts behind it, the
@@ -24,7 +25,8 @@ A dialect supplies only what differs: how a statement runs (``_execute``, with `
 parameters), which connection a batch loads through, how rows cross from the engine
 into the warehouse (``_stage`` a relation for a merge, ``_append`` rows to a table),
 which errors are the content's doing (``_content_faults``), whether a failed attempt
-is retried (``_attempt``), and its customer merge (``MERGE_CUSTOMERS``).
+is retried (``_attempt``), its customer merge (``MERGE_CUSTOMERS``) and how pair
+changes join the chain's days (``_merge_pair_changes``).
 """
 
 from __future__ import annotations
@@ -36,14 +38,13 @@ import threading
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
-from datetime import datetime
 from typing import Any
 
 from cafe_etl import categories
 from cafe_etl.engine import Engine
 from cafe_etl.rules import FileStatus
-from cafe_etl.warehouse.base import FILE_TABLES, FileRecord, PartLoad, cleanup, record_columns, record_values
-from cafe_etl.warehouse.ledger_sql import SqlLedger
+from cafe_etl.warehouse.base import FILE_TABLES, FileRecord, PartLoad, cleanup
+from cafe_etl.warehouse.ledger_sql import SqlLedger, record_statements
 from cafe_etl.warehouse.schema import split_statements
 
 NO_KEY = 2**63 - 1  # above every key: a customer without a first branch yet takes any
@@ -180,23 +181,20 @@ WHERE customer_key IN (SELECT customer_key FROM load_lost_customer)
   AND NOT EXISTS (SELECT 1 FROM fact_sale f WHERE f.customer_key = dim_customer.customer_key)
 """
 
-# The ledger, in the same transaction as the rows it describes: the versions that new
-# ones replace are marked replaced, then each ledger row takes its record. Every field
-# of FileRecord but the key and ``replaces`` is a column of etl_file that a load sets.
-_NOT_SET = ("file_id", "replaces")
-_MARK_REPLACED = f"""
-UPDATE etl_file SET status = '{FileStatus.REPLACED}', replaced_by = r.file_id, processed_at = ?
-FROM load_record r
-WHERE etl_file.file_id = r.replaces AND r.status = '{FileStatus.LOADED}'
+# The chain's pairs per day (agg_pair_date) follow agg_pair_day within each load's
+# transaction: the pairs of versions about to be deleted are noted as taken away,
+# those of the files just loaded as added, and the net change per day and pair is
+# merged in by the dialect (``MERGE_PAIRS``).
+_NOTE_PAIRS_LEAVING = """
+INSERT INTO load_pair_change
+SELECT date_key, a_key, b_key, -sum(sales) FROM agg_pair_day
+WHERE file_id = ANY(CAST(? AS BIGINT[]))
+GROUP BY date_key, a_key, b_key
 """
-_WRITE_RECORDS = f"""
-UPDATE etl_file SET {", ".join(f"{name} = r.{name}" for name, _ in record_columns() if name not in _NOT_SET)},
-       run_id = ?, processed_at = ?
-FROM load_record r
-WHERE etl_file.file_id = r.file_id
-"""
-_STAGE_RECORDS = "CREATE TEMP TABLE load_record AS SELECT " + ", ".join(
-    f"unnest(CAST(? AS {kind}[])) AS {name}" for name, kind in record_columns())
+_NOTE_PAIRS_LOADED = _NOTE_PAIRS_LEAVING.replace("-sum(sales)", "sum(sales)")
+# The net change of each day and pair, for those that changed at all.
+PAIR_CHANGES = """SELECT date_key, a_key, b_key, sum(sales) AS sales FROM load_pair_change
+GROUP BY date_key, a_key, b_key HAVING sum(sales) <> 0"""
 
 Connection = Any  # a dialect's connection
 
@@ -253,6 +251,11 @@ class SqlLoadSession(SqlLedger):
         """Add the rows of the engine query ``select`` to ``table`` (``columns``) through ``con``."""
 
     @abstractmethod
+    def _merge_pair_changes(self, con: Connection) -> None:
+        """Add the net changes of ``load_pair_change`` (``PAIR_CHANGES``) to ``agg_pair_date``;
+        a day's pair that no sale holds any longer leaves it."""
+
+    @abstractmethod
     def _content_faults(self) -> AbstractContextManager[None]:
         """Errors while a batch is loaded, in the pipeline's terms: running out of memory
         as it is, a value the warehouse refuses as ``ContentFault`` (the pipeline narrows
@@ -278,7 +281,7 @@ class SqlLoadSession(SqlLedger):
         with self._transaction(con):
             if clear and self.LOCK_CUSTOMERS:
                 self._execute(con, self.LOCK_CUSTOMERS)
-            self._note_lost_customers(con, clear)
+            self._note_leaving(con, clear)
             self._delete_rows_of(con, clear)
             self._stage(engine, con, "merge_customer", CUSTOMER_INPUT)
             self._merge_customers(con)
@@ -286,6 +289,8 @@ class SqlLoadSession(SqlLedger):
                 self._append(engine, con, table, columns, _select(columns, relation, run_id))
             if clear:
                 self._settle_lost_customers(con)
+            # After the customers: every loader takes its row locks in one order.
+            self._merge_pairs(con, [r.file_id for r in records])
             # The ledger last: its row locks are held for the shortest time.
             self._write_ledger(con, records, run_id)
 
@@ -324,7 +329,7 @@ class SqlLoadSession(SqlLedger):
             try:
                 with self._content_faults():
                     self._execute(con, "BEGIN")
-                    self._note_lost_customers(con, [file_id] if clear_first else [])
+                    self._note_leaving(con, [file_id] if clear_first else [])
                     if clear_first:
                         self._delete_rows_of(con, [file_id])
                 yield parts
@@ -350,14 +355,25 @@ class SqlLoadSession(SqlLedger):
         with suppress(Exception):
             self._execute(con, "ROLLBACK")
 
-    def _note_lost_customers(self, con: Connection, file_ids: Sequence[int], *, adding: bool = False) -> None:
-        """Note the customers of the versions whose rows are about to be deleted, for
-        ``_settle_lost_customers``; ``adding``: to those noted earlier in the transaction."""
+    def _note_leaving(self, con: Connection, file_ids: Sequence[int], *, adding: bool = False) -> None:
+        """Note what the versions whose rows are about to be deleted held: their customers,
+        for ``_settle_lost_customers``, and their pairs, for ``_merge_pairs``; ``adding``:
+        to what was noted earlier in the transaction."""
         if not adding:
             self._execute(con, "DROP TABLE IF EXISTS load_lost_customer")
+            self._execute(con, "DROP TABLE IF EXISTS load_pair_change")
         self._execute(con, "CREATE TEMP TABLE IF NOT EXISTS load_lost_customer (customer_key BIGINT)")
+        self._execute(con, "CREATE TEMP TABLE IF NOT EXISTS load_pair_change "
+                           "(date_key INTEGER, a_key BIGINT, b_key BIGINT, sales BIGINT)")
         if file_ids:
             self._execute(con, _NOTE_LOST_CUSTOMERS, [list(file_ids)])
+            self._execute(con, _NOTE_PAIRS_LEAVING, [list(file_ids)])
+
+    def _merge_pairs(self, con: Connection, loaded: Sequence[int]) -> None:
+        """The chain's pairs per day, changed by what left (noted by ``_note_leaving``)
+        and by the pairs of the ``loaded`` files, now in ``agg_pair_day``."""
+        self._execute(con, _NOTE_PAIRS_LOADED, [list(loaded)])
+        self._merge_pair_changes(con)
 
     def _delete_rows_of(self, con: Connection, file_ids: Sequence[int]) -> None:
         if file_ids:
@@ -371,12 +387,8 @@ class SqlLoadSession(SqlLedger):
             self._execute(con, statement)
 
     def _write_ledger(self, con: Connection, records: Sequence[FileRecord], run_id: int) -> None:
-        rows = [record_values(r) for r in records]
-        self._execute(con, "DROP TABLE IF EXISTS load_record")
-        self._execute(con, _STAGE_RECORDS, [list(column) for column in zip(*rows, strict=True)])
-        now = datetime.now()
-        self._execute(con, _MARK_REPLACED, [now])
-        self._execute(con, _WRITE_RECORDS, [run_id, now])
+        for sql, params in record_statements(records, run_id):
+            self._execute(con, sql, params)
 
 
 class SqlPartLoad(PartLoad):
@@ -400,7 +412,7 @@ class SqlPartLoad(PartLoad):
         with session._content_faults(), session._customers_turn():
             if (replaced or record.clear_previous) and session.LOCK_CUSTOMERS:
                 session._execute(con, session.LOCK_CUSTOMERS)
-            session._note_lost_customers(con, replaced, adding=True)
+            session._note_leaving(con, replaced, adding=True)
             session._delete_rows_of(con, replaced)
             for statement in split_statements(_PART_AGGREGATES):
                 session._execute(con, statement, [file_id] * statement.count("?"))
@@ -413,6 +425,7 @@ class SqlPartLoad(PartLoad):
             session._merge_customers(con)
             if replaced or record.clear_previous:
                 session._settle_lost_customers(con)
+            session._merge_pairs(con, [file_id])
             session._write_ledger(con, [record], self.run_id)
             session._execute(con, "COMMIT")
             self.committed = True

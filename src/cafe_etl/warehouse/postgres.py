@@ -29,7 +29,7 @@ from cafe_etl.errors import ContentFault, QueryTimeout, WarehouseError, Warehous
 from cafe_etl.rules import FileStatus
 from cafe_etl.warehouse import schema
 from cafe_etl.warehouse.base import LedgerEntry, NewFile, Reader, Warehouse, fetch_limited
-from cafe_etl.warehouse.load_sql import NO_KEY, SqlLoadSession, export_path
+from cafe_etl.warehouse.load_sql import NO_KEY, PAIR_CHANGES, SqlLoadSession, export_path
 from cafe_etl.warehouse.schema import Hooks
 
 # Each run holds the advisory lock (_RUN_LOCK_CLASS, run_id) while it lives; a claim
@@ -54,8 +54,27 @@ WHERE excluded.first_seen < dim_customer.first_seen
        AND excluded.first_branch_key < coalesce(dim_customer.first_branch_key, {NO_KEY}))
 """
 
+# The chain's pairs per day, changed by loaders in many processes at once: each change
+# settled by the unique index, in key order so that two loaders never wait on each
+# other crosswise. The pairs a change left at zero sales are returned, to leave the day.
+_MERGE_PAIRS = f"""
+WITH merged AS (
+    INSERT INTO agg_pair_date (date_key, a_key, b_key, sales)
+    {PAIR_CHANGES} ORDER BY date_key, a_key, b_key
+    ON CONFLICT (date_key, a_key, b_key) DO UPDATE SET sales = agg_pair_date.sales + excluded.sales
+    RETURNING date_key, a_key, b_key, sales
+)
+SELECT date_key, a_key, b_key FROM merged WHERE sales = 0
+"""
+_DROP_EMPTY_PAIRS = """
+DELETE FROM agg_pair_date
+WHERE (date_key, a_key, b_key) IN (SELECT * FROM unnest(CAST(? AS INTEGER[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[])))
+  AND sales = 0
+"""
+
 HOOKS = Hooks(compression=lambda _: "", unique_key="PRIMARY KEY",
-              index=lambda what: f"CREATE INDEX IF NOT EXISTS {what}")
+              index=lambda what: f"CREATE INDEX IF NOT EXISTS {what}",
+              unique_index=lambda what: f"CREATE UNIQUE INDEX IF NOT EXISTS {what}")
 
 # DuckDB's names of the types staged rows have, where PostgreSQL's differ.
 _PG_TYPES = {"DOUBLE": "DOUBLE PRECISION", "FLOAT": "REAL", "HUGEINT": "NUMERIC", "TINYINT": "SMALLINT"}
@@ -273,6 +292,11 @@ class PostgresLoadSession(SqlLoadSession):
                     copy.write(chunk)
         finally:
             os.unlink(path)
+
+    def _merge_pair_changes(self, con: psycopg.Connection) -> None:
+        emptied = self._execute(con, _MERGE_PAIRS)
+        if emptied:
+            self._execute(con, _DROP_EMPTY_PAIRS, [list(column) for column in zip(*emptied, strict=True)])
 
     def _content_faults(self) -> AbstractContextManager[None]:
         return _refusals(self.warehouse)

@@ -19,8 +19,9 @@ from typing import Any
 
 from cafe_etl.errors import WarehouseOutdated
 
-# 2: per-file aggregates, dim_customer.first_branch_key; 3: first sales exact; 4: product categories
-SCHEMA_VERSION = 4
+# 2: per-file aggregates, dim_customer.first_branch_key; 3: first sales exact; 4: product categories;
+# 5: the chain's pairs per day
+SCHEMA_VERSION = 5
 
 _HOOK = re.compile(r"\{(\w+)(?: ([^}]*))?\}")
 
@@ -32,13 +33,14 @@ class Hooks:
     compression: Callable[[str], str]  # the method's name -> the column clause
     unique_key: str  # the clause of a key that must stay unique
     index: Callable[[str], str]  # "name ON table (...)" -> a statement, or "" for none
+    unique_index: Callable[[str], str] = lambda _: ""  # the same, for an index that keeps keys unique
 
     def spell(self, statement: str) -> str:
         def one(match: re.Match) -> str:
             name, argument = match.group(1), match.group(2) or ""
             if name == "unique_key":
                 return self.unique_key
-            if name in ("compression", "index"):
+            if name in ("compression", "index", "unique_index"):
                 return getattr(self, name)(argument)
             raise ValueError(f"unknown schema hook {{{name}}}")
 

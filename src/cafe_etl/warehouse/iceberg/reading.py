@@ -42,6 +42,10 @@ class IcebergReader(Reader):
     """The ledger's reader, with each Iceberg table a query names put in front of its
     (empty) namesake as Arrow, read once per reader."""
 
+    # The lake holds per-file tables only: a table summed over files would need every
+    # load's commits in one transaction, which Iceberg keeps per table.
+    keeps_chain_pairs = False
+
     def __init__(self, catalog: Any, ledger: Reader) -> None:
         self.catalog = catalog
         self.ledger = ledger

@@ -6,6 +6,8 @@
 --   {compression METHOD}  a column's compression, named (DuckDB) or left to the server
 --   {unique_key}          a key kept unique by an index, or by the loader alone
 --   {index NAME ON ...}   a secondary index: PostgreSQL's; DuckDB's zonemaps serve instead
+--   {unique_index NAME ON ...}  a unique index that concurrent loaders' upserts rely on
+--                         (PostgreSQL's); DuckDB's loaders write one at a time
 
 CREATE TABLE IF NOT EXISTS etl_schema (
     version INTEGER NOT NULL,
@@ -128,6 +130,18 @@ CREATE TABLE IF NOT EXISTS agg_pair_day (
     sales INTEGER NOT NULL
 );
 {index agg_pair_day_file ON agg_pair_day USING brin (file_id)};
+
+-- The same pairs per day for the whole chain: agg_pair_day added up over the branches,
+-- kept in step by every load in the transaction that changes agg_pair_day (a batch's
+-- pairs added, those of the versions it replaces taken away), so a question about
+-- every branch reads each pair of a day once rather than once per branch.
+CREATE TABLE IF NOT EXISTS agg_pair_date (
+    date_key INTEGER NOT NULL,
+    a_key BIGINT NOT NULL,
+    b_key BIGINT NOT NULL,
+    sales BIGINT NOT NULL
+);
+{unique_index agg_pair_date_key ON agg_pair_date (date_key, a_key, b_key)};
 
 CREATE TABLE IF NOT EXISTS agg_sale_hour (
     file_id BIGINT NOT NULL,
