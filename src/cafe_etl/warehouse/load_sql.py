@@ -183,15 +183,21 @@ WHERE customer_key IN (SELECT customer_key FROM load_lost_customer)
 
 # The chain's pairs per day (agg_pair_date) follow agg_pair_day within each load's
 # transaction: the pairs of versions about to be deleted are noted as taken away,
-# those of the files just loaded as added, and the net change per day and pair is
-# merged in by the dialect (``MERGE_PAIRS``).
+# those of the files just loaded as added (a batch's summed up by the engine, as
+# staged; a file loaded in parts', from its aggregates), and the net change per day
+# and pair is merged in by the dialect (``_merge_pair_changes``).
 _NOTE_PAIRS_LEAVING = """
 INSERT INTO load_pair_change
 SELECT date_key, a_key, b_key, -sum(sales) FROM agg_pair_day
 WHERE file_id = ANY(CAST(? AS BIGINT[]))
 GROUP BY date_key, a_key, b_key
 """
-_NOTE_PAIRS_LOADED = _NOTE_PAIRS_LEAVING.replace("-sum(sales)", "sum(sales)")
+_PAIR_CHANGE_COLUMNS = "date_key, a_key, b_key, sales"
+_STAGED_PAIRS = "SELECT date_key, a_key, b_key, sum(sales) FROM out_pair_day GROUP BY date_key, a_key, b_key"
+_NOTE_PART_PAIRS = """
+INSERT INTO load_pair_change
+SELECT date_key, a_key, b_key, sales FROM agg_pair_day WHERE file_id = ?
+"""
 # The net change of each day and pair, for those that changed at all.
 PAIR_CHANGES = """SELECT date_key, a_key, b_key, sum(sales) AS sales FROM load_pair_change
 GROUP BY date_key, a_key, b_key HAVING sum(sales) <> 0"""
@@ -290,7 +296,8 @@ class SqlLoadSession(SqlLedger):
             if clear:
                 self._settle_lost_customers(con)
             # After the customers: every loader takes its row locks in one order.
-            self._merge_pairs(con, [r.file_id for r in records])
+            self._append(engine, con, "load_pair_change", _PAIR_CHANGE_COLUMNS, _STAGED_PAIRS)
+            self._merge_pair_changes(con)
             # The ledger last: its row locks are held for the shortest time.
             self._write_ledger(con, records, run_id)
 
@@ -357,7 +364,7 @@ class SqlLoadSession(SqlLedger):
 
     def _note_leaving(self, con: Connection, file_ids: Sequence[int], *, adding: bool = False) -> None:
         """Note what the versions whose rows are about to be deleted held: their customers,
-        for ``_settle_lost_customers``, and their pairs, for ``_merge_pairs``; ``adding``:
+        for ``_settle_lost_customers``, and their pairs, for ``_merge_pair_changes``; ``adding``:
         to what was noted earlier in the transaction."""
         if not adding:
             self._execute(con, "DROP TABLE IF EXISTS load_lost_customer")
@@ -369,11 +376,6 @@ class SqlLoadSession(SqlLedger):
             self._execute(con, _NOTE_LOST_CUSTOMERS, [list(file_ids)])
             self._execute(con, _NOTE_PAIRS_LEAVING, [list(file_ids)])
 
-    def _merge_pairs(self, con: Connection, loaded: Sequence[int]) -> None:
-        """The chain's pairs per day, changed by what left (noted by ``_note_leaving``)
-        and by the pairs of the ``loaded`` files, now in ``agg_pair_day``."""
-        self._execute(con, _NOTE_PAIRS_LOADED, [list(loaded)])
-        self._merge_pair_changes(con)
 
     def _delete_rows_of(self, con: Connection, file_ids: Sequence[int]) -> None:
         if file_ids:
@@ -425,7 +427,8 @@ class SqlPartLoad(PartLoad):
             session._merge_customers(con)
             if replaced or record.clear_previous:
                 session._settle_lost_customers(con)
-            session._merge_pairs(con, [file_id])
+            session._execute(con, _NOTE_PART_PAIRS, [file_id])
+            session._merge_pair_changes(con)
             session._write_ledger(con, [record], self.run_id)
             session._execute(con, "COMMIT")
             self.committed = True
