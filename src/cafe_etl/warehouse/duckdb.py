@@ -135,7 +135,7 @@ class DuckDBLoadSession(SqlLoadSession):
 
     def _merge_pair_changes(self, con: duckdb.DuckDBPyConnection) -> None:
         for statement in split_statements(_MERGE_PAIRS):
-            con.execute(statement).fetchall()
+            self._execute(con, statement)
 
     def _content_faults(self) -> AbstractContextManager[None]:
         return _loading(self.path)
