@@ -151,13 +151,16 @@ def test_the_dashboard_api_and_metrics_answer_from_iceberg(loaded):
     answers = {}
     for url in (lake, duck):
         with TestClient(create_app(Settings(warehouse=url))) as client:
-            answers[url] = {path: client.get(path, params={"from": "2000-01-01"}).json()
-                            for path in ("/api/overview/figures", "/api/what/products", "/api/customers/rfm",
-                                         "/api/together/pairs", "/api/ops/rejects")}
+            answers[url] = {path: client.get(path, params={"from": "2023-01-01", **extra}).json()
+                            for path, extra in (("/api/overview/figures", {}), ("/api/what/products", {}),
+                                                ("/api/customers/rfm", {}), ("/api/ops/rejects", {}),
+                                                ("/api/together/pairs", {"min_baskets": 1}))}
             metrics = client.get("/metrics")
             assert metrics.status_code == 200
             assert "cafe_etl_files" in metrics.text
     assert json.dumps(answers[lake], sort_keys=True) == json.dumps(answers[duck], sort_keys=True)
+    assert not [path for path, answer in answers[lake].items() if "error" in answer]
+    assert answers[lake]["/api/together/pairs"]["data"]["pairs"]  # the lake's per-file pairs, added up
 
 
 def test_a_wrong_iceberg_url_is_one_clear_line(tmp_path):

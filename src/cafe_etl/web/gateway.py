@@ -69,6 +69,10 @@ class LimitedReader(Reader):
     def regex_match(self, expression: str) -> str:
         return self.inner.regex_match(expression)
 
+    @property
+    def keeps_chain_pairs(self) -> bool:  # what the warehouse behind it keeps
+        return self.inner.keeps_chain_pairs
+
 
 class Gateway:
     def __init__(self, warehouse: Warehouse, limits: Limits | None = None) -> None:
