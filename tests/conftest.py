@@ -213,8 +213,11 @@ def customer_mismatches(url: str) -> list[tuple]:
 
 def chain_pair_mismatches(url: str) -> list[tuple]:
     """Days and pairs whose count in ``agg_pair_date`` (the chain's, kept by loads) is not
-    ``agg_pair_day`` summed over the branches, or is zero: none, always, in a SQL warehouse."""
-    return query(url, """
+    ``agg_pair_day`` summed over the branches, or is zero, or that it holds twice: none,
+    always, in a SQL warehouse."""
+    twice = query(url, "SELECT date_key, a_key, b_key, count(*) FROM agg_pair_date "
+                       "GROUP BY date_key, a_key, b_key HAVING count(*) > 1")
+    return twice + query(url, """
         WITH truth AS (
             SELECT date_key, a_key, b_key, sum(sales) AS sales FROM agg_pair_day GROUP BY date_key, a_key, b_key)
         SELECT t.date_key, t.a_key, t.b_key, t.sales, c.date_key, c.a_key, c.b_key, c.sales

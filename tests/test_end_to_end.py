@@ -223,6 +223,7 @@ def test_replay_reprocesses_files_with_rejects(generated, warehouse_url, tmp_pat
     assert {f["file_id"] for f in replayed["file_results"]} == {f["file_id"] for f in files_of_branch}
     assert report(warehouse_url) == before  # same rules, same result: nothing doubled, nothing lost
     assert no_duplicates(warehouse_url) == (0,) * 8
+    assert chain_pair_mismatches(warehouse_url) == []
 
 
 def test_validate_lists_every_problem_and_loads_nothing(generated, tmp_path, expected):

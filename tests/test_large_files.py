@@ -140,11 +140,12 @@ def test_validate_lists_the_same_problems_in_slices(landing):
     assert len(sliced.json()["problems"]) > 200
 
 
-def test_a_new_version_of_a_sliced_file_replaces_the_old_one_whole(tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_new_version_of_a_sliced_file_replaces_the_old_one_whole(backend, tmp_path, postgres_databases):
     path = tmp_path / "landing" / "slice_town_05-03-2024_08-00-00.csv"
     path.parent.mkdir()
     _repeating_file(path)
-    warehouse = tmp_path / "w.duckdb"
+    warehouse = new_warehouse(backend, tmp_path, postgres_databases)
     assert run_cli("ingest", path.parent, "--warehouse", warehouse, env=SLICED).code == 0
     # The first 100 rows now mismatch their total, and their later repeats are repeats no more.
     path.write_bytes(path.read_bytes().replace(b",4.40,CARD,", b",4.41,CARD,", 100))
@@ -161,6 +162,14 @@ def test_a_new_version_of_a_sliced_file_replaces_the_old_one_whole(tmp_path):
     reasons = dict(query(warehouse, "SELECT reason_code, count(*) FROM etl_reject GROUP BY 1"))
     assert reasons == {"TOTAL_MISMATCH": 100, "DUPLICATE_ROW": 100}
     assert chain_pair_mismatches(warehouse) == []
+    pairs = query(warehouse, "SELECT date_key, a_key, b_key, sales FROM agg_pair_date")
+    assert len(pairs) == 1 and pairs[0][-1] == 700
+    # Processed again in slices (it has rejects): its pairs leave and come back once.
+    replayed = run_cli("replay", "--warehouse", warehouse, "--json", env=SLICED)
+    assert replayed.code == 0 and replayed.json()["files"]["loaded"] == 1, replayed.stderr
+    assert query(warehouse, "SELECT date_key, a_key, b_key, sales FROM agg_pair_date") == pairs
+    assert chain_pair_mismatches(warehouse) == []
+    postgres_databases.drop(warehouse)
 
 
 def test_a_sliced_file_that_is_not_an_export_loads_nothing(tmp_path):

@@ -81,10 +81,9 @@ SELECT file_id, date_key, branch_key, product_key, count(*)::INTEGER AS quantity
 FROM out_item
 GROUP BY file_id, date_key, branch_key, product_key
 """,
-    # each pair of products in a sale once, the lower key first (a sale is its file and row);
-    # a table, not a view: read twice (per file, and summed per day for the chain)
+    # each pair of products in a sale once, the lower key first (a sale is its file and row)
     """
-CREATE OR REPLACE TEMP TABLE out_pair_day AS
+CREATE OR REPLACE TEMP VIEW out_pair_day AS
 WITH held AS (SELECT DISTINCT file_id, source_row, date_key, branch_key, product_key FROM out_item)
 SELECT a.file_id, a.date_key, a.branch_key, a.product_key AS a_key, b.product_key AS b_key,
        count(*)::INTEGER AS sales

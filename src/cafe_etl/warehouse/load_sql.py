@@ -182,22 +182,18 @@ WHERE customer_key IN (SELECT customer_key FROM load_lost_customer)
 """
 
 # The chain's pairs per day (agg_pair_date) follow agg_pair_day within each load's
-# transaction: the pairs of versions about to be deleted are noted as taken away,
+# transaction: the pairs of the rows deleted are noted as taken away (``_delete_pairs_of``),
 # those of the files just loaded as added (a batch's summed up by the engine, as
 # staged; a file loaded in parts', from its aggregates), and the net change per day
 # and pair is merged in by the dialect (``_merge_pair_changes``).
-_NOTE_PAIRS_LEAVING = """
-INSERT INTO load_pair_change
-SELECT date_key, a_key, b_key, -sum(sales) FROM agg_pair_day
-WHERE file_id = ANY(CAST(? AS BIGINT[]))
-GROUP BY date_key, a_key, b_key
-"""
+_NOTE_PAIRS_LEAVING = """INSERT INTO load_pair_change SELECT date_key, a_key, b_key, -sum(sales) FROM agg_pair_day
+WHERE file_id = ANY(CAST(? AS BIGINT[])) GROUP BY date_key, a_key, b_key"""
 _PAIR_CHANGE_COLUMNS = "date_key, a_key, b_key, sales"
-_STAGED_PAIRS = "SELECT date_key, a_key, b_key, sum(sales) FROM out_pair_day GROUP BY date_key, a_key, b_key"
-_NOTE_PART_PAIRS = """
-INSERT INTO load_pair_change
-SELECT date_key, a_key, b_key, sales FROM agg_pair_day WHERE file_id = ?
-"""
+# A batch's pairs (the engine's self-join of its items) kept once, as they are read twice.
+_KEEP_STAGED_PAIRS = "CREATE OR REPLACE TEMP TABLE load_pair_day AS SELECT * FROM out_pair_day"
+_STAGED_PAIRS = "SELECT date_key, a_key, b_key, sum(sales) FROM load_pair_day GROUP BY date_key, a_key, b_key"
+_BATCH_APPENDS = _FACTS | _AGGREGATES | {"agg_pair_day": (_AGGREGATES["agg_pair_day"][0], "load_pair_day")}
+_NOTE_PART_PAIRS = f"INSERT INTO load_pair_change SELECT {_PAIR_CHANGE_COLUMNS} FROM agg_pair_day WHERE file_id = ?"
 # The net change of each day and pair, for those that changed at all.
 PAIR_CHANGES = """SELECT date_key, a_key, b_key, sum(sales) AS sales FROM load_pair_change
 GROUP BY date_key, a_key, b_key HAVING sum(sales) <> 0"""
@@ -291,7 +287,8 @@ class SqlLoadSession(SqlLedger):
             self._delete_rows_of(con, clear)
             self._stage(engine, con, "merge_customer", CUSTOMER_INPUT)
             self._merge_customers(con)
-            for table, (columns, relation) in (_FACTS | _AGGREGATES).items():
+            engine.run(_KEEP_STAGED_PAIRS)
+            for table, (columns, relation) in _BATCH_APPENDS.items():
                 self._append(engine, con, table, columns, _select(columns, relation, run_id))
             if clear:
                 self._settle_lost_customers(con)
@@ -363,9 +360,10 @@ class SqlLoadSession(SqlLedger):
             self._execute(con, "ROLLBACK")
 
     def _note_leaving(self, con: Connection, file_ids: Sequence[int], *, adding: bool = False) -> None:
-        """Note what the versions whose rows are about to be deleted held: their customers,
-        for ``_settle_lost_customers``, and their pairs, for ``_merge_pair_changes``; ``adding``:
-        to what was noted earlier in the transaction."""
+        """Note the customers of the versions whose rows are about to be deleted, for
+        ``_settle_lost_customers`` (and start the pair changes that ``_delete_rows_of``
+        and the loads note, for ``_merge_pair_changes``); ``adding``: to what was noted
+        earlier in the transaction."""
         if not adding:
             self._execute(con, "DROP TABLE IF EXISTS load_lost_customer")
             self._execute(con, "DROP TABLE IF EXISTS load_pair_change")
@@ -374,13 +372,21 @@ class SqlLoadSession(SqlLedger):
                            "(date_key INTEGER, a_key BIGINT, b_key BIGINT, sales BIGINT)")
         if file_ids:
             self._execute(con, _NOTE_LOST_CUSTOMERS, [list(file_ids)])
-            self._execute(con, _NOTE_PAIRS_LEAVING, [list(file_ids)])
-
 
     def _delete_rows_of(self, con: Connection, file_ids: Sequence[int]) -> None:
         if file_ids:
             for table in FILE_TABLES:
+                if table == "agg_pair_day":
+                    self._delete_pairs_of(con, file_ids)
+                    continue
                 self._execute(con, f"DELETE FROM {table} WHERE file_id = ANY(CAST(? AS BIGINT[]))", [list(file_ids)])
+
+    def _delete_pairs_of(self, con: Connection, file_ids: Sequence[int]) -> None:
+        """Delete the versions' pairs, noting them in ``load_pair_change`` as taken away.
+        Here noted first, then deleted: right where one load at a time writes (a dialect
+        whose loaders delete at once notes the rows its delete removed)."""
+        self._execute(con, _NOTE_PAIRS_LEAVING, [list(file_ids)])
+        self._execute(con, "DELETE FROM agg_pair_day WHERE file_id = ANY(CAST(? AS BIGINT[]))", [list(file_ids)])
 
     def _settle_lost_customers(self, con: Connection) -> None:
         """The first sale of every customer noted by ``_delete_rows_of``, from the facts

@@ -66,6 +66,15 @@ WITH merged AS (
 )
 SELECT date_key, a_key, b_key FROM merged WHERE sales = 0
 """
+# A version's pairs deleted and noted as taken away in one statement: only the rows this
+# delete removed (another loader may have deleted the same version first, and a note
+# taken before the delete would count them again).
+_TAKE_PAIRS = """
+WITH gone AS (DELETE FROM agg_pair_day WHERE file_id = ANY(CAST(? AS BIGINT[]))
+              RETURNING date_key, a_key, b_key, sales)
+INSERT INTO load_pair_change
+SELECT date_key, a_key, b_key, -sum(sales) FROM gone GROUP BY date_key, a_key, b_key
+"""
 _DROP_EMPTY_PAIRS = """
 DELETE FROM agg_pair_date
 WHERE (date_key, a_key, b_key) IN (SELECT * FROM unnest(CAST(? AS INTEGER[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[])))
@@ -292,6 +301,9 @@ class PostgresLoadSession(SqlLoadSession):
                     copy.write(chunk)
         finally:
             os.unlink(path)
+
+    def _delete_pairs_of(self, con: psycopg.Connection, file_ids: Sequence[int]) -> None:
+        self._execute(con, _TAKE_PAIRS, [list(file_ids)])
 
     def _merge_pair_changes(self, con: psycopg.Connection) -> None:
         emptied = self._execute(con, _MERGE_PAIRS)
