@@ -75,6 +75,41 @@ def test_a_warehouse_of_schema_3_is_upgraded_to_the_same_aggregates(backend, gen
     assert run_cli("together", "--warehouse", url, "--format", "json").json() == together
 
 
+@pytest.mark.parametrize("backend", ["duckdb", "postgres"])
+def test_the_chains_pairs_are_made_again_whole_at_the_upgrade_to_schema_5(backend, generated, tmp_path,
+                                                                           postgres_databases):
+    """A schema-4 warehouse whose loads never kept the chain's pairs per day (or left them
+    out of step) has them added up again from every file's pairs at its next load."""
+    from tests.conftest import chain_pair_mismatches, new_warehouse, query, run_cli
+
+    url = new_warehouse(backend, tmp_path, postgres_databases)
+    assert run_cli("ingest", generated, "--warehouse", url).code == 0
+    kept = sorted(query(url, "SELECT date_key, a_key, b_key, sales FROM agg_pair_date"))
+    _write(url, "DELETE FROM agg_pair_date WHERE date_key = (SELECT min(date_key) FROM agg_pair_date)",
+           "UPDATE agg_pair_date SET sales = sales + 7", "INSERT INTO agg_pair_date VALUES (20240101, 1, 2, 3)")
+    assert chain_pair_mismatches(url)
+    _write(url, "UPDATE etl_schema SET version = 4")
+    (tmp_path / "empty").mkdir()
+    assert run_cli("ingest", tmp_path / "empty", "--warehouse", url).code == 0
+    assert sorted(query(url, "SELECT date_key, a_key, b_key, sales FROM agg_pair_date")) == kept
+    assert chain_pair_mismatches(url) == []
+    postgres_databases.drop(url)
+
+
+def test_a_warehouse_a_newer_cafe_etl_upgraded_is_not_written_to(tmp_path):
+    """An older loader would leave what a newer one keeps out of step: it refuses, in one line."""
+    from tests.conftest import query, run_cli
+
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    (tmp_path / "empty").mkdir()
+    assert run_cli("ingest", tmp_path / "empty", "--warehouse", url).code == 0
+    _write(url, f"INSERT INTO etl_schema VALUES ({schema.SCHEMA_VERSION + 1}, now())")
+    refused = run_cli("ingest", tmp_path / "empty", "--warehouse", url)
+    assert refused.code != 0 and "Traceback" not in refused.stderr
+    assert f"upgraded by a newer cafe-etl (schema {schema.SCHEMA_VERSION + 1}" in refused.stderr
+    assert query(url, "SELECT count(*) FROM etl_run")[0][0] == 1  # the refused run began nothing
+
+
 SCHEMA_3_PRODUCT_SALES = """CREATE VIEW mart_product_sales AS
 SELECT d.date, a.date_key, b.branch_key, b.name AS branch, p.product_key, p.size, p.name AS product, p.flavour,
        sum(a.quantity) AS quantity, sum(a.revenue) AS revenue

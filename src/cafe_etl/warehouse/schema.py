@@ -17,7 +17,7 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
-from cafe_etl.errors import WarehouseOutdated
+from cafe_etl.errors import WarehouseError, WarehouseOutdated
 
 # 2: per-file aggregates, dim_customer.first_branch_key; 3: first sales exact; 4: product categories;
 # 5: the chain's pairs per day
@@ -76,7 +76,14 @@ def ensure(execute: Callable[[str, Sequence[Any]], list[tuple]], hooks: Hooks, l
     try:
         if lock:
             execute(lock, ())
-        if not _current(execute):
+        versions = _versions(execute)
+        if versions and max(versions) > SCHEMA_VERSION:
+            # A newer cafe-etl keeps tables this one does not (the chain's pairs per day,
+            # schema 5): its loads would leave them out of step.
+            raise WarehouseError(
+                f"the warehouse was upgraded by a newer cafe-etl (schema {max(versions)}; this one writes "
+                f"{SCHEMA_VERSION}): load it with the newer version")
+        if SCHEMA_VERSION not in versions:
             for statement in statements(hooks):
                 execute(statement, ())
             for statement in split_statements(_script("upgrade.sql")):
@@ -105,13 +112,14 @@ def _upgrade(execute: Callable[[str, Sequence[Any]], list[tuple]], statement: st
         execute(statement, [first, first + UPGRADE_FILES_AT_ONCE - 1] * (statement.count("?") // 2))
 
 
-def _current(execute: Callable[[str, Sequence[Any]], list[tuple]]) -> bool:
+def _versions(execute: Callable[[str, Sequence[Any]], list[tuple]]) -> list[int]:
+    """The schema versions the warehouse has been at (none: it has no schema yet)."""
     exists = execute("SELECT count(*) FROM information_schema.tables "
                      "WHERE table_name = 'etl_schema' AND table_schema = current_schema() "
                      "AND table_catalog = current_database()", ())
     if not exists[0][0]:
-        return False
-    return bool(execute("SELECT count(*) FROM etl_schema WHERE version = ?", (SCHEMA_VERSION,))[0][0])
+        return []
+    return [int(version) for (version,) in execute("SELECT version FROM etl_schema", ())]
 
 
 def check_readable(version: int | None, where: str) -> None:

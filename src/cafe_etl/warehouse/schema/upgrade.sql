@@ -68,8 +68,10 @@ JOIN (SELECT DISTINCT file_id, source_row, product_key FROM fact_sale_item WHERE
 WHERE NOT EXISTS (SELECT 1 FROM agg_pair_day WHERE file_id BETWEEN ? AND ?)
 GROUP BY a.file_id, a.date_key, a.branch_key, a.product_key, b.product_key;
 
--- Schema 5: the chain's pairs per day, added up from the per-file pairs already counted.
+-- Schema 5: the chain's pairs per day, added up from the per-file pairs already counted
+-- (made again whole: rows an older loader left behind would be out of step).
+DELETE FROM agg_pair_date;
+
 INSERT INTO agg_pair_date (date_key, a_key, b_key, sales)
 SELECT date_key, a_key, b_key, sum(sales) FROM agg_pair_day
-WHERE NOT EXISTS (SELECT 1 FROM agg_pair_date)
 GROUP BY date_key, a_key, b_key;
