@@ -46,7 +46,7 @@ STAGES = [
     ("row checks and per-file counts", r"\bstg_check\b"),
     ("staging the warehouse rows", r"\b(out_\w+|batch_file)\b"),
     ("warehouse: dimensions", r"\b(dim_\w+|merge_\w+|load_customer)\b"),
-    ("warehouse: the chain's pairs per day", r"\b(agg_pair_date|load_pair_\w+)\b"),
+    ("warehouse: the chain's pairs per day", r"\b(agg_pair_date|load_pair_change|load_pair_net)\b"),
     ("warehouse: facts, rejects, aggregates, ledger", r"\b(fact_\w+|agg_\w+|etl_\w+|load_\w+)\b"),
 ]
 # Queries that write nothing, by what they read.
