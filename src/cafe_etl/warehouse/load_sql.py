@@ -186,6 +186,7 @@ WHERE customer_key IN (SELECT customer_key FROM load_lost_customer)
 # those of the files just loaded as added (a batch's summed up by the engine, as
 # staged; a file loaded in parts', from its aggregates), and the net change per day
 # and pair is merged in by the dialect (``_merge_pair_changes``).
+_DELETE_ROWS = "DELETE FROM {table} WHERE file_id = ANY(CAST(? AS BIGINT[]))"  # a version's rows in a table
 _NOTE_PAIRS_LEAVING = """INSERT INTO load_pair_change SELECT date_key, a_key, b_key, -sum(sales) FROM agg_pair_day
 WHERE file_id = ANY(CAST(? AS BIGINT[])) GROUP BY date_key, a_key, b_key"""
 _PAIR_CHANGE_COLUMNS = "date_key, a_key, b_key, sales"
@@ -378,15 +379,15 @@ class SqlLoadSession(SqlLedger):
             for table in FILE_TABLES:
                 if table == "agg_pair_day":
                     self._delete_pairs_of(con, file_ids)
-                    continue
-                self._execute(con, f"DELETE FROM {table} WHERE file_id = ANY(CAST(? AS BIGINT[]))", [list(file_ids)])
+                else:
+                    self._execute(con, _DELETE_ROWS.format(table=table), [list(file_ids)])
 
     def _delete_pairs_of(self, con: Connection, file_ids: Sequence[int]) -> None:
         """Delete the versions' pairs, noting them in ``load_pair_change`` as taken away.
         Here noted first, then deleted: right where one load at a time writes (a dialect
         whose loaders delete at once notes the rows its delete removed)."""
         self._execute(con, _NOTE_PAIRS_LEAVING, [list(file_ids)])
-        self._execute(con, "DELETE FROM agg_pair_day WHERE file_id = ANY(CAST(? AS BIGINT[]))", [list(file_ids)])
+        self._execute(con, _DELETE_ROWS.format(table="agg_pair_day"), [list(file_ids)])
 
     def _settle_lost_customers(self, con: Connection) -> None:
         """The first sale of every customer noted by ``_delete_rows_of``, from the facts
