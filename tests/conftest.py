@@ -193,22 +193,29 @@ def query(url: str, sql: str, params=()) -> list[tuple]:
 
 
 def customer_mismatches(url: str) -> list[tuple]:
-    """Customers whose first sale in ``dim_customer`` is not what the facts say (day, and
-    the lowest branch key that day), or who are in one and not the other: none, always."""
+    """Customers whose row in ``dim_customer`` is not what the facts say (first day and
+    the lowest branch key that day; last day, sales and revenue to date), or who are in
+    one and not the other: none, always, in a SQL warehouse."""
     return query(url, """
-        WITH truth AS (
-            SELECT f.customer_key, d.date AS first_seen, min(f.branch_key) AS first_branch_key
+        WITH k AS (
+            SELECT customer_key, min(date_key) AS first_key, max(date_key) AS last_key, count(*) AS sales,
+                   sum(total) AS revenue
+            FROM fact_sale WHERE customer_key IS NOT NULL GROUP BY customer_key),
+        truth AS (
+            SELECT f.customer_key, d.date AS first_seen, min(f.branch_key) AS first_branch_key, l.date AS last_seen,
+                   k.sales, k.revenue
             FROM fact_sale f
-            JOIN (SELECT customer_key, min(date_key) AS first_key FROM fact_sale
-                  WHERE customer_key IS NOT NULL GROUP BY customer_key) k
-              ON k.customer_key = f.customer_key AND k.first_key = f.date_key
+            JOIN k ON k.customer_key = f.customer_key AND k.first_key = f.date_key
             JOIN dim_date d ON d.date_key = f.date_key
-            GROUP BY f.customer_key, d.date)
-        SELECT t.customer_key, t.first_seen, t.first_branch_key, c.customer_key, c.first_seen, c.first_branch_key
+            JOIN dim_date l ON l.date_key = k.last_key
+            GROUP BY f.customer_key, d.date, l.date, k.sales, k.revenue)
+        SELECT t.customer_key, t.first_seen, t.first_branch_key, t.last_seen, t.sales, t.revenue,
+               c.customer_key, c.first_seen, c.first_branch_key, c.last_seen, c.sales, c.revenue
         FROM truth t FULL OUTER JOIN dim_customer c ON c.customer_key = t.customer_key
         WHERE t.customer_key IS NULL OR c.customer_key IS NULL OR t.first_seen <> c.first_seen
-           OR t.first_branch_key <> c.first_branch_key
-        ORDER BY 1, 4 LIMIT 20""")
+           OR t.first_branch_key <> c.first_branch_key OR t.last_seen IS DISTINCT FROM c.last_seen
+           OR t.sales IS DISTINCT FROM c.sales OR t.revenue IS DISTINCT FROM c.revenue
+        ORDER BY 1, 7 LIMIT 20""")
 
 
 def chain_pair_mismatches(url: str) -> list[tuple]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -22,6 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 from tests.conftest import BACKENDS, chain_pair_mismatches, customer_mismatches, new_warehouse, query, run_cli
 
+from cafe_etl.analytics.jsonout import dumps
 from cafe_etl.config import Settings
 from cafe_etl.keys import customer_key
 from cafe_etl.web.app import create_app
@@ -159,6 +161,9 @@ SCOPES = [
     ([], LAST - timedelta(days=27), LAST, None),  # the default: the last 28 days with data
     (["--from", "2024-01-10", "--to", "2024-02-20"], date(2024, 1, 10), date(2024, 2, 20), None),
     (["--from", START.isoformat(), "--to", "2024-01-31"], START, date(2024, 1, 31), None),
+    # The whole history, read from each customer's sales to date: exactly, and with days around it.
+    (["--from", START.isoformat(), "--to", LAST.isoformat()], START, LAST, None),
+    (["--from", "2023-12-25", "--to", "2024-03-31"], date(2023, 12, 25), date(2024, 3, 31), None),
 ]
 
 
@@ -349,9 +354,34 @@ def test_cohorts_of_a_scope_too_long_for_week_bits_come_from_their_own_query(cha
     from cafe_etl.warehouse import open_warehouse
 
     _, truth = chain
-    want = _public(expected_answer(truth, START, LAST))
+    last = LAST - timedelta(days=1)  # not the whole history, which has no week bits
+    want = _public(expected_answer(truth, START, last))
     monkeypatch.setattr(customers, "MAX_WEEK_BITS", 2)
     with open_warehouse(loaded).reader() as reader:
-        got = customers.build(reader, Filters(START, LAST))
+        got = customers.build(reader, Filters(START, last))
     assert len(got["cohorts"]) > 2
     assert got["cohorts"] == want["cohorts"] and got["customers"] == want["customers"]
+
+
+def test_the_whole_history_is_counted_from_each_customers_sales_to_date(chain, loaded, monkeypatch):
+    """A period holding every sale reads one row per customer (their sales to date), never
+    the sales; any other period, or one branch, groups the sales. Both give DESIGN's answer."""
+    from cafe_etl.analytics import customers, report
+    from cafe_etl.analytics.report import Filters
+    from cafe_etl.warehouse import open_warehouse
+
+    _, truth = chain
+    grouped = []
+    real = customers._per_customer
+    monkeypatch.setattr(customers, "_per_customer", lambda *a, **k: grouped.append(1) or real(*a, **k))
+    branch = truth.sales[0].branch
+    with open_warehouse(loaded).reader() as reader:
+        whole = customers.build(reader, Filters(START - timedelta(days=3), LAST))
+        assert not grouped and report.whole_history(reader, customers.resolve(reader, Filters(START, LAST)))
+        assert customers.rfm(reader, customers.resolve(reader, Filters(START, LAST)))["frequency"] == \
+            whole["frequency"] and not grouped
+        shorter = customers.build(reader, Filters(START, LAST - timedelta(days=1)))
+        one_branch = customers.resolve(reader, Filters(START, LAST, (branch,)))
+        assert grouped and not report.whole_history(reader, one_branch)
+    assert json.loads(dumps(whole)) == _public(expected_answer(truth, START - timedelta(days=3), LAST))
+    assert json.loads(dumps(shorter)) == _public(expected_answer(truth, START, LAST - timedelta(days=1)))

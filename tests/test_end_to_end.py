@@ -9,7 +9,15 @@ import shutil
 from datetime import date
 
 import pytest
-from tests.conftest import BACKENDS, chain_pair_mismatches, new_warehouse, query, run_cli, text_values
+from tests.conftest import (
+    BACKENDS,
+    chain_pair_mismatches,
+    customer_mismatches,
+    new_warehouse,
+    query,
+    run_cli,
+    text_values,
+)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -164,7 +172,8 @@ def test_a_changed_file_replaces_its_old_rows(generated, warehouse_url, tmp_path
     assert statuses == [(old["file_id"], "replaced", new["file_id"]), (new["file_id"], "loaded", None)]
     assert rows == {new["file_id"]: new["rows_loaded"]} and rejects == 0
     assert no_duplicates(warehouse_url) == (0,) * 8
-    assert chain_pair_mismatches(warehouse_url) == []  # the old version's pairs left the chain's days too
+    # The old version's pairs left the chain's days, its customers' sales to date settled.
+    assert chain_pair_mismatches(warehouse_url) == [] and customer_mismatches(warehouse_url) == []
 
 
 def test_a_renamed_copy_is_skipped(generated, warehouse_url, tmp_path):
@@ -223,7 +232,7 @@ def test_replay_reprocesses_files_with_rejects(generated, warehouse_url, tmp_pat
     assert {f["file_id"] for f in replayed["file_results"]} == {f["file_id"] for f in files_of_branch}
     assert report(warehouse_url) == before  # same rules, same result: nothing doubled, nothing lost
     assert no_duplicates(warehouse_url) == (0,) * 8
-    assert chain_pair_mismatches(warehouse_url) == []
+    assert chain_pair_mismatches(warehouse_url) == [] and customer_mismatches(warehouse_url) == []
 
 
 def test_validate_lists_every_problem_and_loads_nothing(generated, tmp_path, expected):

@@ -14,7 +14,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.conftest import BACKENDS, FIXTURES, chain_pair_mismatches, copy_samples, new_warehouse, query, run_cli
+from tests.conftest import (
+    BACKENDS,
+    FIXTURES,
+    chain_pair_mismatches,
+    copy_samples,
+    customer_mismatches,
+    new_warehouse,
+    query,
+    run_cli,
+)
 
 from cafe_etl.config import Settings
 from cafe_etl.engine import EnginePool
@@ -107,7 +116,7 @@ def test_slices_load_exactly_what_whole_files_load(backend, landing, tmp_path, p
     assert town_rejects[0][1] == "same bytes as line 2"
     report = [run_cli("report", "--warehouse", url, "--format", "json").stdout for url in (whole, sliced)]
     assert report[0] == report[1]
-    assert chain_pair_mismatches(sliced) == []
+    assert chain_pair_mismatches(sliced) == [] and customer_mismatches(sliced) == []
     postgres_databases.drop(whole)
     postgres_databases.drop(sliced)
 
@@ -161,14 +170,14 @@ def test_a_new_version_of_a_sliced_file_replaces_the_old_one_whole(backend, tmp_
     assert query(warehouse, "SELECT sum(transactions) FROM agg_sale_hour")[0][0] == 700
     reasons = dict(query(warehouse, "SELECT reason_code, count(*) FROM etl_reject GROUP BY 1"))
     assert reasons == {"TOTAL_MISMATCH": 100, "DUPLICATE_ROW": 100}
-    assert chain_pair_mismatches(warehouse) == []
+    assert chain_pair_mismatches(warehouse) == [] and customer_mismatches(warehouse) == []
     pairs = query(warehouse, "SELECT date_key, a_key, b_key, sales FROM agg_pair_date")
     assert len(pairs) == 1 and pairs[0][-1] == 700
     # Processed again in slices (it has rejects): its pairs leave and come back once.
     replayed = run_cli("replay", "--warehouse", warehouse, "--json", env=SLICED)
     assert replayed.code == 0 and replayed.json()["files"]["loaded"] == 1, replayed.stderr
     assert query(warehouse, "SELECT date_key, a_key, b_key, sales FROM agg_pair_date") == pairs
-    assert chain_pair_mismatches(warehouse) == []
+    assert chain_pair_mismatches(warehouse) == [] and customer_mismatches(warehouse) == []
     postgres_databases.drop(warehouse)
 
 

@@ -9,7 +9,7 @@ import time
 from contextlib import contextmanager
 
 import duckdb
-from tests.conftest import chain_pair_mismatches, query
+from tests.conftest import chain_pair_mismatches, customer_mismatches, query
 
 from cafe_etl.analytics import report as reports
 from cafe_etl.analytics.jsonout import dumps
@@ -35,7 +35,7 @@ def test_small_batches_loaded_concurrently_give_the_truth(generated, expected, w
                (SELECT count(*) - count(DISTINCT date_key) FROM dim_date),
                (SELECT count(DISTINCT run_id) FROM etl_file)""")[0]
     assert dupes == (0, 0, 0, 0, 1)
-    assert chain_pair_mismatches(warehouse) == []
+    assert chain_pair_mismatches(warehouse) == [] and customer_mismatches(warehouse) == []
 
 
 def _threads_seen(engine: Engine, wanted: int, timeout: float = 10.0) -> int:

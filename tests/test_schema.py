@@ -51,7 +51,7 @@ def test_a_warehouse_of_schema_3_is_upgraded_to_the_same_aggregates(backend, gen
     """A load upgrades an older warehouse: the per-file counts added since (sales per
     product, pairs, the chain's pairs per day) are filled in from its facts, equal to
     what loads count."""
-    from tests.conftest import chain_pair_mismatches, new_warehouse, query, run_cli
+    from tests.conftest import chain_pair_mismatches, customer_mismatches, new_warehouse, query, run_cli
 
     url = new_warehouse(backend, tmp_path, postgres_databases)
     assert run_cli("ingest", generated, "--warehouse", url).code == 0
@@ -65,13 +65,16 @@ def test_a_warehouse_of_schema_3_is_upgraded_to_the_same_aggregates(backend, gen
            "DROP VIEW mart_product_pairs", "DROP VIEW mart_category_sales", "DROP VIEW mart_products",
            "DROP VIEW mart_product_sales", "DROP TABLE agg_pair_day", "DROP TABLE agg_pair_date",
            "ALTER TABLE agg_product_day DROP COLUMN sales",
-           "ALTER TABLE dim_product DROP COLUMN category", SCHEMA_3_PRODUCT_SALES, "UPDATE etl_schema SET version = 3")
+           "ALTER TABLE dim_product DROP COLUMN category", SCHEMA_3_PRODUCT_SALES,
+           *(f"ALTER TABLE dim_customer DROP COLUMN {column}" for column in schema.CUSTOMER_TO_DATE),
+           "UPDATE etl_schema SET version = 3")
     refused = run_cli("together", "--warehouse", url)
     assert refused.code != 0 and "written by an older cafe-etl (schema 3" in refused.stderr
     (tmp_path / "empty").mkdir()
     assert run_cli("ingest", tmp_path / "empty", "--warehouse", url).code == 0
     assert {t: sorted(query(url, f"SELECT {columns} FROM {t}")) for t, columns in tables.items()} == counted
     assert chain_pair_mismatches(url) == [] and query(url, "SELECT count(*) FROM agg_pair_date")[0][0] > 0
+    assert customer_mismatches(url) == []  # and each customer's sales to date
     assert run_cli("together", "--warehouse", url, "--format", "json").json() == together
 
 
@@ -93,6 +96,30 @@ def test_the_chains_pairs_are_made_again_whole_at_the_upgrade_to_schema_5(backen
     assert run_cli("ingest", tmp_path / "empty", "--warehouse", url).code == 0
     assert sorted(query(url, "SELECT date_key, a_key, b_key, sales FROM agg_pair_date")) == kept
     assert chain_pair_mismatches(url) == []
+    postgres_databases.drop(url)
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "postgres"])
+def test_each_customers_sales_to_date_are_counted_at_the_upgrade_to_schema_6(backend, generated, tmp_path,
+                                                                            postgres_databases):
+    """A schema-5 warehouse, whose loads kept only each customer's first sale, gains each
+    customer's last day, sales and revenue to date from its facts at its next load; the
+    whole history's answers are the same before and after."""
+    from tests.conftest import customer_mismatches, new_warehouse, run_cli
+
+    url = new_warehouse(backend, tmp_path, postgres_databases)
+    assert run_cli("ingest", generated, "--warehouse", url).code == 0
+    whole = ["--from", "2000-01-01", "--to", "2099-12-31"]
+    answer = run_cli("customers", "--warehouse", url, *whole, "--format", "json").json()
+    _write(url, *(f"ALTER TABLE dim_customer DROP COLUMN {column}" for column in schema.CUSTOMER_TO_DATE),
+           *(f"ALTER TABLE dim_customer ADD COLUMN {column} {kind}" for column, kind in
+             zip(schema.CUSTOMER_TO_DATE, ("DATE", "BIGINT", "NUMERIC(14, 2)"), strict=True)),
+           "UPDATE dim_customer SET sales = 1 WHERE customer_key % 3 = 0",
+           "UPDATE etl_schema SET version = 5")
+    (tmp_path / "empty").mkdir()
+    assert run_cli("ingest", tmp_path / "empty", "--warehouse", url).code == 0
+    assert customer_mismatches(url) == []
+    assert run_cli("customers", "--warehouse", url, *whole, "--format", "json").json() == answer
     postgres_databases.drop(url)
 
 

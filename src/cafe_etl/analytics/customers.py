@@ -156,6 +156,19 @@ def build(reader: Reader, filters: Filters) -> dict:
     }
 
 
+# Customers alike, for the whole history, from their sales to date: every one of them
+# is new (their first sale is inside it), and repeats when their first and last days differ.
+_ALIKE_TO_DATE = """alike AS MATERIALIZED (
+    SELECT d.date_key AS last_key, a.sales, a.again, 1 AS fresh, -1 AS cohort, CAST(0 AS BIGINT) AS weeks,
+           a.customers, a.revenue
+    FROM (SELECT last_seen, sales, CASE WHEN first_seen < last_seen THEN 1 ELSE 0 END AS again,
+                 count(*) AS customers, sum(revenue) AS revenue
+          FROM dim_customer
+          GROUP BY last_seen, sales, CASE WHEN first_seen < last_seen THEN 1 ELSE 0 END) a
+    JOIN dim_date d ON d.date = a.last_seen
+)"""
+
+
 def _first_monday(scope: Scope) -> date:
     return scope.first + timedelta(days=(7 - scope.first.weekday()) % 7)
 
@@ -169,12 +182,15 @@ def _tallies(reader: Reader, scope: Scope, with_cohorts: bool = False,
     bought in are the bits of one number, their first week is dim_customer's; customers
     are counted per (first week, weeks bought in), and the bits are read here. Without
     ``with_new`` (and cohorts) no customer is matched against dim_customer, and there
-    are no counts (None)."""
+    are no counts (None). For the whole history (``report.whole_history``), customers are
+    counted from their sales to date in dim_customer, no sale is read, and cohorts come
+    from a query of their own."""
     where, params = scope.where("f")
     monday = _first_monday(scope)
     weeks = (scope.last - monday).days // 7 + 1 if monday <= scope.last else 0
     chain_wide = with_cohorts and scope.chain_wide and weeks > 0
-    bits = chain_wide and weeks <= MAX_WEEK_BITS
+    to_date = report.whole_history(reader, scope)
+    bits = chain_wide and weeks <= MAX_WEEK_BITS and not to_date
     # First seen before the first Monday (or not in scope): no cohort of this answer.
     cohort = f"CASE WHEN c.first_seen >= ? THEN {_WEEKS_SINCE.format(day='c.first_seen')} ELSE -1 END" if bits else "-1"
     bucket = f"CASE WHEN s.sales >= {MAX_FREQUENCY} THEN {MAX_FREQUENCY} ELSE s.sales END"
@@ -185,8 +201,7 @@ def _tallies(reader: Reader, scope: Scope, with_cohorts: bool = False,
     # The segments follow from R and F alone, so customers alike in their last day,
     # sales, repeat, new, first week and weeks bought in are counted together (a few
     # thousand kinds of customer rather than a million), and ranked as many.
-    sql = f"""
-WITH {_per_customer(where, week_bits=bits)}, alike AS MATERIALIZED (
+    alike = _ALIKE_TO_DATE if to_date else f"""{_per_customer(where, week_bits=bits)}, alike AS MATERIALIZED (
     SELECT a.last_key, a.sales, a.again, a.fresh, a.cohort, a.weeks, count(*) AS customers,
            sum(a.revenue) AS revenue
     FROM (SELECT p.last_key, p.sales, p.revenue,
@@ -196,7 +211,9 @@ WITH {_per_customer(where, week_bits=bits)}, alike AS MATERIALIZED (
                  {"p.weeks" if bits else "CAST(0 AS BIGINT)"} AS weeks
           FROM per_customer p{first_seen}) a
     GROUP BY a.last_key, a.sales, a.again, a.fresh, a.cohort, a.weeks
-), total AS (SELECT CAST(sum(customers) AS BIGINT) AS n FROM alike),
+)"""
+    sql = f"""
+WITH {alike}, total AS (SELECT CAST(sum(customers) AS BIGINT) AS n FROM alike),
 r_rank AS ({_rank_of("last_key", "alike", "sum(customers)")}),
 f_rank AS ({_rank_of("sales", "alike", "sum(customers)")}),
 scored AS (
@@ -212,8 +229,8 @@ SELECT 0, s.segment, {bucket}, sum(s.customers), sum(s.sales * s.customers), sum
        sum(s.fresh * s.customers), sum(s.again * s.customers), CAST(NULL AS BIGINT)
 FROM segmented s
 GROUP BY s.segment, {bucket}"""
-    values = [*([monday] * 3 if bits else []), *params, *([monday] * 3 if bits else []),
-              *([scope.first] if matched else [])]
+    values = [] if to_date else [*([monday] * 3 if bits else []), *params, *([monday] * 3 if bits else []),
+                                 *([scope.first] if matched else [])]
     if bits:
         # Rows 1: each cohort's size (everyone first seen in its week, even after the
         # scope's last day); rows 2: its customers by the weeks they bought in.
@@ -250,7 +267,8 @@ GROUP BY a.cohort, a.weeks"""
             tally[2] += Decimal(revenue)
             frequency[int(n)] = frequency.get(int(n), 0) + int(customers)
             distinct, new, repeat = distinct + int(customers), new + int(fresh), repeat + int(again)
-    counts = {"distinct": distinct, "new": new, "returning": distinct - new, "repeat": repeat} if matched else None
+    counts = ({"distinct": distinct, "new": new, "returning": distinct - new, "repeat": repeat}
+              if matched or to_date else None)
     if bits:
         found = {monday + timedelta(days=7 * c): active.get(c, {}) | {-1: size} for c, size in sizes.items()}
         kept = _cohort_rows(found, scope.last)

@@ -238,13 +238,29 @@ def payments(reader: Reader, scope: Scope) -> list[dict]:
     return sorted(out, key=lambda p: (-p["revenue"], p["method"]))
 
 
+def whole_history(reader: Reader, scope: Scope) -> bool:
+    """Whether ``scope`` holds every sale of the chain. Then each customer's sales in it
+    are their sales to date, which loads keep exact in ``dim_customer``: one row per
+    customer is read instead of grouping every sale."""
+    if scope.empty or not (scope.chain_wide and reader.keeps_customer_totals):
+        return False
+    low, high = sales_window(reader)
+    return low is not None and scope.first <= low and scope.last >= high
+
+
 def customers(reader: Reader, scope: Scope) -> dict:
     """New: first sale ever inside the period. Returning: first sale before it.
     Repeat: sales on two or more days inside the period. A customer's first sale is
     ``dim_customer.first_seen``, which loads keep exact (warehouse/load_sql.py). For
     all branches, the period's new customers are exactly those first seen inside it
     (their first sale is one of its sales), so they are counted from the dimension
-    without matching every customer of the period against it."""
+    without matching every customer of the period against it; for the whole history,
+    from each customer's sales to date."""
+    if whole_history(reader, scope):  # everyone's first sale is inside it
+        distinct, repeat = reader.query(
+            "SELECT count(*), coalesce(sum(CASE WHEN first_seen < last_seen THEN 1 ELSE 0 END), 0) "
+            "FROM dim_customer")[0]
+        return {"distinct": int(distinct), "new": int(distinct), "returning": 0, "repeat": int(repeat)}
     where, params = scope.where("f")
     inside = f"""SELECT f.customer_key, min(f.date_key) AS first_key, max(f.date_key) AS last_key
                  FROM fact_sale f WHERE f.customer_key IS NOT NULL AND {where}

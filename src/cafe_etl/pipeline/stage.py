@@ -61,12 +61,16 @@ JOIN stg_branch_name n USING (branch_key)
 # A customer's first branch: of the branches they bought at on their first day, the
 # lowest key. Defined by the data alone, so the order files are loaded in cannot change it.
 # Day and branch are packed into one number whose minimum is both at once (a branch
-# key has 60 bits), cheaper than comparing (day, branch) pairs.
+# key has 60 bits), cheaper than comparing (day, branch) pairs. With them, the batch's
+# part of the customer's sales to date: the last day, how many, for how much.
 _CUSTOMERS = f"""
 CREATE OR REPLACE TEMP TABLE out_customer AS
-SELECT customer_key, make_date(day // 10000, day // 100 % 100, day % 100) AS first_seen, first_branch_key
-FROM (SELECT customer_key, (first >> 60)::INTEGER AS day, (first & {(1 << 60) - 1})::BIGINT AS first_branch_key
-      FROM (SELECT c.customer_key, min((c.date_key::HUGEINT << 60) + c.branch_key) AS first
+SELECT customer_key, make_date(day // 10000, day // 100 % 100, day % 100) AS first_seen, first_branch_key,
+       make_date(last_key // 10000, last_key // 100 % 100, last_key % 100) AS last_seen, sales, revenue
+FROM (SELECT customer_key, (first >> 60)::INTEGER AS day, (first & {(1 << 60) - 1})::BIGINT AS first_branch_key,
+             last_key, sales, revenue
+      FROM (SELECT c.customer_key, min((c.date_key::HUGEINT << 60) + c.branch_key) AS first,
+                   max(c.date_key) AS last_key, count(*) AS sales, sum(c.total) AS revenue
             {_LOADED} AND c.customer_key IS NOT NULL
             GROUP BY c.customer_key))
 """

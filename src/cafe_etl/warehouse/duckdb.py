@@ -22,6 +22,7 @@ from cafe_etl.engine import Engine, EnginePool, temp_table
 from cafe_etl.errors import ContentFault, QueryTimeout, WarehouseError, WarehouseMissing, WarehouseOutdated
 from cafe_etl.warehouse import schema
 from cafe_etl.warehouse.base import LedgerEntry, NewFile, Reader, Warehouse, fetch_limited
+from cafe_etl.warehouse.customer_sql import NO_KEY
 from cafe_etl.warehouse.duckdb_access import (
     WRITER_WAIT,
     FileAccess,
@@ -32,7 +33,7 @@ from cafe_etl.warehouse.duckdb_access import (
     step_aside_for_a_loader,
     translate,
 )
-from cafe_etl.warehouse.load_sql import NO_KEY, PAIR_CHANGES, SqlLoadSession, export_path
+from cafe_etl.warehouse.load_sql import PAIR_CHANGES, SqlLoadSession, export_path
 from cafe_etl.warehouse.schema import Hooks, split_statements
 
 _ALIAS = "wh"
@@ -40,20 +41,26 @@ CHECKPOINT_AFTER = "256MB"
 
 # Customers are many (a month of a large chain: a million) and keep no index (see the
 # DDL): the batch's customers are looked up in the dimension once, new ones added,
-# known ones updated only when this batch saw them earlier. One engine at a time.
+# known ones given the batch's sales (and its first sale, when earlier). One engine at a time.
 _MERGE_CUSTOMERS = f"""
 CREATE OR REPLACE TEMP TABLE load_customer AS
-SELECT o.customer_key, o.first_seen, o.first_branch_key, d.customer_key IS NULL AS new,
+SELECT o.customer_key, o.first_seen, o.first_branch_key, o.last_seen, o.sales, o.revenue,
+       d.customer_key IS NULL AS new,
        CASE WHEN d.customer_key IS NULL THEN false
             WHEN o.first_seen < d.first_seen THEN true
             WHEN o.first_seen = d.first_seen THEN o.first_branch_key < coalesce(d.first_branch_key, {NO_KEY})
             ELSE false END AS earlier
 FROM merge_customer o LEFT JOIN dim_customer d USING (customer_key);
-UPDATE dim_customer SET first_seen = o.first_seen, first_branch_key = o.first_branch_key
+UPDATE dim_customer SET
+    first_seen = CASE WHEN o.earlier THEN o.first_seen ELSE dim_customer.first_seen END,
+    first_branch_key = CASE WHEN o.earlier THEN o.first_branch_key ELSE dim_customer.first_branch_key END,
+    last_seen = greatest(dim_customer.last_seen, o.last_seen),
+    sales = dim_customer.sales + o.sales,
+    revenue = dim_customer.revenue + o.revenue
 FROM load_customer o
-WHERE o.earlier AND dim_customer.customer_key = o.customer_key;
-INSERT INTO dim_customer (customer_key, first_seen, first_branch_key)
-SELECT customer_key, first_seen, first_branch_key FROM load_customer WHERE new
+WHERE NOT o.new AND dim_customer.customer_key = o.customer_key;
+INSERT INTO dim_customer (customer_key, first_seen, first_branch_key, last_seen, sales, revenue)
+SELECT customer_key, first_seen, first_branch_key, last_seen, sales, revenue FROM load_customer WHERE new
 """
 
 # One loader at a time writes the chain's pairs per day (batches load in turn): the

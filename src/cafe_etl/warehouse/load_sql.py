@@ -12,11 +12,13 @@ the same work on every SQL warehouse:
    came, the ledger updated. Appends never conflict, so engines load their batches at
    the same time.
 
-A customer's first sale (``dim_customer.first_seen`` and ``first_branch_key``) is kept
-exact: it changes only in the transaction that loads the facts behind it, the
-earliest sale winning, and when rows leave with a replaced version, the customers
+A customer's first sale (``dim_customer.first_seen`` and ``first_branch_key``) and
+sales to date (``last_seen``, ``sales``, ``revenue``) are kept exact: they change only
+in the transaction that loads the facts behind them, the earliest sale winning and
+the batch's sales added, and when rows leave with a replaced version, the customers
 they held are settled again from the facts that remain (those left with no sale at
-all leave the dimension). Analytics read a customer's first sale from there.
+all leave the dimension). Analytics read a customer's first sale from there, and a
+question about the whole history its sales to date.
 
 A file too large for one batch is loaded in parts (``SqlPartLoad``) on a connection of
 its own holding one transaction, and committed once.
@@ -44,10 +46,14 @@ from cafe_etl import categories
 from cafe_etl.engine import Engine
 from cafe_etl.rules import FileStatus
 from cafe_etl.warehouse.base import FILE_TABLES, FileRecord, PartLoad, cleanup
+from cafe_etl.warehouse.customer_sql import (
+    CUSTOMER_INPUT,
+    NOTE_LOST_CUSTOMERS,
+    PART_CUSTOMERS_TO_MERGE,
+    SETTLE_LOST_CUSTOMERS,
+)
 from cafe_etl.warehouse.ledger_sql import SqlLedger, record_statements
 from cafe_etl.warehouse.schema import split_statements
-
-NO_KEY = 2**63 - 1  # above every key: a customer without a first branch yet takes any
 
 # The relations a dimension merge reads, and the engine query that fills each. Date
 # attributes are computed by the engine, so every warehouse gets the same names.
@@ -58,7 +64,6 @@ DIMENSION_INPUTS = {
     "merge_branch": "SELECT branch_key, branch_id, name, first_seen FROM out_branch",
     "merge_product": "SELECT product_key, size, name, flavour FROM out_product",
 }
-CUSTOMER_INPUT = "SELECT customer_key, first_seen, first_branch_key FROM out_customer"
 
 MERGE_DIMENSIONS = """
 INSERT INTO dim_date (date_key, date, year, quarter, month, month_name, week, weekday, weekday_name, is_weekend)
@@ -136,50 +141,6 @@ GROUP BY date_key, branch_key
 CUSTOMERS_PER_SHARE = 2_000_000
 
 
-
-def _day_of(key: str) -> str:
-    """The DATE of a YYYYMMDD key, in integer arithmetic every warehouse does exactly.
-    (Not a join with dim_date: a file's transaction may have begun before its dates
-    were added, and a snapshot would not see them.)"""
-    return (f"make_date(CAST(({key} - {key} % 10000) / 10000 AS INTEGER), "
-            f"CAST(({key} % 10000 - {key} % 100) / 100 AS INTEGER), CAST({key} % 100 AS INTEGER))")
-
-
-# A file loaded in parts: its customers' first sales in it, from its facts, to merge.
-_PART_FIRST_SALES = f"""
-CREATE TEMP TABLE merge_customer AS
-SELECT f.customer_key, {_day_of("f.date_key")} AS first_seen, min(f.branch_key) AS first_branch_key
-FROM fact_sale f
-JOIN (SELECT customer_key, min(date_key) AS first_key FROM fact_sale
-      WHERE file_id = ? AND customer_key IS NOT NULL GROUP BY customer_key) m
-  ON m.customer_key = f.customer_key AND m.first_key = f.date_key
-WHERE f.file_id = ?
-GROUP BY f.customer_key, f.date_key
-"""
-
-# Customers whose rows a load deletes (replaced versions, or a version processed
-# again), noted before the delete and settled again from the facts after the load.
-_NOTE_LOST_CUSTOMERS = """
-INSERT INTO load_lost_customer
-SELECT DISTINCT customer_key FROM fact_sale
-WHERE file_id = ANY(CAST(? AS BIGINT[])) AND customer_key IS NOT NULL
-"""
-_SETTLE_LOST_CUSTOMERS = f"""
-UPDATE dim_customer SET first_seen = m.first_seen, first_branch_key = m.first_branch_key
-FROM (SELECT f.customer_key, {_day_of("f.date_key")} AS first_seen, min(f.branch_key) AS first_branch_key
-      FROM fact_sale f
-      JOIN (SELECT s.customer_key, min(s.date_key) AS first_key FROM fact_sale s
-            JOIN load_lost_customer l ON l.customer_key = s.customer_key
-            GROUP BY s.customer_key) k
-        ON k.customer_key = f.customer_key AND k.first_key = f.date_key
-      GROUP BY f.customer_key, f.date_key) m
-WHERE dim_customer.customer_key = m.customer_key
-  AND (dim_customer.first_seen <> m.first_seen
-       OR coalesce(dim_customer.first_branch_key, {NO_KEY}) <> coalesce(m.first_branch_key, {NO_KEY}));
-DELETE FROM dim_customer
-WHERE customer_key IN (SELECT customer_key FROM load_lost_customer)
-  AND NOT EXISTS (SELECT 1 FROM fact_sale f WHERE f.customer_key = dim_customer.customer_key)
-"""
 
 # The chain's pairs per day (agg_pair_date) follow agg_pair_day within each load's
 # transaction: the pairs of the rows deleted are noted as taken away (``_delete_pairs_of``),
@@ -372,7 +333,7 @@ class SqlLoadSession(SqlLedger):
         self._execute(con, "CREATE TEMP TABLE IF NOT EXISTS load_pair_change "
                            "(date_key INTEGER, a_key BIGINT, b_key BIGINT, sales BIGINT)")
         if file_ids:
-            self._execute(con, _NOTE_LOST_CUSTOMERS, [list(file_ids)])
+            self._execute(con, NOTE_LOST_CUSTOMERS, [list(file_ids)])
 
     def _delete_rows_of(self, con: Connection, file_ids: Sequence[int]) -> None:
         if file_ids:
@@ -392,7 +353,7 @@ class SqlLoadSession(SqlLedger):
     def _settle_lost_customers(self, con: Connection) -> None:
         """The first sale of every customer noted by ``_delete_rows_of``, from the facts
         now in place; a customer left with no sale leaves the dimension."""
-        for statement in split_statements(_SETTLE_LOST_CUSTOMERS):
+        for statement in split_statements(SETTLE_LOST_CUSTOMERS):
             self._execute(con, statement)
 
     def _write_ledger(self, con: Connection, records: Sequence[FileRecord], run_id: int) -> None:
@@ -430,7 +391,7 @@ class SqlPartLoad(PartLoad):
                 session._execute(con, _PART_CUSTOMERS, [file_id, shares, shares, shares, share])
             session._execute(con, _PART_CUSTOMER_DAYS, [file_id])
             session._execute(con, "DROP TABLE IF EXISTS merge_customer")
-            session._execute(con, _PART_FIRST_SALES, [file_id, file_id])
+            session._execute(con, PART_CUSTOMERS_TO_MERGE, [file_id, file_id])
             session._merge_customers(con)
             if replaced or record.clear_previous:
                 session._settle_lost_customers(con)

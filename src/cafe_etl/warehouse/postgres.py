@@ -29,7 +29,8 @@ from cafe_etl.errors import ContentFault, QueryTimeout, WarehouseError, Warehous
 from cafe_etl.rules import FileStatus
 from cafe_etl.warehouse import schema
 from cafe_etl.warehouse.base import LedgerEntry, NewFile, Reader, Warehouse, fetch_limited
-from cafe_etl.warehouse.load_sql import NO_KEY, PAIR_CHANGES, SqlLoadSession, export_path
+from cafe_etl.warehouse.customer_sql import NO_KEY
+from cafe_etl.warehouse.load_sql import PAIR_CHANGES, SqlLoadSession, export_path
 from cafe_etl.warehouse.schema import Hooks
 
 # Each run holds the advisory lock (_RUN_LOCK_CLASS, run_id) while it lives; a claim
@@ -44,14 +45,20 @@ T = TypeVar("T")
 
 # Customers are many (a month of a large chain: a million): merged without a lock,
 # each key settled by the primary key itself, in key order so that two loaders never
-# wait on each other crosswise.
-_MERGE_CUSTOMERS = f"""
-INSERT INTO dim_customer (customer_key, first_seen, first_branch_key)
-SELECT customer_key, first_seen, first_branch_key FROM merge_customer ORDER BY customer_key
-ON CONFLICT (customer_key) DO UPDATE SET first_seen = excluded.first_seen, first_branch_key = excluded.first_branch_key
-WHERE excluded.first_seen < dim_customer.first_seen
+# wait on each other crosswise. The earliest first sale wins (every SET reads the row
+# as it was); the batch's sales are added to the customer's to date.
+_EARLIER = f"""(excluded.first_seen < dim_customer.first_seen
    OR (excluded.first_seen = dim_customer.first_seen
-       AND excluded.first_branch_key < coalesce(dim_customer.first_branch_key, {NO_KEY}))
+       AND excluded.first_branch_key < coalesce(dim_customer.first_branch_key, {NO_KEY})))"""
+_MERGE_CUSTOMERS = f"""
+INSERT INTO dim_customer (customer_key, first_seen, first_branch_key, last_seen, sales, revenue)
+SELECT customer_key, first_seen, first_branch_key, last_seen, sales, revenue FROM merge_customer ORDER BY customer_key
+ON CONFLICT (customer_key) DO UPDATE SET
+    first_seen = CASE WHEN {_EARLIER} THEN excluded.first_seen ELSE dim_customer.first_seen END,
+    first_branch_key = CASE WHEN {_EARLIER} THEN excluded.first_branch_key ELSE dim_customer.first_branch_key END,
+    last_seen = greatest(dim_customer.last_seen, excluded.last_seen),
+    sales = dim_customer.sales + excluded.sales,
+    revenue = dim_customer.revenue + excluded.revenue
 """
 
 # The chain's pairs per day, changed by loaders in many processes at once: each change

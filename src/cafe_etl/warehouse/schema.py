@@ -20,8 +20,9 @@ from typing import Any
 from cafe_etl.errors import WarehouseError, WarehouseOutdated
 
 # 2: per-file aggregates, dim_customer.first_branch_key; 3: first sales exact; 4: product categories;
-# 5: the chain's pairs per day
-SCHEMA_VERSION = 5
+# 5: the chain's pairs per day; 6: each customer's sales to date
+SCHEMA_VERSION = 6
+CUSTOMER_TO_DATE = ("last_seen", "sales", "revenue")  # dim_customer's sales to date (tables.sql)
 
 _HOOK = re.compile(r"\{(\w+)(?: ([^}]*))?\}")
 

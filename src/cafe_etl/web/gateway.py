@@ -73,6 +73,10 @@ class LimitedReader(Reader):
     def keeps_chain_pairs(self) -> bool:  # what the warehouse behind it keeps
         return self.inner.keeps_chain_pairs
 
+    @property
+    def keeps_customer_totals(self) -> bool:
+        return self.inner.keeps_customer_totals
+
 
 class Gateway:
     def __init__(self, warehouse: Warehouse, limits: Limits | None = None) -> None:

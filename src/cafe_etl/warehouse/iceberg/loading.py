@@ -30,6 +30,7 @@ from cafe_etl.warehouse.base import (
     RunTotals,
     cleanup,
 )
+from cafe_etl.warehouse.customer_sql import CUSTOMER_INPUT, NO_KEY
 from cafe_etl.warehouse.iceberg.tables import (
     CATALOG,
     COMMIT_ATTEMPTS,
@@ -40,7 +41,7 @@ from cafe_etl.warehouse.iceberg.tables import (
     fit,
     storage_errors,
 )
-from cafe_etl.warehouse.load_sql import _AGGREGATES, _FACTS, CUSTOMER_INPUT, DIMENSION_INPUTS, NO_KEY, _select
+from cafe_etl.warehouse.load_sql import _AGGREGATES, _FACTS, DIMENSION_INPUTS, _select
 
 log = logging.getLogger(LOGGER_NAME)
 

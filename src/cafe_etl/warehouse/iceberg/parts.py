@@ -12,8 +12,9 @@ import duckdb
 from cafe_etl.engine import Engine
 from cafe_etl.rules import FileStatus
 from cafe_etl.warehouse.base import FileRecord, PartLoad
+from cafe_etl.warehouse.customer_sql import CUSTOMER_INPUT, NO_KEY
 from cafe_etl.warehouse.iceberg.tables import storage_errors
-from cafe_etl.warehouse.load_sql import _AGGREGATES, _FACTS, CUSTOMER_INPUT, DIMENSION_INPUTS, NO_KEY, _select
+from cafe_etl.warehouse.load_sql import _AGGREGATES, _FACTS, DIMENSION_INPUTS, _select
 
 if TYPE_CHECKING:
     from cafe_etl.warehouse.iceberg.loading import IcebergLoadSession

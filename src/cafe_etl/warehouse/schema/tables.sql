@@ -70,6 +70,13 @@ CREATE TABLE IF NOT EXISTS dim_customer (
     first_branch_key BIGINT                -- of the branches on the first day, the lowest key
 );
 ALTER TABLE dim_customer ADD COLUMN IF NOT EXISTS first_branch_key BIGINT;
+-- Each customer's sales to date: the last day, how many, for how much. Kept exact by
+-- every load beside the first sale, so a question about the whole history reads one
+-- row per customer instead of grouping every sale (Iceberg keeps them not: it commits
+-- one table at a time, and its readers group the facts).
+ALTER TABLE dim_customer ADD COLUMN IF NOT EXISTS last_seen DATE;
+ALTER TABLE dim_customer ADD COLUMN IF NOT EXISTS sales BIGINT;
+ALTER TABLE dim_customer ADD COLUMN IF NOT EXISTS revenue NUMERIC(14, 2);
 
 -- Facts ----------------------------------------------------------------------
 

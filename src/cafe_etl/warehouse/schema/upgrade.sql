@@ -75,3 +75,14 @@ DELETE FROM agg_pair_date;
 INSERT INTO agg_pair_date (date_key, a_key, b_key, sales)
 SELECT date_key, a_key, b_key, sum(sales) FROM agg_pair_day
 GROUP BY date_key, a_key, b_key;
+
+-- Schema 6: each customer's sales to date (last day, how many, for how much), from the
+-- facts loaded before loads kept them.
+UPDATE dim_customer SET last_seen = m.last_seen, sales = m.sales, revenue = m.revenue
+FROM (SELECT t.customer_key, d.date AS last_seen, t.sales, t.revenue
+      FROM (SELECT customer_key, max(date_key) AS last_key, count(*) AS sales, sum(total) AS revenue
+            FROM fact_sale WHERE customer_key IS NOT NULL GROUP BY customer_key) t
+      JOIN dim_date d ON d.date_key = t.last_key) m
+WHERE dim_customer.customer_key = m.customer_key
+  AND (dim_customer.sales IS DISTINCT FROM m.sales OR dim_customer.revenue IS DISTINCT FROM m.revenue
+       OR dim_customer.last_seen IS DISTINCT FROM m.last_seen);

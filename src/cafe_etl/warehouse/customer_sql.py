@@ -1,0 +1,62 @@
+"""How every SQL load keeps ``dim_customer`` exact: the statements ``load_sql`` runs.
+
+A customer's first sale (day, and the lowest branch key that day) and sales to date
+(last day, how many, for how much) follow the facts: a batch's customers are merged
+by the dialect (``MERGE_CUSTOMERS``: the earliest first sale wins, the batch's sales
+are added); the customers of rows a load deletes are noted first and settled again,
+every figure from the facts that remain, after the load's facts are in place.
+"""
+
+NO_KEY = 2**63 - 1  # above every key: a customer without a first branch yet takes any
+
+# The batch's customers, as the engine staged them (pipeline/stage.py).
+CUSTOMER_INPUT = "SELECT customer_key, first_seen, first_branch_key, last_seen, sales, revenue FROM out_customer"
+
+
+def _day_of(key: str) -> str:
+    """The DATE of a YYYYMMDD key, in integer arithmetic every warehouse does exactly.
+    (Not a join with dim_date: a file's transaction may have begun before its dates
+    were added, and a snapshot would not see them.)"""
+    return (f"make_date(CAST(({key} - {key} % 10000) / 10000 AS INTEGER), "
+            f"CAST(({key} % 10000 - {key} % 100) / 100 AS INTEGER), CAST({key} % 100 AS INTEGER))")
+
+
+# A customer's first sale and sales to date, from the facts of ``{facts}`` (a SELECT of
+# ``fact_sale`` rows): the first day, its lowest branch key, the last day, how many, for how much.
+_CUSTOMER_TO_DATE = f"""
+SELECT k.customer_key, {_day_of("k.first_key")} AS first_seen, min(f.branch_key) AS first_branch_key,
+       {_day_of("k.last_key")} AS last_seen, k.sales, k.revenue
+FROM ({{facts}}) f
+JOIN (SELECT s.customer_key, min(s.date_key) AS first_key, max(s.date_key) AS last_key, count(*) AS sales,
+             sum(s.total) AS revenue
+      FROM ({{facts}}) s GROUP BY s.customer_key) k
+  ON k.customer_key = f.customer_key AND k.first_key = f.date_key
+GROUP BY k.customer_key, k.first_key, k.last_key, k.sales, k.revenue"""
+
+# A file loaded in parts: its customers' part, from its facts, to merge.
+_FILE_FACTS = "SELECT * FROM fact_sale WHERE file_id = ? AND customer_key IS NOT NULL"
+PART_CUSTOMERS_TO_MERGE = "CREATE TEMP TABLE merge_customer AS" + _CUSTOMER_TO_DATE.format(facts=_FILE_FACTS)
+
+# Customers whose rows a load deletes (replaced versions, or a version processed
+# again), noted before the delete and settled again from the facts after the load:
+# every figure from the facts that remain (noted twice, counted once).
+NOTE_LOST_CUSTOMERS = """
+INSERT INTO load_lost_customer
+SELECT DISTINCT customer_key FROM fact_sale
+WHERE file_id = ANY(CAST(? AS BIGINT[])) AND customer_key IS NOT NULL
+"""
+_LOST_FACTS = """SELECT x.* FROM fact_sale x
+WHERE x.customer_key IN (SELECT customer_key FROM load_lost_customer)"""
+SETTLE_LOST_CUSTOMERS = f"""
+UPDATE dim_customer SET first_seen = m.first_seen, first_branch_key = m.first_branch_key,
+                        last_seen = m.last_seen, sales = m.sales, revenue = m.revenue
+FROM ({_CUSTOMER_TO_DATE.format(facts=_LOST_FACTS)}) m
+WHERE dim_customer.customer_key = m.customer_key
+  AND (dim_customer.first_seen <> m.first_seen
+       OR coalesce(dim_customer.first_branch_key, {NO_KEY}) <> coalesce(m.first_branch_key, {NO_KEY})
+       OR dim_customer.last_seen IS DISTINCT FROM m.last_seen OR dim_customer.sales IS DISTINCT FROM m.sales
+       OR dim_customer.revenue IS DISTINCT FROM m.revenue);
+DELETE FROM dim_customer
+WHERE customer_key IN (SELECT customer_key FROM load_lost_customer)
+  AND NOT EXISTS (SELECT 1 FROM fact_sale f WHERE f.customer_key = dim_customer.customer_key)
+"""
