@@ -215,7 +215,38 @@ def customer_mismatches(url: str) -> list[tuple]:
         WHERE t.customer_key IS NULL OR c.customer_key IS NULL OR t.first_seen <> c.first_seen
            OR t.first_branch_key <> c.first_branch_key OR t.last_seen IS DISTINCT FROM c.last_seen
            OR t.sales IS DISTINCT FROM c.sales OR t.revenue IS DISTINCT FROM c.revenue
-        ORDER BY 1, 7 LIMIT 20""")
+        ORDER BY 1, 7 LIMIT 20""") + customer_rollup_mismatches(url)
+
+
+def customer_rollup_mismatches(url: str) -> list[tuple]:
+    """Rows of ``agg_customer_week`` (a customer's sales per week, and the Monday of the
+    week of their first sale) and ``agg_customer_branch`` (their first and last day at a
+    branch) that the facts do not give, or that are missing: none, always."""
+    weeks = query(url, """
+        WITH truth AS (
+            SELECT s.customer_key, d.date - (d.weekday - 1) AS monday, count(*) AS sales
+            FROM fact_sale s JOIN dim_date d ON d.date_key = s.date_key
+            WHERE s.customer_key IS NOT NULL GROUP BY s.customer_key, d.date - (d.weekday - 1)),
+        cohort AS (
+            SELECT s.customer_key, min(d.date - (d.weekday - 1)) AS cohort
+            FROM fact_sale s JOIN dim_date d ON d.date_key = s.date_key
+            WHERE s.customer_key IS NOT NULL GROUP BY s.customer_key)
+        SELECT 'week', t.customer_key, t.monday, c.cohort, t.sales, w.customer_key, w.monday, w.cohort, w.sales
+        FROM (truth t JOIN cohort c ON c.customer_key = t.customer_key)
+        FULL OUTER JOIN agg_customer_week w ON w.customer_key = t.customer_key AND w.monday = t.monday
+        WHERE t.customer_key IS NULL OR w.customer_key IS NULL OR t.sales <> w.sales OR c.cohort <> w.cohort
+        ORDER BY 2, 3, 6, 7 LIMIT 20""")
+    return weeks + query(url, """
+        WITH truth AS (
+            SELECT customer_key, branch_key, min(date_key) AS first_key, max(date_key) AS last_key
+            FROM fact_sale WHERE customer_key IS NOT NULL GROUP BY customer_key, branch_key)
+        SELECT 'branch', t.customer_key, t.branch_key, t.first_key, t.last_key,
+               b.customer_key, b.branch_key, b.first_key, b.last_key
+        FROM truth t FULL OUTER JOIN agg_customer_branch b
+          ON b.customer_key = t.customer_key AND b.branch_key = t.branch_key
+        WHERE t.customer_key IS NULL OR b.customer_key IS NULL OR t.first_key <> b.first_key
+           OR t.last_key <> b.last_key
+        ORDER BY 2, 3, 6, 7 LIMIT 20""")
 
 
 def chain_pair_mismatches(url: str) -> list[tuple]:

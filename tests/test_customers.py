@@ -348,19 +348,27 @@ def test_the_grafana_marts_give_the_default_period_s_figures(loaded, tmp_path):
                                        "WHERE segment = 'Champions'"))
 
 
-def test_cohorts_of_a_scope_too_long_for_week_bits_come_from_their_own_query(chain, loaded, monkeypatch):
+@pytest.mark.parametrize("first, last", [(START, LAST - timedelta(days=1)), (START + timedelta(days=2), LAST),
+                                         (date(2024, 1, 10), date(2024, 1, 12)),
+                                         (START - timedelta(days=3), LAST + timedelta(days=3))])
+def test_weeks_and_cohorts_from_the_sales_equal_those_from_each_customers_weeks(chain, loaded, first, last,
+                                                                                 monkeypatch):
+    """A warehouse without the customer rollups (an Iceberg lake) counts weekly customers,
+    cohorts and repeat customers from the sales: the same answers, for any period."""
     from cafe_etl.analytics import customers
     from cafe_etl.analytics.report import Filters
     from cafe_etl.warehouse import open_warehouse
 
     _, truth = chain
-    last = LAST - timedelta(days=1)  # not the whole history, which has no week bits
-    want = _public(expected_answer(truth, START, last))
-    monkeypatch.setattr(customers, "MAX_WEEK_BITS", 2)
+    want = _public(expected_answer(truth, first, last))
     with open_warehouse(loaded).reader() as reader:
-        got = customers.build(reader, Filters(START, last))
-    assert len(got["cohorts"]) > 2
-    assert got["cohorts"] == want["cohorts"] and got["customers"] == want["customers"]
+        scope = customers.resolve(reader, Filters(first, last))
+        kept = [customers.cohorts(reader, scope), customers.weekly(reader, scope),
+                customers.repeat_by_branch(reader, scope)]
+        monkeypatch.setattr(type(reader), "keeps_customer_rollups", False)
+        from_sales = [customers.cohorts(reader, scope), customers.weekly(reader, scope),
+                      customers.repeat_by_branch(reader, scope)]
+    assert kept == from_sales and kept[0] == want["cohorts"] and kept[1] == _weekly(truth, first, last)
 
 
 def test_the_whole_history_is_counted_from_each_customers_sales_to_date(chain, loaded, monkeypatch):

@@ -67,7 +67,7 @@ def test_a_warehouse_of_schema_3_is_upgraded_to_the_same_aggregates(backend, gen
            "ALTER TABLE agg_product_day DROP COLUMN sales",
            "ALTER TABLE dim_product DROP COLUMN category", SCHEMA_3_PRODUCT_SALES,
            *(f"ALTER TABLE dim_customer DROP COLUMN {column}" for column in schema.CUSTOMER_TO_DATE),
-           "UPDATE etl_schema SET version = 3")
+           "DROP TABLE agg_customer_week", "DROP TABLE agg_customer_branch", "UPDATE etl_schema SET version = 3")
     refused = run_cli("together", "--warehouse", url)
     assert refused.code != 0 and "written by an older cafe-etl (schema 3" in refused.stderr
     (tmp_path / "empty").mkdir()
@@ -103,8 +103,8 @@ def test_the_chains_pairs_are_made_again_whole_at_the_upgrade_to_schema_5(backen
 def test_each_customers_sales_to_date_are_counted_at_the_upgrade_to_schema_6(backend, generated, tmp_path,
                                                                             postgres_databases):
     """A schema-5 warehouse, whose loads kept only each customer's first sale, gains each
-    customer's last day, sales and revenue to date from its facts at its next load; the
-    whole history's answers are the same before and after."""
+    customer's last day, sales and revenue to date, weeks and branches from its facts at
+    its next load; the whole history's answers are the same before and after."""
     from tests.conftest import customer_mismatches, new_warehouse, run_cli
 
     url = new_warehouse(backend, tmp_path, postgres_databases)
@@ -115,6 +115,7 @@ def test_each_customers_sales_to_date_are_counted_at_the_upgrade_to_schema_6(bac
            *(f"ALTER TABLE dim_customer ADD COLUMN {column} {kind}" for column, kind in
              zip(schema.CUSTOMER_TO_DATE, ("DATE", "BIGINT", "NUMERIC(14, 2)"), strict=True)),
            "UPDATE dim_customer SET sales = 1 WHERE customer_key % 3 = 0",
+           "DELETE FROM agg_customer_week WHERE customer_key % 2 = 0", "UPDATE agg_customer_branch SET last_key = 0",
            "UPDATE etl_schema SET version = 5")
     (tmp_path / "empty").mkdir()
     assert run_cli("ingest", tmp_path / "empty", "--warehouse", url).code == 0

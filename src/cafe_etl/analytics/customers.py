@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from cafe_etl.analytics import report
-from cafe_etl.analytics.report import Filters, Scope, date_key, from_key, money
+from cafe_etl.analytics.report import Filters, Scope, branch_clause, date_key, from_key, money
 from cafe_etl.errors import BadRequest
 from cafe_etl.warehouse.base import Reader
 
@@ -84,28 +84,13 @@ def _rank_of(column: str, rows: str = "per_customer", customers: str = "count(*)
                FROM {rows} GROUP BY {column}"""
 
 
-# Weeks (from a Monday, the first bound parameter) in which a customer bought, as the
-# bits of one number: week k is bit k. Day differences are whole weeks by
-# (x - x % 7) / 7, exact on every warehouse; days before that Monday set no bit.
-_WEEK_BITS = """bit_or(CASE WHEN d.date >= ?
-                   THEN CAST(1 AS BIGINT) << CAST(((d.date - ?) - (d.date - ?) % 7) / 7 AS INTEGER)
-                   ELSE CAST(0 AS BIGINT) END)"""
-MAX_WEEK_BITS = 62  # a longer scope counts its cohorts with a query of their own
-# Whole weeks from a Monday (the next two bound parameters) to ``day``.
-_WEEKS_SINCE = "((({day}) - ?) - (({day}) - ?) % 7) / 7"
-
-
-def _per_customer(where: str, week_bits: bool = False) -> str:
+def _per_customer(where: str) -> str:
     """The CTE ``per_customer``: one row per customer with a sale in scope, with sales,
-    revenue, first and last day (keys), and with ``week_bits`` the weeks they bought
-    in. Parameters: the week bits' Monday three times (with ``week_bits``), then the
-    scope's."""
-    weeks = f", {_WEEK_BITS} AS weeks" if week_bits else ""
-    dates = "JOIN dim_date d ON d.date_key = f.date_key" if week_bits else ""
+    revenue, first and last day (keys). Parameters: the scope's."""
     return f"""per_customer AS MATERIALIZED (
     SELECT f.customer_key, count(*) AS sales, sum(f.total) AS revenue,
-           min(f.date_key) AS first_key, max(f.date_key) AS last_key{weeks}
-    FROM fact_sale f {dates}
+           min(f.date_key) AS first_key, max(f.date_key) AS last_key
+    FROM fact_sale f
     WHERE f.customer_key IS NOT NULL AND {where}
     GROUP BY f.customer_key
 )"""
@@ -159,8 +144,7 @@ def build(reader: Reader, filters: Filters) -> dict:
 # Customers alike, for the whole history, from their sales to date: every one of them
 # is new (their first sale is inside it), and repeats when their first and last days differ.
 _ALIKE_TO_DATE = """alike AS MATERIALIZED (
-    SELECT d.date_key AS last_key, a.sales, a.again, 1 AS fresh, -1 AS cohort, CAST(0 AS BIGINT) AS weeks,
-           a.customers, a.revenue
+    SELECT d.date_key AS last_key, a.sales, a.again, 1 AS fresh, a.customers, a.revenue
     FROM (SELECT last_seen, sales, CASE WHEN first_seen < last_seen THEN 1 ELSE 0 END AS again,
                  count(*) AS customers, sum(revenue) AS revenue
           FROM dim_customer
@@ -176,41 +160,27 @@ def _first_monday(scope: Scope) -> date:
 def _tallies(reader: Reader, scope: Scope, with_cohorts: bool = False,
              with_new: bool = True) -> tuple[dict, dict, dict | None, list]:
     """(segment → [customers, sales, revenue], sales bucket → customers, §8's counts,
-    cohorts) in one statement. New: first sale ever on or after the scope's first day;
-    repeat: sales on two or more days (the first and last differ). Cohorts
-    (``with_cohorts``, all branches) come out of the same pass: the weeks each customer
-    bought in are the bits of one number, their first week is dim_customer's; customers
-    are counted per (first week, weeks bought in), and the bits are read here. Without
-    ``with_new`` (and cohorts) no customer is matched against dim_customer, and there
-    are no counts (None). For the whole history (``report.whole_history``), customers are
-    counted from their sales to date in dim_customer, no sale is read, and cohorts come
-    from a query of their own."""
+    cohorts). New: first sale ever on or after the scope's first day; repeat: sales on
+    two or more days (the first and last differ). Without ``with_new`` no customer is
+    matched against dim_customer, and there are no counts (None). For the whole history
+    (``report.whole_history``), customers are counted from their sales to date in
+    dim_customer and no sale is read. Cohorts (``with_cohorts``): ``cohorts``."""
     where, params = scope.where("f")
-    monday = _first_monday(scope)
-    weeks = (scope.last - monday).days // 7 + 1 if monday <= scope.last else 0
-    chain_wide = with_cohorts and scope.chain_wide and weeks > 0
     to_date = report.whole_history(reader, scope)
-    bits = chain_wide and weeks <= MAX_WEEK_BITS and not to_date
-    # First seen before the first Monday (or not in scope): no cohort of this answer.
-    cohort = f"CASE WHEN c.first_seen >= ? THEN {_WEEKS_SINCE.format(day='c.first_seen')} ELSE -1 END" if bits else "-1"
     bucket = f"CASE WHEN s.sales >= {MAX_FREQUENCY} THEN {MAX_FREQUENCY} ELSE s.sales END"
-    matched = with_new or bits
     first_seen = """
           LEFT JOIN (SELECT customer_key, first_seen FROM dim_customer WHERE first_seen >= ?) c
-                 ON c.customer_key = p.customer_key""" if matched else ""
+                 ON c.customer_key = p.customer_key""" if with_new else ""
     # The segments follow from R and F alone, so customers alike in their last day,
-    # sales, repeat, new, first week and weeks bought in are counted together (a few
-    # thousand kinds of customer rather than a million), and ranked as many.
-    alike = _ALIKE_TO_DATE if to_date else f"""{_per_customer(where, week_bits=bits)}, alike AS MATERIALIZED (
-    SELECT a.last_key, a.sales, a.again, a.fresh, a.cohort, a.weeks, count(*) AS customers,
-           sum(a.revenue) AS revenue
+    # sales, repeat and new are counted together (a few thousand kinds of customer
+    # rather than a million), and ranked as many.
+    alike = _ALIKE_TO_DATE if to_date else f"""{_per_customer(where)}, alike AS MATERIALIZED (
+    SELECT a.last_key, a.sales, a.again, a.fresh, count(*) AS customers, sum(a.revenue) AS revenue
     FROM (SELECT p.last_key, p.sales, p.revenue,
                  CASE WHEN p.first_key < p.last_key THEN 1 ELSE 0 END AS again,
-                 {"CASE WHEN c.first_seen IS NULL THEN 0 ELSE 1 END" if matched else "0"} AS fresh,
-                 {cohort} AS cohort,
-                 {"p.weeks" if bits else "CAST(0 AS BIGINT)"} AS weeks
+                 {"CASE WHEN c.first_seen IS NULL THEN 0 ELSE 1 END" if with_new else "0"} AS fresh
           FROM per_customer p{first_seen}) a
-    GROUP BY a.last_key, a.sales, a.again, a.fresh, a.cohort, a.weeks
+    GROUP BY a.last_key, a.sales, a.again, a.fresh
 )"""
     sql = f"""
 WITH {alike}, total AS (SELECT CAST(sum(customers) AS BIGINT) AS n FROM alike),
@@ -225,58 +195,24 @@ scored AS (
 ), segmented AS (
     SELECT s.*, {_segment_case("s.r", "s.f")} AS segment FROM scored s
 )
-SELECT 0, s.segment, {bucket}, sum(s.customers), sum(s.sales * s.customers), sum(s.revenue),
-       sum(s.fresh * s.customers), sum(s.again * s.customers), CAST(NULL AS BIGINT)
+SELECT s.segment, {bucket}, sum(s.customers), sum(s.sales * s.customers), sum(s.revenue),
+       sum(s.fresh * s.customers), sum(s.again * s.customers)
 FROM segmented s
 GROUP BY s.segment, {bucket}"""
-    values = [] if to_date else [*([monday] * 3 if bits else []), *params, *([monday] * 3 if bits else []),
-                                 *([scope.first] if matched else [])]
-    if bits:
-        # Rows 1: each cohort's size (everyone first seen in its week, even after the
-        # scope's last day); rows 2: its customers by the weeks they bought in.
-        sql += f"""
-UNION ALL
-SELECT 1, CAST(NULL AS VARCHAR), CAST(w.cohort AS BIGINT), count(*), 0, 0, 0, 0, CAST(NULL AS BIGINT)
-FROM (SELECT {_WEEKS_SINCE.format(day='c.first_seen')} AS cohort
-      FROM dim_customer c WHERE c.first_seen BETWEEN ? AND ?) w
-GROUP BY w.cohort
-UNION ALL
-SELECT 2, CAST(NULL AS VARCHAR), CAST(a.cohort AS BIGINT), sum(a.customers), 0, 0, 0, 0, a.weeks
-FROM alike a WHERE a.cohort >= 0
-GROUP BY a.cohort, a.weeks"""
-        values += [monday, monday, monday, _monday(scope.last) + timedelta(days=6)]
+    values = [] if to_date else [*params, *([scope.first] if with_new else [])]
     segments: dict[str, list] = {}
     frequency: dict[int, int] = {}
-    sizes: dict[int, int] = {}
-    active: dict[int, dict[int, int]] = {}
     distinct = new = repeat = 0
-    for kind, segment, n, customers, sales, revenue, fresh, again, bought in reader.query(sql, values):
-        if kind == 1:
-            sizes[int(n)] = int(customers)
-        elif kind == 2:
-            # Bit b is the week b after the first Monday; cohort c's week k is bit c + k.
-            c, mask = int(n), int(bought)
-            weeks_of = active.setdefault(c, {})
-            for b in range(c, weeks):
-                if mask >> b & 1:
-                    weeks_of[b - c] = weeks_of.get(b - c, 0) + int(customers)
-        else:
-            tally = segments.setdefault(segment, [0, 0, Decimal(0)])
-            tally[0] += int(customers)
-            tally[1] += int(sales)
-            tally[2] += Decimal(revenue)
-            frequency[int(n)] = frequency.get(int(n), 0) + int(customers)
-            distinct, new, repeat = distinct + int(customers), new + int(fresh), repeat + int(again)
+    for segment, n, customers, sales, revenue, fresh, again in reader.query(sql, values):
+        tally = segments.setdefault(segment, [0, 0, Decimal(0)])
+        tally[0] += int(customers)
+        tally[1] += int(sales)
+        tally[2] += Decimal(revenue)
+        frequency[int(n)] = frequency.get(int(n), 0) + int(customers)
+        distinct, new, repeat = distinct + int(customers), new + int(fresh), repeat + int(again)
     counts = ({"distinct": distinct, "new": new, "returning": distinct - new, "repeat": repeat}
-              if matched or to_date else None)
-    if bits:
-        found = {monday + timedelta(days=7 * c): active.get(c, {}) | {-1: size} for c, size in sizes.items()}
-        kept = _cohort_rows(found, scope.last)
-    elif chain_wide:
-        kept = cohorts(reader, scope)  # a scope too long for the bits of one number
-    else:
-        kept = []
-    return segments, frequency, counts, kept
+              if with_new or to_date else None)
+    return segments, frequency, counts, cohorts(reader, scope) if with_cohorts else []
 
 
 def _segments(tallies: dict) -> list[dict]:
@@ -314,9 +250,20 @@ def cohorts(reader: Reader, scope: Scope) -> list[dict]:
     first_monday = _first_monday(scope)
     if not scope.chain_wide or first_monday > scope.last:
         return []  # cohorts are chain-wide
+    last_monday = _monday(scope.last)
+    if reader.keeps_customer_rollups:
+        # Each customer's weeks with a sale, with their cohort, as loads keep them.
+        rows = reader.query(
+            f"""WITH {_FIRST_WEEK}
+                SELECT monday, CAST(-1 AS INTEGER) AS week, count(*) FROM first_week GROUP BY monday
+                UNION ALL
+                SELECT cohort, CAST((monday - cohort) / 7 AS INTEGER), count(*) FROM agg_customer_week
+                WHERE cohort BETWEEN ? AND ? AND monday <= ?
+                GROUP BY cohort, monday""",
+            [first_monday, last_monday + timedelta(days=6), first_monday, last_monday, last_monday])
+        return _cohort_rows(_by_cohort(rows), scope.last)
     # Day differences are whole weeks by (x - x % 7) / 7: exact on every warehouse.
     weeks = "((d.date - c.monday) - (d.date - c.monday) % 7) / 7"
-    last_monday = _monday(scope.last)
     rows = reader.query(
         f"""WITH {_FIRST_WEEK}, active AS (
                SELECT DISTINCT c.customer_key, c.monday, CAST({weeks} AS INTEGER) AS week
@@ -329,10 +276,16 @@ def cohorts(reader: Reader, scope: Scope) -> list[dict]:
            UNION ALL
            SELECT monday, week, count(*) FROM active GROUP BY monday, week""",
         [first_monday, last_monday + timedelta(days=6), date_key(first_monday), date_key(scope.last)])
+    return _cohort_rows(_by_cohort(rows), scope.last)
+
+
+def _by_cohort(rows: list[tuple]) -> dict[date, dict[int, int]]:
+    """{Monday: {-1: the cohort's size, k: its customers active in week k}} from rows of
+    (Monday, k or -1, customers)."""
     found: dict[date, dict[int, int]] = {}
     for monday, week, customers in rows:
         found.setdefault(monday, {})[int(week)] = int(customers)
-    return _cohort_rows(found, scope.last)
+    return found
 
 
 def _cohort_rows(found: dict[date, dict[int, int]], last: date) -> list[dict]:
@@ -348,30 +301,53 @@ def _cohort_rows(found: dict[date, dict[int, int]], last: date) -> list[dict]:
     return out
 
 
+# Each customer with a sale in scope (``{where}`` on ``f``), once per week they bought in.
+_VISITS = """visits AS (
+    SELECT DISTINCT f.customer_key, d.date - (d.weekday - 1) AS monday
+    FROM fact_sale f JOIN dim_date d ON d.date_key = f.date_key
+    WHERE f.customer_key IS NOT NULL AND {where}
+)"""
+
+
+def _weekly_customers(reader: Reader, scope: Scope) -> dict[date, int]:
+    """Customers with a sale in scope per week, chain-wide. Weeks the scope holds whole
+    (or whose days outside it have no sales) are counted from each customer's weeks,
+    as loads keep them; the days of a week the scope cuts, from the sales."""
+    cut = [scope]
+    found: dict[date, int] = {}
+    if reader.keeps_customer_rollups:
+        low, high = report.sales_window(reader)
+        week = timedelta(days=7)
+        start = _monday(scope.first) + (week if scope.first.weekday() and scope.first > low else timedelta(0))
+        end = _monday(scope.last) - (week if scope.last.weekday() < 6 and scope.last < high else timedelta(0))
+        if start <= end:
+            found = {monday: int(n) for monday, n in reader.query(
+                "SELECT monday, count(*) FROM agg_customer_week WHERE monday BETWEEN ? AND ? GROUP BY monday",
+                [start, end])}
+            cut = [Scope(first, last) for first, last in ((scope.first, start - timedelta(days=1)),
+                                                          (end + week, scope.last)) if first <= last]
+    for part in cut:
+        where, params = part.where("f")
+        found |= {monday: int(n) for monday, n in reader.query(
+            f"WITH {_VISITS.format(where=where)} SELECT monday, count(*) FROM visits GROUP BY monday", params)}
+    return found
+
+
 def weekly(reader: Reader, scope: Scope) -> list[dict]:
     """New and returning customers per week (Monday to Sunday, cut to the scope): the
     §8 counts of each week. A customer's first sale ever falls in one week only, so
     the weeks' ``new`` add up to the scope's. For all branches, a week's new customers
     are those first seen in it (their first sale is one of its sales): counted from
     the dimension, without matching every visit against it."""
-    where, params = scope.where("f")
-    visits = f"""visits AS (
-                SELECT DISTINCT f.customer_key, d.date - (d.weekday - 1) AS monday
-                FROM fact_sale f JOIN dim_date d ON d.date_key = f.date_key
-                WHERE f.customer_key IS NOT NULL AND {where}
-            )"""
     if scope.chain_wide:
-        rows = reader.query(
-            f"""WITH {_FIRST_WEEK}, {visits}
-                SELECT w.monday, sum(w.customers), sum(w.new) FROM (
-                    SELECT v.monday, count(*) AS customers, 0 AS new FROM visits v GROUP BY v.monday
-                    UNION ALL
-                    SELECT n.monday, 0, count(*) FROM first_week n GROUP BY n.monday) w
-                GROUP BY w.monday""",
-            [scope.first, scope.last, *params])
+        new = dict(reader.query(f"WITH {_FIRST_WEEK} SELECT monday, count(*) FROM first_week GROUP BY monday",
+                                [scope.first, scope.last]))
+        visits = _weekly_customers(reader, scope)
+        rows = [(monday, visits.get(monday, 0), new.get(monday, 0)) for monday in visits.keys() | new.keys()]
     else:
+        where, params = scope.where("f")
         rows = reader.query(
-            f"""WITH {_FIRST_WEEK}, {visits}
+            f"""WITH {_FIRST_WEEK}, {_VISITS.format(where=where)}
                 SELECT v.monday, count(*), sum(CASE WHEN n.monday = v.monday THEN 1 ELSE 0 END)
                 FROM visits v LEFT JOIN first_week n ON n.customer_key = v.customer_key
                 GROUP BY v.monday""",
@@ -391,6 +367,15 @@ def weekly(reader: Reader, scope: Scope) -> list[dict]:
 def repeat_by_branch(reader: Reader, scope: Scope) -> list[dict]:
     """Per branch (DESIGN §11): customers with a sale there in scope, and how many of
     them bought there on two or more days: the branch's repeat rate."""
+    if report.whole_history(reader, Scope(scope.first, scope.last)):
+        # Each customer's first and last day at each branch, as loads keep them.
+        params: list = []
+        rows = reader.query(
+            f"""SELECT b.name, count(*), sum(CASE WHEN a.first_key < a.last_key THEN 1 ELSE 0 END)
+                FROM agg_customer_branch a JOIN dim_branch b ON b.branch_key = a.branch_key
+                WHERE 1 = 1{branch_clause("a", scope.branch_keys, params)}
+                GROUP BY b.branch_key, b.name""", params)
+        return _repeat_rows(rows)
     where, params = scope.where("f")
     rows = reader.query(
         f"""SELECT b.name, count(*), sum(CASE WHEN c.days >= 2 THEN 1 ELSE 0 END)
@@ -400,6 +385,10 @@ def repeat_by_branch(reader: Reader, scope: Scope) -> list[dict]:
                   GROUP BY f.branch_key, f.customer_key) c
             JOIN dim_branch b ON b.branch_key = c.branch_key
             GROUP BY b.branch_key, b.name""", params)
+    return _repeat_rows(rows)
+
+
+def _repeat_rows(rows: list[tuple]) -> list[dict]:
     out = [{"branch": name, "customers": int(total), "repeat_customers": int(repeat),
             "repeat_rate_pct": round(100 * int(repeat) / int(total), 1) if total else 0.0}
            for name, total, repeat in rows]

@@ -242,7 +242,7 @@ def whole_history(reader: Reader, scope: Scope) -> bool:
     """Whether ``scope`` holds every sale of the chain. Then each customer's sales in it
     are their sales to date, which loads keep exact in ``dim_customer``: one row per
     customer is read instead of grouping every sale."""
-    if scope.empty or not (scope.chain_wide and reader.keeps_customer_totals):
+    if scope.empty or not (scope.chain_wide and reader.keeps_customer_rollups):
         return False
     low, high = sales_window(reader)
     return low is not None and scope.first <= low and scope.last >= high

@@ -196,9 +196,10 @@ class Reader(ABC):
     # Whether the warehouse keeps the chain's pairs per day (``agg_pair_date``), which a
     # question about every branch reads instead of each branch's pairs.
     keeps_chain_pairs: bool = True
-    # Whether ``dim_customer`` holds each customer's sales to date (last day, sales,
-    # revenue), which a question about the whole history reads instead of every sale.
-    keeps_customer_totals: bool = True
+    # Whether the warehouse keeps each customer's sales to date (in ``dim_customer``),
+    # weeks (``agg_customer_week``) and branches (``agg_customer_branch``), which
+    # customer questions read instead of every sale.
+    keeps_customer_rollups: bool = True
 
     @abstractmethod
     def query(self, sql: str, params: Sequence[Any] = (), *, max_rows: int | None = None) -> list[tuple]: ...

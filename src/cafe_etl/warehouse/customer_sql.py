@@ -60,3 +60,49 @@ DELETE FROM dim_customer
 WHERE customer_key IN (SELECT customer_key FROM load_lost_customer)
   AND NOT EXISTS (SELECT 1 FROM fact_sale f WHERE f.customer_key = dim_customer.customer_key)
 """
+
+
+def _monday_of(day: str) -> str:
+    """The Monday of the week of ``day`` (a DATE), as every warehouse computes it."""
+    return f"{day} - CAST(EXTRACT(ISODOW FROM {day}) AS INTEGER) + 1"
+
+
+# The customers' weeks and branches: the rows a set of facts (``{facts}``) adds to
+# ``agg_customer_week`` and ``agg_customer_branch``. A week's cohort is read from
+# dim_customer, so these run after the customers are merged (or settled).
+_WEEKS_OF = f"""
+SELECT w.customer_key, w.monday, {_monday_of("c.first_seen")} AS cohort, CAST(w.sales AS INTEGER) AS sales
+FROM (SELECT m.customer_key, m.monday, sum(m.sales) AS sales
+      FROM (SELECT d.customer_key, {_monday_of("d.day")} AS monday, d.sales
+            FROM (SELECT customer_key, {_day_of("date_key")} AS day, count(*) AS sales FROM ({{facts}}) f
+                  GROUP BY customer_key, date_key) d) m
+      GROUP BY m.customer_key, m.monday) w
+JOIN dim_customer c ON c.customer_key = w.customer_key"""
+_BRANCHES_OF = """
+SELECT customer_key, branch_key, min(date_key) AS first_key, max(date_key) AS last_key
+FROM ({facts}) f GROUP BY customer_key, branch_key"""
+
+# A load's part, from the facts of the files it loads (``?``: their ids), for the
+# dialect to merge (``MERGE_CUSTOMER_ROLLUPS``); then the cohort of every week of the
+# customers whose first sale is one of them (it may be earlier than what they had).
+_LOAD_FACTS = "SELECT * FROM fact_sale WHERE file_id = ANY(CAST(? AS BIGINT[])) AND customer_key IS NOT NULL"
+LOAD_CUSTOMER_ROLLUPS = f"""
+DROP TABLE IF EXISTS load_customer_week;
+CREATE TEMP TABLE load_customer_week AS {_WEEKS_OF.format(facts=_LOAD_FACTS)};
+DROP TABLE IF EXISTS load_customer_branch;
+CREATE TEMP TABLE load_customer_branch AS {_BRANCHES_OF.format(facts=_LOAD_FACTS)}
+"""
+MOVE_COHORTS = """
+UPDATE agg_customer_week SET cohort = m.cohort
+FROM (SELECT customer_key, cohort FROM load_customer_week WHERE monday = cohort) m
+WHERE agg_customer_week.customer_key = m.customer_key AND agg_customer_week.cohort <> m.cohort
+"""
+
+# The weeks and branches of the customers noted as lost, counted again from the facts
+# that remain (after SETTLE_LOST_CUSTOMERS, whose first sales give the cohorts).
+SETTLE_LOST_ROLLUPS = f"""
+DELETE FROM agg_customer_week WHERE customer_key IN (SELECT customer_key FROM load_lost_customer);
+INSERT INTO agg_customer_week (customer_key, monday, cohort, sales) {_WEEKS_OF.format(facts=_LOST_FACTS)};
+DELETE FROM agg_customer_branch WHERE customer_key IN (SELECT customer_key FROM load_lost_customer);
+INSERT INTO agg_customer_branch (customer_key, branch_key, first_key, last_key) {_BRANCHES_OF.format(facts=_LOST_FACTS)}
+"""

@@ -63,6 +63,24 @@ INSERT INTO dim_customer (customer_key, first_seen, first_branch_key, last_seen,
 SELECT customer_key, first_seen, first_branch_key, last_seen, sales, revenue FROM load_customer WHERE new
 """
 
+# A load's customer weeks and branches: those known changed, the others added.
+_MERGE_CUSTOMER_ROLLUPS = """
+UPDATE agg_customer_week SET sales = agg_customer_week.sales + w.sales, cohort = w.cohort
+FROM load_customer_week w
+WHERE agg_customer_week.customer_key = w.customer_key AND agg_customer_week.monday = w.monday;
+INSERT INTO agg_customer_week (customer_key, monday, cohort, sales)
+SELECT w.customer_key, w.monday, w.cohort, w.sales FROM load_customer_week w
+WHERE NOT EXISTS (SELECT 1 FROM agg_customer_week a WHERE a.customer_key = w.customer_key AND a.monday = w.monday);
+UPDATE agg_customer_branch SET first_key = least(agg_customer_branch.first_key, b.first_key),
+                               last_key = greatest(agg_customer_branch.last_key, b.last_key)
+FROM load_customer_branch b
+WHERE agg_customer_branch.customer_key = b.customer_key AND agg_customer_branch.branch_key = b.branch_key;
+INSERT INTO agg_customer_branch (customer_key, branch_key, first_key, last_key)
+SELECT b.customer_key, b.branch_key, b.first_key, b.last_key FROM load_customer_branch b
+WHERE NOT EXISTS (SELECT 1 FROM agg_customer_branch a
+                  WHERE a.customer_key = b.customer_key AND a.branch_key = b.branch_key)
+"""
+
 # One loader at a time writes the chain's pairs per day (batches load in turn): the
 # changes are added to the pairs a day has, the others added to the day.
 _MERGE_PAIRS = f"""
@@ -103,6 +121,7 @@ class DuckDBLoadSession(SqlLoadSession):
     ``INSERT … SELECT`` from the engine's staged relations: no rows cross into Python."""
 
     MERGE_CUSTOMERS = _MERGE_CUSTOMERS
+    MERGE_CUSTOMER_ROLLUPS = _MERGE_CUSTOMER_ROLLUPS
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str) -> None:
         super().__init__(con)

@@ -48,9 +48,12 @@ from cafe_etl.rules import FileStatus
 from cafe_etl.warehouse.base import FILE_TABLES, FileRecord, PartLoad, cleanup
 from cafe_etl.warehouse.customer_sql import (
     CUSTOMER_INPUT,
+    LOAD_CUSTOMER_ROLLUPS,
+    MOVE_COHORTS,
     NOTE_LOST_CUSTOMERS,
     PART_CUSTOMERS_TO_MERGE,
     SETTLE_LOST_CUSTOMERS,
+    SETTLE_LOST_ROLLUPS,
 )
 from cafe_etl.warehouse.ledger_sql import SqlLedger, record_statements
 from cafe_etl.warehouse.schema import split_statements
@@ -169,6 +172,9 @@ class SqlLoadSession(SqlLedger):
     # The dialect's customer merge: ``merge_customer`` into ``dim_customer``, the earliest
     # first sighting winning (ties: the lowest first branch key).
     MERGE_CUSTOMERS: str
+    # The dialect's merge of a load's customer weeks and branches (``load_customer_week``,
+    # ``load_customer_branch``): sales added, the cohort replaced, first and last days widened.
+    MERGE_CUSTOMER_ROLLUPS: str
     # Whether batches that merge customers load one at a time in this process (no index
     # keeps their keys unique, and two engines must not add the same customer).
     CUSTOMERS_IN_TURN: bool = True
@@ -252,6 +258,7 @@ class SqlLoadSession(SqlLedger):
             engine.run(_KEEP_STAGED_PAIRS)
             for table, (columns, relation) in _BATCH_APPENDS.items():
                 self._append(engine, con, table, columns, _select(columns, relation, run_id))
+            self._add_customer_rollups(con, [r.file_id for r in records if r.status == FileStatus.LOADED])
             if clear:
                 self._settle_lost_customers(con)
             # After the customers: every loader takes its row locks in one order.
@@ -350,10 +357,18 @@ class SqlLoadSession(SqlLedger):
         self._execute(con, _NOTE_PAIRS_LEAVING, [list(file_ids)])
         self._execute(con, _DELETE_ROWS.format(table="agg_pair_day"), [list(file_ids)])
 
+    def _add_customer_rollups(self, con: Connection, file_ids: Sequence[int]) -> None:
+        """The weeks and branches of the customers of ``file_ids``, from the facts just
+        loaded (after the customers' merge, which gives their cohorts)."""
+        for statement in split_statements(LOAD_CUSTOMER_ROLLUPS):
+            self._execute(con, statement, [list(file_ids)] * statement.count("?"))
+        for statement in [*split_statements(self.MERGE_CUSTOMER_ROLLUPS), MOVE_COHORTS]:
+            self._execute(con, statement)
+
     def _settle_lost_customers(self, con: Connection) -> None:
-        """The first sale of every customer noted by ``_delete_rows_of``, from the facts
-        now in place; a customer left with no sale leaves the dimension."""
-        for statement in split_statements(SETTLE_LOST_CUSTOMERS):
+        """Every customer noted by ``_delete_rows_of``, from the facts now in place: first
+        sale, sales to date, weeks and branches; one left with no sale leaves the dimension."""
+        for statement in [*split_statements(SETTLE_LOST_CUSTOMERS), *split_statements(SETTLE_LOST_ROLLUPS)]:
             self._execute(con, statement)
 
     def _write_ledger(self, con: Connection, records: Sequence[FileRecord], run_id: int) -> None:
@@ -393,6 +408,7 @@ class SqlPartLoad(PartLoad):
             session._execute(con, "DROP TABLE IF EXISTS merge_customer")
             session._execute(con, PART_CUSTOMERS_TO_MERGE, [file_id, file_id])
             session._merge_customers(con)
+            session._add_customer_rollups(con, [file_id])
             if replaced or record.clear_previous:
                 session._settle_lost_customers(con)
             session._execute(con, _NOTE_PART_PAIRS, [file_id])

@@ -61,6 +61,21 @@ ON CONFLICT (customer_key) DO UPDATE SET
     revenue = dim_customer.revenue + excluded.revenue
 """
 
+# A load's customer weeks and branches, merged like the customers (each customer's rows
+# are written only by the loader holding its dim_customer row, so the cohort it reads
+# there is final).
+_MERGE_CUSTOMER_ROLLUPS = """
+INSERT INTO agg_customer_week (customer_key, monday, cohort, sales)
+SELECT customer_key, monday, cohort, sales FROM load_customer_week ORDER BY customer_key, monday
+ON CONFLICT (customer_key, monday) DO UPDATE SET sales = agg_customer_week.sales + excluded.sales,
+                                                cohort = excluded.cohort;
+INSERT INTO agg_customer_branch (customer_key, branch_key, first_key, last_key)
+SELECT customer_key, branch_key, first_key, last_key FROM load_customer_branch ORDER BY customer_key, branch_key
+ON CONFLICT (customer_key, branch_key) DO UPDATE SET
+    first_key = least(agg_customer_branch.first_key, excluded.first_key),
+    last_key = greatest(agg_customer_branch.last_key, excluded.last_key)
+"""
+
 # The chain's pairs per day, changed by loaders in many processes at once: each change
 # settled by the unique index, in key order so that two loaders never wait on each
 # other crosswise. The pairs a change left at zero sales are returned, to leave the day.
@@ -248,6 +263,7 @@ class PostgresLoadSession(SqlLoadSession):
     hold no personal data), and enter PostgreSQL with ``COPY``, never row by row."""
 
     MERGE_CUSTOMERS = _MERGE_CUSTOMERS
+    MERGE_CUSTOMER_ROLLUPS = _MERGE_CUSTOMER_ROLLUPS
     CUSTOMERS_IN_TURN = False  # the primary key settles concurrent mergers
     LOCK_CUSTOMERS = "LOCK TABLE dim_customer IN SHARE ROW EXCLUSIVE MODE"
     # One merger at a time, tables always in the same order: no duplicate key, no deadlock.

@@ -74,8 +74,8 @@ class LimitedReader(Reader):
         return self.inner.keeps_chain_pairs
 
     @property
-    def keeps_customer_totals(self) -> bool:
-        return self.inner.keeps_customer_totals
+    def keeps_customer_rollups(self) -> bool:
+        return self.inner.keeps_customer_rollups
 
 
 class Gateway:

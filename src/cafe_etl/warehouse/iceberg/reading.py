@@ -45,7 +45,7 @@ class IcebergReader(Reader):
     # The lake holds per-file tables only: a table summed over files would need every
     # load's commits in one transaction, which Iceberg keeps per table.
     keeps_chain_pairs = False
-    keeps_customer_totals = False  # a customer's sales to date change with every load's facts
+    keeps_customer_rollups = False  # a customer's rollups change with every load's facts
 
     def __init__(self, catalog: Any, ledger: Reader) -> None:
         self.catalog = catalog

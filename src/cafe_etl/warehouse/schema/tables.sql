@@ -170,6 +170,28 @@ CREATE TABLE IF NOT EXISTS agg_customer_day (
 );
 {index agg_customer_day_file ON agg_customer_day USING brin (file_id)};
 
+-- Each customer's weeks (Monday to Sunday) with a sale, chain-wide, with the Monday of
+-- the week of their first sale ever (their cohort, as dim_customer.first_seen says), and
+-- each customer's first and last day at each branch. Kept exact by every SQL load in
+-- its transaction: the sales of the files it loads added, the customers of versions it
+-- deletes counted again from the facts that remain. Weekly customers, cohorts and a
+-- branch's repeat customers read these, a few million rows, instead of every sale.
+CREATE TABLE IF NOT EXISTS agg_customer_week (
+    customer_key BIGINT NOT NULL,
+    monday DATE NOT NULL,
+    cohort DATE NOT NULL,
+    sales INTEGER NOT NULL
+);
+{unique_index agg_customer_week_key ON agg_customer_week (customer_key, monday)};
+
+CREATE TABLE IF NOT EXISTS agg_customer_branch (
+    customer_key BIGINT NOT NULL,
+    branch_key BIGINT NOT NULL,
+    first_key INTEGER NOT NULL,
+    last_key INTEGER NOT NULL
+);
+{unique_index agg_customer_branch_key ON agg_customer_branch (customer_key, branch_key)};
+
 -- Operations -----------------------------------------------------------------
 
 CREATE TABLE IF NOT EXISTS etl_run (

@@ -86,3 +86,22 @@ FROM (SELECT t.customer_key, d.date AS last_seen, t.sales, t.revenue
 WHERE dim_customer.customer_key = m.customer_key
   AND (dim_customer.sales IS DISTINCT FROM m.sales OR dim_customer.revenue IS DISTINCT FROM m.revenue
        OR dim_customer.last_seen IS DISTINCT FROM m.last_seen);
+
+-- and each customer's weeks (with the week of their first sale) and branches, made whole.
+DELETE FROM agg_customer_week;
+
+INSERT INTO agg_customer_week (customer_key, monday, cohort, sales)
+SELECT w.customer_key, w.monday, c.first_seen - (f.weekday - 1), w.sales
+FROM (SELECT s.customer_key, d.date - (d.weekday - 1) AS monday, count(*) AS sales
+      FROM fact_sale s JOIN dim_date d ON d.date_key = s.date_key
+      WHERE s.customer_key IS NOT NULL
+      GROUP BY s.customer_key, d.date - (d.weekday - 1)) w
+JOIN dim_customer c ON c.customer_key = w.customer_key
+JOIN dim_date f ON f.date = c.first_seen;
+
+DELETE FROM agg_customer_branch;
+
+INSERT INTO agg_customer_branch (customer_key, branch_key, first_key, last_key)
+SELECT customer_key, branch_key, min(date_key), max(date_key)
+FROM fact_sale WHERE customer_key IS NOT NULL
+GROUP BY customer_key, branch_key;
