@@ -45,6 +45,8 @@ STAGES = [
     ("file shapes, branches, repeated rows", r"\bstg_(shape|branch|file_branch|branch_name|duplicate)\b"),
     ("row checks and per-file counts", r"\bstg_check\b"),
     ("staging the warehouse rows", r"\b(out_\w+|batch_file)\b"),
+    ("warehouse: customers' weeks and branches", r"\b(agg_customer_week|agg_customer_branch|load_customer_week|"
+                                                 r"load_customer_branch)\b"),
     ("warehouse: dimensions", r"\b(dim_\w+|merge_\w+|load_customer)\b"),
     ("warehouse: the chain's pairs per day", r"\b(agg_pair_date|load_pair_change|load_pair_net)\b"),
     ("warehouse: facts, rejects, aggregates, ledger", r"\b(fact_\w+|agg_\w+|etl_\w+|load_\w+)\b"),

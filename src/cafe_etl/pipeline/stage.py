@@ -111,6 +111,23 @@ GROUP BY file_id, date_key, branch_key
 """,
 ]
 
+# The batch's part of each customer's weeks (Monday to Sunday) and of their days per
+# branch, which the SQL warehouses keep (agg_customer_week, agg_customer_branch).
+_CUSTOMER_ROLLUPS = [
+    f"""
+CREATE OR REPLACE TEMP VIEW out_customer_week AS
+SELECT c.customer_key, date_trunc('week', c.sold_at)::DATE AS monday, count(*)::INTEGER AS sales
+{_LOADED} AND c.customer_key IS NOT NULL
+GROUP BY c.customer_key, date_trunc('week', c.sold_at)::DATE
+""",
+    f"""
+CREATE OR REPLACE TEMP VIEW out_customer_branch AS
+SELECT c.customer_key, c.branch_key, min(c.date_key) AS first_key, max(c.date_key) AS last_key
+{_LOADED} AND c.customer_key IS NOT NULL
+GROUP BY c.customer_key, c.branch_key
+""",
+]
+
 _DATES = f"""
 CREATE OR REPLACE TEMP TABLE out_date AS
 SELECT c.date_key, any_value(c.sold_at::DATE) AS date {_LOADED} GROUP BY c.date_key
@@ -119,12 +136,13 @@ SELECT c.date_key, any_value(c.sold_at::DATE) AS date {_LOADED} GROUP BY c.date_
 
 # What a warehouse loads of a batch: every ``out_*`` relation above.
 STAGED = ("out_sale", "out_item", "out_reject", "out_product", "out_branch", "out_customer", "out_date",
-          "out_product_day", "out_pair_day", "out_sale_hour", "out_customer_day")
+          "out_product_day", "out_pair_day", "out_sale_hour", "out_customer_day", "out_customer_week",
+          "out_customer_branch")
 
 
 def stage(engine: Engine, files: list[tuple[int, int, bool, bool]]) -> None:
     """``files``: (idx, file_id, load its facts, keep its rejects) for every file of the batch."""
     temp_table(engine.con, "batch_file",
                [("idx", "INTEGER"), ("file_id", "BIGINT"), ("load", "BOOLEAN"), ("keep_rejects", "BOOLEAN")], files)
-    for sql in (_SALES, _ITEMS, _REJECTS, _PRODUCTS, _BRANCHES, _CUSTOMERS, _DATES, *_AGGREGATES):
+    for sql in (_SALES, _ITEMS, _REJECTS, _PRODUCTS, _BRANCHES, _CUSTOMERS, _DATES, *_AGGREGATES, *_CUSTOMER_ROLLUPS):
         engine.run(sql)

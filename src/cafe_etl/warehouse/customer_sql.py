@@ -67,30 +67,47 @@ def _monday_of(day: str) -> str:
     return f"{day} - CAST(EXTRACT(ISODOW FROM {day}) AS INTEGER) + 1"
 
 
-# The customers' weeks and branches: the rows a set of facts (``{facts}``) adds to
-# ``agg_customer_week`` and ``agg_customer_branch``. A week's cohort is read from
-# dim_customer, so these run after the customers are merged (or settled).
+# A batch's customers' weeks and branches, as the engine staged them (pipeline/stage.py).
+CUSTOMER_ROLLUP_INPUTS = {
+    "merge_customer_week": "SELECT customer_key, monday, sales FROM out_customer_week",
+    "merge_customer_branch": "SELECT customer_key, branch_key, first_key, last_key FROM out_customer_branch",
+}
+
+
+# The customers' weeks (Monday to Sunday) with their sales, and their first and last day
+# per branch, in a set of facts (``{facts}``): what a file loaded in parts adds, and
+# what the customers of deleted rows have left.
 _WEEKS_OF = f"""
-SELECT w.customer_key, w.monday, {_monday_of("c.first_seen")} AS cohort, CAST(w.sales AS INTEGER) AS sales
-FROM (SELECT m.customer_key, m.monday, sum(m.sales) AS sales
-      FROM (SELECT d.customer_key, {_monday_of("d.day")} AS monday, d.sales
-            FROM (SELECT customer_key, {_day_of("date_key")} AS day, count(*) AS sales FROM ({{facts}}) f
-                  GROUP BY customer_key, date_key) d) m
-      GROUP BY m.customer_key, m.monday) w
-JOIN dim_customer c ON c.customer_key = w.customer_key"""
+SELECT m.customer_key, m.monday, CAST(sum(m.sales) AS INTEGER) AS sales
+FROM (SELECT d.customer_key, {_monday_of("d.day")} AS monday, d.sales
+      FROM (SELECT customer_key, {_day_of("date_key")} AS day, count(*) AS sales FROM ({{facts}}) f
+            GROUP BY customer_key, date_key) d) m
+GROUP BY m.customer_key, m.monday"""
 _BRANCHES_OF = """
 SELECT customer_key, branch_key, min(date_key) AS first_key, max(date_key) AS last_key
 FROM ({facts}) f GROUP BY customer_key, branch_key"""
+# Weeks with the customer's cohort, read from dim_customer: after its merge (or settling).
+_WITH_COHORT = f"""
+SELECT w.customer_key, w.monday, {_monday_of("c.first_seen")} AS cohort, w.sales
+FROM ({{weeks}}) w JOIN dim_customer c ON c.customer_key = w.customer_key"""
 
-# A load's part, from the facts of the files it loads (``?``: their ids), for the
-# dialect to merge (``MERGE_CUSTOMER_ROLLUPS``); then the cohort of every week of the
-# customers whose first sale is one of them (it may be earlier than what they had).
-_LOAD_FACTS = "SELECT * FROM fact_sale WHERE file_id = ANY(CAST(? AS BIGINT[])) AND customer_key IS NOT NULL"
+PART_ROLLUPS_TO_MERGE = f"""
+DROP TABLE IF EXISTS merge_customer_week;
+CREATE TEMP TABLE merge_customer_week AS {_WEEKS_OF.format(facts=_FILE_FACTS)};
+DROP TABLE IF EXISTS merge_customer_branch;
+CREATE TEMP TABLE merge_customer_branch AS {_BRANCHES_OF.format(facts=_FILE_FACTS)}
+"""
+
+# A load's weeks (``merge_customer_week``, with their cohorts) and branches
+# (``merge_customer_branch``), kept once as they are read twice, are merged by the
+# dialect (``MERGE_CUSTOMER_ROLLUPS``);
+# then every week of the customers whose first sale is in the load takes its cohort
+# (an earlier day loaded late moves it).
 LOAD_CUSTOMER_ROLLUPS = f"""
 DROP TABLE IF EXISTS load_customer_week;
-CREATE TEMP TABLE load_customer_week AS {_WEEKS_OF.format(facts=_LOAD_FACTS)};
+CREATE TEMP TABLE load_customer_week AS {_WITH_COHORT.format(weeks="SELECT * FROM merge_customer_week")};
 DROP TABLE IF EXISTS load_customer_branch;
-CREATE TEMP TABLE load_customer_branch AS {_BRANCHES_OF.format(facts=_LOAD_FACTS)}
+CREATE TEMP TABLE load_customer_branch AS SELECT * FROM merge_customer_branch
 """
 MOVE_COHORTS = """
 UPDATE agg_customer_week SET cohort = m.cohort
@@ -102,7 +119,8 @@ WHERE agg_customer_week.customer_key = m.customer_key AND agg_customer_week.coho
 # that remain (after SETTLE_LOST_CUSTOMERS, whose first sales give the cohorts).
 SETTLE_LOST_ROLLUPS = f"""
 DELETE FROM agg_customer_week WHERE customer_key IN (SELECT customer_key FROM load_lost_customer);
-INSERT INTO agg_customer_week (customer_key, monday, cohort, sales) {_WEEKS_OF.format(facts=_LOST_FACTS)};
+INSERT INTO agg_customer_week (customer_key, monday, cohort, sales)
+{_WITH_COHORT.format(weeks=_WEEKS_OF.format(facts=_LOST_FACTS))};
 DELETE FROM agg_customer_branch WHERE customer_key IN (SELECT customer_key FROM load_lost_customer);
 INSERT INTO agg_customer_branch (customer_key, branch_key, first_key, last_key) {_BRANCHES_OF.format(facts=_LOST_FACTS)}
 """

@@ -48,10 +48,12 @@ from cafe_etl.rules import FileStatus
 from cafe_etl.warehouse.base import FILE_TABLES, FileRecord, PartLoad, cleanup
 from cafe_etl.warehouse.customer_sql import (
     CUSTOMER_INPUT,
+    CUSTOMER_ROLLUP_INPUTS,
     LOAD_CUSTOMER_ROLLUPS,
     MOVE_COHORTS,
     NOTE_LOST_CUSTOMERS,
     PART_CUSTOMERS_TO_MERGE,
+    PART_ROLLUPS_TO_MERGE,
     SETTLE_LOST_CUSTOMERS,
     SETTLE_LOST_ROLLUPS,
 )
@@ -258,7 +260,9 @@ class SqlLoadSession(SqlLedger):
             engine.run(_KEEP_STAGED_PAIRS)
             for table, (columns, relation) in _BATCH_APPENDS.items():
                 self._append(engine, con, table, columns, _select(columns, relation, run_id))
-            self._add_customer_rollups(con, [r.file_id for r in records if r.status == FileStatus.LOADED])
+            for name, select in CUSTOMER_ROLLUP_INPUTS.items():
+                self._stage(engine, con, name, select)
+            self._merge_customer_rollups(con)
             if clear:
                 self._settle_lost_customers(con)
             # After the customers: every loader takes its row locks in one order.
@@ -357,12 +361,12 @@ class SqlLoadSession(SqlLedger):
         self._execute(con, _NOTE_PAIRS_LEAVING, [list(file_ids)])
         self._execute(con, _DELETE_ROWS.format(table="agg_pair_day"), [list(file_ids)])
 
-    def _add_customer_rollups(self, con: Connection, file_ids: Sequence[int]) -> None:
-        """The weeks and branches of the customers of ``file_ids``, from the facts just
-        loaded (after the customers' merge, which gives their cohorts)."""
-        for statement in split_statements(LOAD_CUSTOMER_ROLLUPS):
-            self._execute(con, statement, [list(file_ids)] * statement.count("?"))
-        for statement in [*split_statements(self.MERGE_CUSTOMER_ROLLUPS), MOVE_COHORTS]:
+    def _merge_customer_rollups(self, con: Connection) -> None:
+        """The load's customers' weeks and branches (``merge_customer_week``,
+        ``merge_customer_branch``) into the warehouse's, after the customers' merge,
+        which gives their cohorts."""
+        for statement in [*split_statements(LOAD_CUSTOMER_ROLLUPS), *split_statements(self.MERGE_CUSTOMER_ROLLUPS),
+                          MOVE_COHORTS]:
             self._execute(con, statement)
 
     def _settle_lost_customers(self, con: Connection) -> None:
@@ -408,7 +412,9 @@ class SqlPartLoad(PartLoad):
             session._execute(con, "DROP TABLE IF EXISTS merge_customer")
             session._execute(con, PART_CUSTOMERS_TO_MERGE, [file_id, file_id])
             session._merge_customers(con)
-            session._add_customer_rollups(con, [file_id])
+            for statement in split_statements(PART_ROLLUPS_TO_MERGE):
+                session._execute(con, statement, [file_id] * statement.count("?"))
+            session._merge_customer_rollups(con)
             if replaced or record.clear_previous:
                 session._settle_lost_customers(con)
             session._execute(con, _NOTE_PART_PAIRS, [file_id])
