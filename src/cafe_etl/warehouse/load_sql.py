@@ -255,13 +255,15 @@ class SqlLoadSession(SqlLedger):
                 self._execute(con, self.LOCK_CUSTOMERS)
             self._note_leaving(con, clear)
             self._delete_rows_of(con, clear)
-            self._stage(engine, con, "merge_customer", CUSTOMER_INPUT)
-            self._merge_customers(con)
             engine.run(_KEEP_STAGED_PAIRS)
             for table, (columns, relation) in _BATCH_APPENDS.items():
                 self._append(engine, con, table, columns, _select(columns, relation, run_id))
-            for name, select in CUSTOMER_ROLLUP_INPUTS.items():
+            # Then what other loaders change too, from here to the commit: a loader waits
+            # for another's commit on each customer they share (their rows change with
+            # every sale), so appends come first and run at the same time.
+            for name, select in {"merge_customer": CUSTOMER_INPUT, **CUSTOMER_ROLLUP_INPUTS}.items():
                 self._stage(engine, con, name, select)
+            self._merge_customers(con)
             self._merge_customer_rollups(con)
             if clear:
                 self._settle_lost_customers(con)
