@@ -147,7 +147,8 @@ def test_a_batch_that_ran_out_of_memory_once_loads_when_retried_alone(generated,
     settings = load_settings(warehouse=str(warehouse_url), threads=2).with_overrides(batch_bytes=1)
     summary = ingest([str(generated)], settings)
     assert failures == {"judge": 0, "load": 0}
-    assert summary.ok and summary.count("loaded") == expected["files"]
+    assert summary.ok, [(f.location, f.outcome, f.error) for f in summary.files if f.outcome != "loaded"]
+    assert summary.count("loaded") == expected["files"]
     with open_warehouse(str(warehouse_url)).reader() as reader:
         got = reports.build(reader, reports.Filters())
     assert json.loads(dumps(got)) == expected["report"]

@@ -51,30 +51,35 @@ SELECT o.customer_key, o.first_seen, o.first_branch_key, o.last_seen, o.sales, o
             WHEN o.first_seen = d.first_seen THEN o.first_branch_key < coalesce(d.first_branch_key, {NO_KEY})
             ELSE false END AS earlier
 FROM merge_customer o LEFT JOIN dim_customer d USING (customer_key);
-UPDATE dim_customer SET
-    first_seen = CASE WHEN o.earlier THEN o.first_seen ELSE dim_customer.first_seen END,
-    first_branch_key = CASE WHEN o.earlier THEN o.first_branch_key ELSE dim_customer.first_branch_key END,
-    last_seen = greatest(dim_customer.last_seen, o.last_seen),
-    sales = dim_customer.sales + o.sales,
-    revenue = dim_customer.revenue + o.revenue
+UPDATE dim_customer SET first_seen = o.first_seen, first_branch_key = o.first_branch_key
+FROM load_customer o
+WHERE o.earlier AND dim_customer.customer_key = o.customer_key;
+UPDATE dim_customer SET last_seen = greatest(dim_customer.last_seen, o.last_seen),
+                        sales = dim_customer.sales + o.sales, revenue = dim_customer.revenue + o.revenue
 FROM load_customer o
 WHERE NOT o.new AND dim_customer.customer_key = o.customer_key;
 INSERT INTO dim_customer (customer_key, first_seen, first_branch_key, last_seen, sales, revenue)
 SELECT customer_key, first_seen, first_branch_key, last_seen, sales, revenue FROM load_customer WHERE new
 """
 
-# A load's customer weeks and branches: those known changed, the others added.
+# A load's customer weeks and branches: those known changed, the others added. Each
+# UPDATE sets only what changes (a week's cohort moves in MOVE_COHORTS): an update holds
+# memory per column and row until the commit, within the engines' shared limit.
 _MERGE_CUSTOMER_ROLLUPS = """
-UPDATE agg_customer_week SET sales = agg_customer_week.sales + w.sales, cohort = w.cohort
+UPDATE agg_customer_week SET sales = agg_customer_week.sales + w.sales
 FROM load_customer_week w
 WHERE agg_customer_week.customer_key = w.customer_key AND agg_customer_week.monday = w.monday;
 INSERT INTO agg_customer_week (customer_key, monday, cohort, sales)
 SELECT w.customer_key, w.monday, w.cohort, w.sales FROM load_customer_week w
 WHERE NOT EXISTS (SELECT 1 FROM agg_customer_week a WHERE a.customer_key = w.customer_key AND a.monday = w.monday);
-UPDATE agg_customer_branch SET first_key = least(agg_customer_branch.first_key, b.first_key),
-                               last_key = greatest(agg_customer_branch.last_key, b.last_key)
+UPDATE agg_customer_branch SET last_key = b.last_key
 FROM load_customer_branch b
-WHERE agg_customer_branch.customer_key = b.customer_key AND agg_customer_branch.branch_key = b.branch_key;
+WHERE agg_customer_branch.customer_key = b.customer_key AND agg_customer_branch.branch_key = b.branch_key
+  AND b.last_key > agg_customer_branch.last_key;
+UPDATE agg_customer_branch SET first_key = b.first_key
+FROM load_customer_branch b
+WHERE agg_customer_branch.customer_key = b.customer_key AND agg_customer_branch.branch_key = b.branch_key
+  AND b.first_key < agg_customer_branch.first_key;
 INSERT INTO agg_customer_branch (customer_key, branch_key, first_key, last_key)
 SELECT b.customer_key, b.branch_key, b.first_key, b.last_key FROM load_customer_branch b
 WHERE NOT EXISTS (SELECT 1 FROM agg_customer_branch a

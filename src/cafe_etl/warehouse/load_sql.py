@@ -175,7 +175,8 @@ class SqlLoadSession(SqlLedger):
     # first sighting winning (ties: the lowest first branch key).
     MERGE_CUSTOMERS: str
     # The dialect's merge of a load's customer weeks and branches (``load_customer_week``,
-    # ``load_customer_branch``): sales added, the cohort replaced, first and last days widened.
+    # ``load_customer_branch``): sales added, first and last days widened (a known week's
+    # cohort moves in MOVE_COHORTS).
     MERGE_CUSTOMER_ROLLUPS: str
     # Whether batches that merge customers load one at a time in this process (no index
     # keeps their keys unique, and two engines must not add the same customer).

@@ -67,8 +67,7 @@ ON CONFLICT (customer_key) DO UPDATE SET
 _MERGE_CUSTOMER_ROLLUPS = """
 INSERT INTO agg_customer_week (customer_key, monday, cohort, sales)
 SELECT customer_key, monday, cohort, sales FROM load_customer_week ORDER BY customer_key, monday
-ON CONFLICT (customer_key, monday) DO UPDATE SET sales = agg_customer_week.sales + excluded.sales,
-                                                cohort = excluded.cohort;
+ON CONFLICT (customer_key, monday) DO UPDATE SET sales = agg_customer_week.sales + excluded.sales;
 INSERT INTO agg_customer_branch (customer_key, branch_key, first_key, last_key)
 SELECT customer_key, branch_key, first_key, last_key FROM load_customer_branch ORDER BY customer_key, branch_key
 ON CONFLICT (customer_key, branch_key) DO UPDATE SET
