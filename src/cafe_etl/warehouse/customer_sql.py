@@ -45,9 +45,13 @@ INSERT INTO load_lost_customer
 SELECT DISTINCT customer_key FROM fact_sale
 WHERE file_id = ANY(CAST(? AS BIGINT[])) AND customer_key IS NOT NULL
 """
-_LOST_FACTS = """SELECT x.* FROM fact_sale x
-WHERE x.customer_key IN (SELECT customer_key FROM load_lost_customer)"""
+# Their sales that remain, read once from the facts: settling reads them five times.
+_LOST_FACTS = "SELECT * FROM load_lost_fact"
 SETTLE_LOST_CUSTOMERS = f"""
+DROP TABLE IF EXISTS load_lost_fact;
+CREATE TEMP TABLE load_lost_fact AS
+SELECT customer_key, date_key, branch_key, total FROM fact_sale
+WHERE customer_key IN (SELECT customer_key FROM load_lost_customer);
 UPDATE dim_customer SET first_seen = m.first_seen, first_branch_key = m.first_branch_key,
                         last_seen = m.last_seen, sales = m.sales, revenue = m.revenue
 FROM ({_CUSTOMER_TO_DATE.format(facts=_LOST_FACTS)}) m
@@ -58,7 +62,7 @@ WHERE dim_customer.customer_key = m.customer_key
        OR dim_customer.revenue IS DISTINCT FROM m.revenue);
 DELETE FROM dim_customer
 WHERE customer_key IN (SELECT customer_key FROM load_lost_customer)
-  AND NOT EXISTS (SELECT 1 FROM fact_sale f WHERE f.customer_key = dim_customer.customer_key)
+  AND NOT EXISTS (SELECT 1 FROM load_lost_fact f WHERE f.customer_key = dim_customer.customer_key)
 """
 
 
